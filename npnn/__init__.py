@@ -1,0 +1,1 @@
+"""npnn: reverse-mode autodiff on NumPy with a PyTorch-like API."""
