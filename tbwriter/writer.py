@@ -1,10 +1,423 @@
-"""Placeholder until the writer lands (replaced by the tbwriter core work)."""
+"""SummaryWriter (tensorboardX-compatible) and FileWriter (TensorFlow 1 style).
+
+Both write one event file per run directory through events.EventFileWriter. Summaries
+come from tbwriter.summary; the scalar hot path encodes its Event bytes directly from a
+precomputed per-tag prefix, which parses to exactly the message protobuf would build.
+"""
+import math
+import operator
+import os
+import socket
+import struct
+import time
+from datetime import datetime
+
+from crc32c import crc32c
+
+from tbwriter import summary as _summary
+from tbwriter.events import EventFileWriter, WriterStateError
+from tbwriter.proto import event_pb2, graph_pb2, summary_pb2
+from tbwriter.record import masked_crc32c
+
+__all__ = ["SummaryWriter", "FileWriter", "WriterStateError"]
+
+_HEAD = struct.Struct("<Bd")  # Event.wall_time: key 0x09, little-endian double
+_F32 = struct.Struct("<f")
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_MASK = 0xA282EAD8
+
+
+def _varint(n: int) -> bytes:
+    """Protobuf base-128 varint of a non-negative int (negative int64: two's complement)."""
+    if n < 0:
+        n += 1 << 64
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _step_field(step: int) -> bytes:
+    """Event.step (field 2, varint); omitted when 0, as proto3 serialization does."""
+    if 0 < step < 128:
+        return bytes((0x10, step))
+    if step == 0:
+        return b""
+    return b"\x10" + _varint(step)
+
+
+def _scalar_prefix(tag: str) -> bytes:
+    """Bytes of Event.summary for one simple_value, up to the 4 float bytes."""
+    tagb = tag.encode("utf-8")
+    value = b"\x0a" + _varint(len(tagb)) + tagb + b"\x15"  # Value.tag, then key of simple_value
+    value_len = len(value) + 4
+    summary = b"\x0a" + _varint(value_len) + value  # Summary.value
+    return b"\x2a" + _varint(len(summary) + 4) + summary  # Event.summary
+
+
+def _event_bytes(wall_time: float, step: int, field_key: bytes, payload: bytes) -> bytes:
+    """Serialized Event{wall_time, step, <field>=payload} for a length-delimited field."""
+    return b"".join((_HEAD.pack(0x09, wall_time), _step_field(step), field_key, _varint(len(payload)), payload))
+
+
+def _as_step(global_step) -> int:
+    """global_step as an int (None -> 0); numpy/torch integer scalars are accepted."""
+    if global_step is None:
+        return 0
+    try:
+        return operator.index(global_step)
+    except TypeError:
+        pass
+    try:
+        f = float(global_step)
+    except (TypeError, ValueError):
+        f = math.nan
+    if isinstance(global_step, (str, bytes)) or not f.is_integer():
+        raise TypeError(f"global_step: expected an integer, got {global_step!r}")
+    return int(f)
+
+
+def _as_walltime(walltime) -> float:
+    """walltime as float seconds (None -> now)."""
+    if walltime is None:
+        return time.time()
+    if isinstance(walltime, (str, bytes)):
+        raise TypeError(f"walltime: expected seconds as a number, got {walltime!r}")
+    return float(walltime)
+
+
+def _as_float(value, arg_name: str = "scalar_value") -> float:
+    """A Python float from any scalar-like (numpy, torch, jax scalar or one-element array)."""
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{arg_name}: expected a number, got {type(value).__name__} {value!r}")
+    if getattr(value, "ndim", 0):
+        shape = tuple(getattr(value, "shape", ()))
+        if math.prod(shape) != 1:
+            raise ValueError(f"{arg_name}: expected a single number, got an array of shape {shape}")
+        value = value.reshape(())  # float() of a 1-element array is deprecated in numpy
+    try:
+        return float(value)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{arg_name}: expected a number, got {type(value).__name__}: {e}") from None
+
+
+def _graph_bytes(graph) -> bytes:
+    """Serialized GraphDef from a GraphDef, its bytes, or an object with as_graph_def()."""
+    if isinstance(graph, (bytes, bytearray)):
+        return bytes(graph)
+    if hasattr(graph, "as_graph_def"):
+        graph = graph.as_graph_def()
+    if isinstance(graph, graph_pb2.GraphDef) or hasattr(graph, "SerializeToString"):
+        return graph.SerializeToString()
+    raise TypeError(f"graph: expected a GraphDef or an object with as_graph_def(), got {type(graph).__name__}")
+
+
+class FileWriter:
+    """TF1's tf.summary.FileWriter: one event file in logdir, fed with Summary messages."""
+
+    def __init__(self, logdir, graph=None, max_queue: int = 10, flush_secs: float = 120,
+                 filename_suffix: str = "", graph_def=None):
+        if logdir is None or (isinstance(logdir, str) and not logdir):
+            raise ValueError(f"logdir: expected a directory path, got {logdir!r}")
+        self._logdir = os.fspath(logdir)
+        self.event_writer = EventFileWriter(self._logdir, max_queue, flush_secs, filename_suffix or "")
+        self._state = self.event_writer._state  # the hot path reaches its buffer directly
+        self._meta_tags = set()  # tags whose metadata went out already in this file
+        self._scalar_prefixes = {}
+        self._headers = {}
+        if graph is not None or graph_def is not None:
+            self.add_graph(graph if graph is not None else graph_def)
+
+    def get_logdir(self) -> str:
+        """The directory this writer writes into."""
+        return self._logdir
+
+    # -- the hot path: one scalar, encoded without protobuf objects --------------------
+    def _add_scalar(self, tag: str, value: float, step: int, walltime) -> None:
+        s = self._state
+        if s.dead is not None:
+            s.raise_dead()
+        prefix = self._scalar_prefixes.get(tag)
+        if prefix is None:
+            if not isinstance(tag, str) or not tag:
+                raise ValueError(f"tag: expected a non-empty str, got {tag!r}")
+            prefix = self._scalar_prefixes[tag] = _scalar_prefix(tag)
+        try:
+            fbytes = _F32.pack(value)
+        except OverflowError:  # finite but beyond float32: rounds to +-inf, as numpy does
+            fbytes = _F32.pack(math.copysign(math.inf, value))
+        if 0 < step < 128:
+            stepb = bytes((0x10, step))
+        else:
+            stepb = _step_field(step)
+        event = b"".join((_HEAD.pack(0x09, time.time() if walltime is None else walltime),
+                          stepb, prefix, fbytes))
+        n = len(event)
+        header = self._headers.get(n)
+        if header is None:
+            header = self._headers[n] = _frame_header(n)
+        crc = crc32c(event)
+        record = b"".join((header, event, _U32.pack((((crc >> 15) | (crc << 17)) + _MASK) & 0xFFFFFFFF)))
+        with s.lock:
+            s.buf.append(record)
+            if len(s.buf) >= s.max_queue:
+                s.write_locked()
+
+    def add_scalar_value(self, tag: str, scalar_value, global_step=None, walltime=None) -> None:
+        """Write one scalar as Summary.Value.simple_value (float32)."""
+        t = type(scalar_value)
+        v = scalar_value if t is float else float(scalar_value) if t is int else _as_float(scalar_value)
+        step = global_step if type(global_step) is int else _as_step(global_step)
+        self._add_scalar(tag, v, step, None if walltime is None else _as_walltime(walltime))
+
+    # -- TF1 API ------------------------------------------------------------------------
+    def add_summary(self, summary, global_step=None, walltime=None) -> None:
+        """Write a Summary message (or its serialized bytes) at global_step."""
+        if isinstance(summary, (bytes, bytearray)):
+            parsed = summary_pb2.Summary()
+            parsed.ParseFromString(bytes(summary))
+            summary, owned = parsed, True
+        elif isinstance(summary, summary_pb2.Summary):
+            owned = False
+        elif hasattr(summary, "SerializeToString"):  # a Summary of another protobuf module
+            parsed = summary_pb2.Summary()
+            parsed.ParseFromString(summary.SerializeToString())
+            summary, owned = parsed, True
+        else:
+            raise TypeError(f"summary: expected a Summary or its serialized bytes, got {type(summary).__name__}")
+        self._write_summary(summary, _as_step(global_step), walltime, owned)
+
+    def _write_summary(self, summary, step: int, walltime, owned: bool) -> None:
+        """Strip metadata already sent for a tag in this file, then queue the Event."""
+        s = self._state
+        if s.dead is not None:
+            s.raise_dead()
+        seen = self._meta_tags
+        strip = [i for i, v in enumerate(summary.value) if v.HasField("metadata") and v.tag in seen]
+        if strip:
+            if not owned:
+                copy = summary_pb2.Summary()
+                copy.CopyFrom(summary)
+                summary = copy
+            for i in strip:
+                summary.value[i].ClearField("metadata")
+        for v in summary.value:
+            if v.HasField("metadata"):
+                seen.add(v.tag)
+        self.event_writer.write_serialized(
+            _event_bytes(_as_walltime(walltime), step, b"\x2a", summary.SerializeToString()))
+
+    def add_graph(self, graph, global_step=None, walltime=None) -> None:
+        """Write a GraphDef (or an object with as_graph_def()) for the graph dashboard."""
+        self.event_writer.write_serialized(
+            _event_bytes(_as_walltime(walltime), _as_step(global_step), b"\x22", _graph_bytes(graph)))
+
+    def add_event(self, event) -> None:
+        """Write an Event message as it is."""
+        if not isinstance(event, event_pb2.Event):
+            if hasattr(event, "SerializeToString"):
+                self.event_writer.write_serialized(event.SerializeToString())
+                return
+            raise TypeError(f"event: expected an Event, got {type(event).__name__}")
+        self.event_writer.write_event(event)
+
+    def add_session_log(self, session_log, global_step=None, walltime=None) -> None:
+        """Write a SessionLog event (START makes TensorBoard's Python loader purge later steps)."""
+        self.event_writer.write_event(event_pb2.Event(
+            wall_time=_as_walltime(walltime), step=_as_step(global_step), session_log=session_log))
+
+    def flush(self) -> None:
+        """Hand everything written so far to the OS before returning."""
+        self.event_writer.flush()
+
+    def close(self) -> None:
+        """Flush and close; any later add_* or flush raises WriterStateError."""
+        self.event_writer.close()
+
+    def reopen(self) -> None:
+        """Not supported: a closed writer stays closed; create a new writer instead."""
+        raise WriterStateError("tbwriter writers never reopen; create a new writer")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _frame_header(n: int) -> bytes:
+    """Length and masked length CRC of a record of n bytes."""
+    length = _U64.pack(n)
+    return length + _U32.pack(masked_crc32c(length))
 
 
 class SummaryWriter:
-    def __init__(self, *args, **kwargs):
-        raise NotImplementedError("SummaryWriter is being written")
+    """tensorboardX's SummaryWriter: add_scalar, add_histogram, add_image, ... into log_dir."""
+
+    def __init__(self, log_dir=None, comment: str = "", purge_step=None, max_queue: int = 10,
+                 flush_secs: float = 120, filename_suffix: str = "", logdir=None):
+        if log_dir is None:
+            log_dir = logdir
+        if log_dir is None:
+            stamp = datetime.now().strftime("%b%d_%H-%M-%S")
+            log_dir = os.path.join("runs", stamp + "_" + socket.gethostname() + comment)
+        self._logdir = os.fspath(log_dir)
+        self._max_queue = max_queue
+        self._flush_secs = flush_secs
+        self._filename_suffix = filename_suffix
+        self._closed = False
+        self.file_writer = FileWriter(self._logdir, max_queue=max_queue, flush_secs=flush_secs,
+                                      filename_suffix=filename_suffix)
+        self.all_writers = {self._logdir: self.file_writer}
+        if purge_step is not None:
+            step = _as_step(purge_step)
+            self.file_writer.add_session_log(event_pb2.SessionLog(status=event_pb2.SessionLog.START), step)
+
+    def get_logdir(self) -> str:
+        """The run directory."""
+        return self._logdir
+
+    def _get_file_writer(self) -> FileWriter:
+        """The run's FileWriter (tensorboardX name)."""
+        return self.file_writer
+
+    def _sub_writer(self, logdir: str) -> FileWriter:
+        fw = self.all_writers.get(logdir)
+        if fw is None:
+            if self._closed:
+                raise WriterStateError(f"the SummaryWriter of {self._logdir} is closed; create a new one")
+            fw = self.all_writers[logdir] = FileWriter(logdir, max_queue=self._max_queue,
+                                                      flush_secs=self._flush_secs,
+                                                      filename_suffix=self._filename_suffix)
+        return fw
+
+    def add_scalar(self, tag: str, scalar_value, global_step=None, walltime=None) -> None:
+        """Write one scalar (float32 simple_value) at global_step."""
+        t = type(scalar_value)
+        v = scalar_value if t is float else float(scalar_value) if t is int else _as_float(scalar_value)
+        step = global_step if type(global_step) is int else _as_step(global_step)
+        self.file_writer._add_scalar(tag, v, step, None if walltime is None else _as_walltime(walltime))
+
+    def add_scalars(self, main_tag: str, tag_scalar_dict: dict, global_step=None, walltime=None) -> None:
+        """One scalar per key, each in sub-run <log_dir>/<main_tag>_<key> under tag main_tag."""
+        if not isinstance(tag_scalar_dict, dict):
+            raise TypeError(f"tag_scalar_dict: expected a dict, got {type(tag_scalar_dict).__name__}")
+        wt = _as_walltime(walltime)
+        step = _as_step(global_step)
+        values = {k: _as_float(v, f"tag_scalar_dict[{k!r}]") for k, v in tag_scalar_dict.items()}
+        for key, v in values.items():
+            sub = self._logdir + "/" + main_tag.replace("/", "_") + "_" + key
+            self._sub_writer(sub)._add_scalar(main_tag, v, step, wt)
+
+    def _add(self, summary, global_step, walltime) -> None:
+        self.file_writer._write_summary(summary, _as_step(global_step), walltime, True)
+
+    def _check_open(self):
+        s = self.file_writer._state
+        if s.dead is not None:
+            s.raise_dead()
+
+    def add_histogram(self, tag: str, values, global_step=None, bins="tensorflow", walltime=None,
+                      max_bins=None) -> None:
+        """Histogram of values (TensorFlow's buckets by default) at global_step."""
+        self._check_open()
+        self._add(_summary.histogram(tag, values, bins=bins), global_step, walltime)
+
+    def add_histogram_raw(self, tag: str, min, max, num, sum, sum_squares, bucket_limits, bucket_counts,
+                          global_step=None, walltime=None) -> None:
+        """Histogram from precomputed statistics and buckets."""
+        self._check_open()
+        self._add(_summary.histogram_raw(tag, min, max, num, sum, sum_squares, bucket_limits, bucket_counts),
+                  global_step, walltime)
+
+    def add_image(self, tag: str, img_tensor, global_step=None, walltime=None, dataformats: str = "CHW") -> None:
+        """One image (uint8, or float in [0, 1]) PNG-encoded."""
+        self._check_open()
+        self._add(_summary.image(tag, img_tensor, dataformats=dataformats), global_step, walltime)
+
+    def add_images(self, tag: str, img_tensor, global_step=None, walltime=None, dataformats: str = "NCHW") -> None:
+        """A batch of images shown as one grid image."""
+        self._check_open()
+        self._add(_summary.images(tag, img_tensor, dataformats=dataformats), global_step, walltime)
+
+    def add_text(self, tag: str, text_string: str, global_step=None, walltime=None) -> None:
+        """Markdown text for the text dashboard."""
+        self._check_open()
+        self._add(_summary.text(tag, text_string), global_step, walltime)
+
+    def add_pr_curve(self, tag: str, labels, predictions, global_step=None, num_thresholds: int = 127,
+                     weights=None, walltime=None) -> None:
+        """Precision-recall curve of binary labels against predicted probabilities."""
+        self._check_open()
+        self._add(_summary.pr_curve(tag, labels, predictions, num_thresholds=num_thresholds, weights=weights),
+                  global_step, walltime)
+
+    def add_custom_scalars(self, layout: dict) -> None:
+        """Custom scalars dashboard layout: {category: {title: ["Multiline"|"Margin", tags]}}."""
+        self._check_open()
+        self._add(_summary.custom_scalars(layout), 0, None)
+
+    def add_graph(self, model, input_to_model=None, verbose=False, **kwargs) -> None:
+        """Write a GraphDef, or the graph of an object with as_graph_def()."""
+        self.file_writer.add_graph(model)
+
+    def add_hparams(self, hparam_dict: dict, metric_dict: dict, hparam_domain_discrete=None,
+                    run_name=None, global_step=None) -> None:
+        """Hyperparameters and metrics of this run (or of sub-run run_name) for the HPARAMS tab."""
+        self._check_open()
+        fw = self.file_writer if run_name is None else self._sub_writer(os.path.join(self._logdir, run_name))
+        exp, ssi, sei = _summary.hparams(hparam_dict, metric_dict, group_name=_group_name(fw.get_logdir()),
+                                         start_time_secs=time.time())
+        if hparam_domain_discrete:
+            exp = _with_discrete_domains(exp, hparam_domain_discrete)
+        step = _as_step(global_step)
+        fw._write_summary(exp, 0, None, True)
+        fw._write_summary(ssi, 0, None, True)
+        for k, v in metric_dict.items():
+            fw._add_scalar(k, _as_float(v, f"metric_dict[{k!r}]"), step, None)
+        fw._write_summary(sei, 0, None, True)
+
+    def flush(self) -> None:
+        """Hand every pending record of every file of this writer to the OS."""
+        for fw in list(self.all_writers.values()):
+            fw.flush()
+
+    def close(self) -> None:
+        """Flush and close every file; later add_* calls raise WriterStateError."""
+        self._closed = True
+        errors = []
+        for fw in list(self.all_writers.values()):
+            try:
+                fw.close()
+            except OSError as e:
+                errors.append(e)
+        if errors:
+            raise errors[0]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
-class FileWriter(SummaryWriter):
-    pass
+def _group_name(logdir: str) -> str:
+    """A stable hparams session group name for a run directory."""
+    return os.path.basename(os.path.normpath(logdir)) or logdir
+
+
+def _with_discrete_domains(exp, domains: dict):
+    """The experiment summary with domain_discrete set for the hparams named in domains."""
+    from tbwriter.proto import hparams_pb2
+    value = exp.value[0]
+    data = hparams_pb2.HParamsPluginData()
+    data.ParseFromString(value.metadata.plugin_data.content)
+    for info in data.experiment.hparam_infos:
+        if info.name in domains:
+            info.domain_discrete.Clear()
+            info.domain_discrete.extend(list(domains[info.name]))
+    value.metadata.plugin_data.content = data.SerializeToString()
+    return exp

@@ -1,0 +1,263 @@
+"""Event files: unique naming, buffering, flushing and closing.
+
+Loss window: framed records wait in memory until `max_queue` of them are pending or a
+timer thread's `flush_secs` period ends, whichever comes first; `flush()` and `close()`
+hand everything to the OS (`os.write`) before they return, so a `kill -9` of the process
+loses nothing they returned for. They do not `fsync`: a power cut or OS crash can still
+lose what the OS had not written to disk yet.
+
+Errors: a failed write (disk full, file too large, the file deleted) makes the writer
+unusable; the error, naming the file, is raised by that call or, if the timer thread hit
+it, by the next write/flush/close. Nothing is written after a failure, so the file never
+holds a record after a torn one.
+
+fork(): a writer inherited by a child process refuses every call there (WriterStateError),
+so the child can never write into, or flush its copy of the buffer into, the parent's file;
+create a new writer in the child instead.
+"""
+import itertools
+import os
+import socket
+import struct
+import threading
+import time
+import weakref
+
+from tbwriter.proto import event_pb2
+from tbwriter.record import frame
+
+_uid = itertools.count(1)  # distinguishes writers of one process created in the same second
+_live_states = weakref.WeakSet()  # every open file's state, so a fork can disable them in the child
+
+
+class WriterStateError(RuntimeError):
+    """A call on a writer that was closed, or that was inherited through fork()."""
+
+
+class EventFileError(OSError):
+    """Writing an event file failed; `filename` names the file."""
+
+
+def _create_file(logdir: str, filename_suffix: str):
+    """Create a new event file that no other writer or process has; return (path, fd)."""
+    host = socket.gethostname()
+    while True:
+        name = "events.out.tfevents.%010d.%s.%s.%s%s" % (
+            time.time(), host, os.getpid(), next(_uid), filename_suffix)
+        path = os.path.join(logdir, name)
+        try:
+            # O_EXCL: two writers can never open (and truncate) the same name.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o666)
+        except FileExistsError:
+            continue
+        return path, fd
+
+
+class _FileState:
+    """What a writer's timer thread and finalizer share: never a reference to the writer."""
+
+    __slots__ = ("path", "fd", "buf", "lock", "max_queue", "pid", "dead", "error",
+                 "reported", "stop", "thread", "__weakref__")
+
+    def __init__(self, path: str, fd: int, max_queue: int):
+        self.path = path
+        self.fd = fd
+        self.buf = []  # framed records not yet handed to the OS
+        self.lock = threading.Lock()
+        self.max_queue = max_queue
+        self.pid = os.getpid()
+        self.dead = None  # None while usable, else the exception every call raises
+        self.error = None  # the write error, if one happened
+        self.reported = False  # whether `error` reached a caller already
+        self.stop = threading.Event()
+        self.thread = None
+
+    def raise_dead(self):
+        """Raise the reason this writer cannot be used."""
+        if self.dead is self.error:
+            self.reported = True
+        raise self.dead
+
+    def write_locked(self):
+        """Hand all buffered records to the OS in one write; call with `lock` held."""
+        buf = self.buf
+        if not buf:
+            return
+        data = b"".join(buf)
+        buf.clear()
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.fd, view):]
+            # A file whose directory was removed still takes writes, into nowhere.
+            if os.fstat(self.fd).st_nlink == 0:
+                raise FileNotFoundError(2, "event file was deleted (its directory removed?)")
+        except OSError as e:
+            self.fail(e)
+            self.raise_dead()
+
+    def fail(self, e: OSError):
+        """Mark the writer broken by e: every later call raises a copy naming the file."""
+        err = EventFileError(e.errno, f"tbwriter could not write the event file: {e.strerror or e}", self.path)
+        err.__cause__ = e
+        self.error = self.dead = err
+
+    def timer_flush(self):
+        """The timer thread's flush: errors wait for the caller's next call."""
+        with self.lock:
+            if self.dead is None:
+                try:
+                    self.write_locked()
+                except EventFileError:
+                    pass  # kept in self.error, raised by the next call
+
+    def close(self):
+        """Flush and close the file; raise a write error not yet raised to a caller."""
+        self.stop.set()
+        with self.lock:
+            if self.dead is None:
+                try:
+                    self.write_locked()
+                except EventFileError:
+                    pass
+            if self.fd >= 0 and self.pid == os.getpid():
+                os.close(self.fd)
+                self.fd = -1
+            if self.dead is None:
+                self.dead = WriterStateError(f"the event writer of {self.path} is closed; create a new writer")
+            pending = self.error is not None and not self.reported
+            if pending:
+                self.reported = True
+        t = self.thread
+        if t is not None and t is not threading.current_thread():
+            t.join()
+        if pending:
+            raise self.error
+
+    def finalize(self):
+        """Close at interpreter exit or garbage collection; report a lost write on stderr."""
+        if self.pid != os.getpid():
+            return
+        try:
+            self.close()
+        except EventFileError as e:
+            import sys
+            print(f"tbwriter: {e}", file=sys.stderr)
+
+    def after_fork_in_child(self):
+        """In a fork()ed child: refuse every call, never write the parent's buffer."""
+        self.lock = threading.Lock()  # the parent's may have been held by another thread
+        self.buf = []
+        self.thread = None
+        if self.dead is None or isinstance(self.dead, WriterStateError):
+            self.dead = WriterStateError(
+                f"this writer of {self.path} belongs to process {self.pid} and was inherited "
+                f"through fork() by process {os.getpid()}; create a new writer in the child process")
+        if self.fd >= 0:
+            try:
+                os.close(self.fd)  # the child's copy only; the parent's stays open
+            except OSError:
+                pass
+            self.fd = -1
+
+
+def _after_fork_in_child():
+    for state in list(_live_states):
+        state.after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _flush_loop(ref, stop: threading.Event, flush_secs: float):
+    """Timer thread: every flush_secs, hand pending records to the OS."""
+    while not stop.wait(flush_secs):
+        state = ref()
+        if state is None:
+            return
+        state.timer_flush()
+        del state
+
+
+class EventFileWriter:
+    """One event file in logdir: buffered, thread-safe, closed at exit if left open."""
+
+    def __init__(self, logdir, max_queue: int = 10, flush_secs: float = 120, filename_suffix: str = ""):
+        if not isinstance(max_queue, int) or isinstance(max_queue, bool):
+            raise TypeError(f"max_queue: expected an int, got {type(max_queue).__name__}")
+        if not flush_secs > 0:
+            raise ValueError(f"flush_secs: expected a positive number of seconds, got {flush_secs!r}")
+        if not isinstance(filename_suffix, str):
+            raise TypeError(f"filename_suffix: expected a str, got {type(filename_suffix).__name__}")
+        logdir = os.fspath(logdir)
+        os.makedirs(logdir, exist_ok=True)
+        self.logdir = logdir
+        path, fd = _create_file(logdir, filename_suffix)
+        self.path = path
+        s = self._state = _FileState(path, fd, max(1, max_queue))
+        # The file_version record goes out at once: the file is never seen empty.
+        s.buf.append(frame(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2")
+                           .SerializeToString()))
+        with s.lock:
+            s.write_locked()
+        _live_states.add(s)
+        s.thread = threading.Thread(target=_flush_loop, args=(weakref.ref(s), s.stop, float(flush_secs)),
+                                    name=f"tbwriter-flush-{os.path.basename(path)}", daemon=True)
+        s.thread.start()
+        self._finalizer = weakref.finalize(self, s.finalize)
+
+    def write_event(self, event: event_pb2.Event) -> None:
+        """Queue one Event."""
+        self.write_serialized(event.SerializeToString())
+
+    def write_serialized(self, event_bytes: bytes) -> None:
+        """Queue one already serialized Event."""
+        self.write_framed(frame(event_bytes))
+
+    def write_framed(self, record: bytes) -> None:
+        """Queue one already framed record (the hot path's entry)."""
+        s = self._state
+        if s.dead is not None:
+            s.raise_dead()
+        with s.lock:
+            s.buf.append(record)
+            if len(s.buf) >= s.max_queue:
+                s.write_locked()
+
+    def write_framed_many(self, records) -> None:
+        """Queue several framed records so that they land in the file together."""
+        s = self._state
+        if s.dead is not None:
+            s.raise_dead()
+        with s.lock:
+            s.buf.extend(records)
+            if len(s.buf) >= s.max_queue:
+                s.write_locked()
+
+    def flush(self) -> None:
+        """Hand every queued record to the OS before returning (no fsync)."""
+        s = self._state
+        with s.lock:
+            if s.dead is not None:
+                s.raise_dead()
+            s.write_locked()
+
+    def close(self) -> None:
+        """Flush and close the file; later writes raise. Closing twice is a no-op."""
+        s = self._state
+        if s.pid != os.getpid():
+            s.raise_dead()
+        self._finalizer.detach()
+        _live_states.discard(s)
+        s.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether the writer can no longer write."""
+        return self._state.dead is not None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
