@@ -1,0 +1,228 @@
+"""npnn.functional: coarse ops (one tape node each) for layers and losses, like torch.nn.functional.
+
+Targets and labels may be NumPy arrays or Tensors; they receive no gradient (except in
+mse_loss, where both sides are symmetric). Losses average over all elements (batch for
+cross_entropy).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from npnn import random as _random
+from npnn.tensor import Tensor, _binary, _const, _nary, _unary, unbroadcast
+
+__all__ = ["linear", "binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy",
+           "mse_loss", "nll_loss", "dropout", "conv2d", "max_pool2d", "relu", "sigmoid", "tanh",
+           "softmax", "log_softmax"]
+
+from npnn.ops import log_softmax, relu, sigmoid, softmax, tanh  # noqa: E402  (re-exports)
+
+
+def _tensor(x, name: str) -> Tensor:
+    """x as a Tensor (arrays become float32 constants unless already float64)."""
+    if isinstance(x, Tensor):
+        return x
+    if x is None:
+        raise TypeError(f"{name}: expected a Tensor or array, got None")
+    return Tensor(x)
+
+
+def _target_array(target, like: np.ndarray, fn: str) -> np.ndarray:
+    """A target as an ndarray of the input's dtype and shape (ValueError naming both shapes)."""
+    t = target.data if isinstance(target, Tensor) else np.asarray(target)
+    if t.shape != like.shape:
+        raise ValueError(f"{fn}: target shape {t.shape} does not match input shape {like.shape}")
+    if t.dtype != like.dtype:
+        t = t.astype(like.dtype)
+    return t
+
+
+def linear(x, weight, bias=None) -> Tensor:
+    """x @ weight.T + bias, one node; weight is [out_features, in_features] like PyTorch's.
+
+    npnn.nn.Linear stores its weight in this [out, in] layout (fan_in = in_features).
+    """
+    x = _tensor(x, "x")
+    X, W = x.data, weight.data
+    if W.ndim != 2 or X.shape[-1] != W.shape[1]:
+        raise ValueError(f"linear: input shape {X.shape} does not fit weight shape {W.shape} "
+                         f"(expected weight [out_features, {X.shape[-1]}])")
+    out = X @ W.T
+    if bias is not None:
+        if bias.data.shape != (W.shape[0],):
+            raise ValueError(f"linear: bias shape {bias.data.shape} does not match weight shape "
+                             f"{W.shape} (expected ({W.shape[0]},))")
+        out += bias.data  # out is fresh: add the bias in place
+    batched = X.ndim > 2
+
+    def backward(g):
+        gx = g @ W if x.requires_grad else None
+        g2 = g.reshape(-1, g.shape[-1]) if batched else g
+        gw = g2.T @ X.reshape(-1, X.shape[-1]) if weight.requires_grad else None
+        if bias is None:
+            return gx, gw
+        return gx, gw, (g2.sum(axis=0) if bias.requires_grad else None)
+
+    parents = (x, weight) if bias is None else (x, weight, bias)
+    return _nary(out, parents, backward, "Linear")
+
+
+def binary_cross_entropy(probs, targets) -> Tensor:
+    """-mean(y log p + (1-y) log(1-p)) with each log clamped at -100 (PyTorch's rule), so p of
+    exactly 0 or 1 gives a finite loss and gradient; NaN in p stays NaN."""
+    p = _tensor(probs, "probs")
+    P = p.data
+    Y = _target_array(targets, P, "binary_cross_entropy")
+    if P.size and (P.min() < 0 or P.max() > 1):
+        raise ValueError(f"binary_cross_entropy: probs must lie in [0, 1], got values in "
+                         f"[{P.min()}, {P.max()}]; use binary_cross_entropy_with_logits for logits")
+    with np.errstate(divide="ignore"):
+        log_p = np.maximum(np.log(P), -100.0)
+        log_1p = np.maximum(np.log1p(-P), -100.0)
+    n = P.size
+    out = -(Y * log_p + (1 - Y) * log_1p).sum() / n
+    eps = 1e-12
+
+    def backward(g):
+        # d/dp = (p - y) / (p (1 - p)), the denominator floored like PyTorch's BCE backward.
+        return ((g / n) * (P - Y) / np.maximum(P * (1 - P), eps),)
+
+    return _unary(np.asarray(out, dtype=P.dtype), p, backward, "BinaryCrossEntropy",
+                  (p, targets))
+
+
+def binary_cross_entropy_with_logits(logits, targets) -> Tensor:
+    """mean(max(x,0) - x y + log(1 + e^-|x|)): sigmoid + BCE fused, stable for any logit."""
+    x = _tensor(logits, "logits")
+    X = x.data
+    Y = _target_array(targets, X, "binary_cross_entropy_with_logits")
+    n = X.size
+    out = (np.maximum(X, 0) - X * Y + np.log1p(np.exp(-np.abs(X)))).sum() / n
+
+    def backward(g):
+        e = np.exp(-np.abs(X))  # sigmoid(x) from e^-|x|, which never overflows
+        s = np.where(X >= 0, 1 / (1 + e), e / (1 + e))
+        return ((g / n) * (s - Y),)
+
+    return _unary(np.asarray(out, dtype=X.dtype), x, backward, "BinaryCrossEntropyWithLogits",
+                  (x, targets))
+
+
+def _labels(labels, logits: np.ndarray, fn: str):
+    """Class labels as int indices [N] or a probability/one-hot matrix like logits."""
+    L = labels.data if isinstance(labels, Tensor) else np.asarray(labels)
+    n, c = logits.shape
+    if L.shape == logits.shape and L.dtype.kind == "f":
+        return None, L.astype(logits.dtype, copy=False)
+    if L.shape != (n,):
+        raise ValueError(f"{fn}: labels shape {L.shape} does not fit logits shape {logits.shape} "
+                         f"(expected ({n},) class indices or {logits.shape} one-hot)")
+    if L.dtype.kind not in "iu":
+        if L.dtype.kind == "f" and np.all(L == np.round(L)):
+            L = L.astype(np.int64)
+        else:
+            raise ValueError(f"{fn}: labels must be integer class indices, got dtype {L.dtype}")
+    if n and (L.min() < 0 or L.max() >= c):
+        raise ValueError(f"{fn}: labels must lie in [0, {c - 1}] for {c} classes, got values in "
+                         f"[{L.min()}, {L.max()}]")
+    return L, None
+
+
+def cross_entropy(logits, labels) -> Tensor:
+    """Mean over the batch of -log softmax(logits)[label]; softmax and NLL fused in one node.
+
+    logits: [N, C]; labels: int class indices [N] or one-hot / probabilities [N, C].
+    """
+    x = _tensor(logits, "logits")
+    X = x.data
+    if X.ndim != 2:
+        raise ValueError(f"cross_entropy: logits must be [N, C], got shape {X.shape}")
+    idx, onehot = _labels(labels, X, "cross_entropy")
+    n = X.shape[0]
+    z = X - X.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    s = e.sum(axis=1, keepdims=True)
+    logp = z - np.log(s)
+    if idx is not None:
+        rows = np.arange(n)
+        out = -logp[rows, idx].sum() / n
+    else:
+        out = -(onehot * logp).sum() / n
+
+    def backward(g):
+        probs = e / s  # softmax, fresh: adjusted in place below
+        if idx is not None:
+            probs[rows, idx] -= 1
+        else:
+            # d/dz of -sum(y logp) = softmax * sum(y) - y (sum(y) = 1 for one-hot rows)
+            probs *= onehot.sum(axis=1, keepdims=True)
+            probs -= onehot
+        probs *= g / n
+        return (probs,)
+
+    return _unary(np.asarray(out, dtype=X.dtype), x, backward, "SoftmaxCrossEntropy",
+                  (x, labels))
+
+
+def nll_loss(log_probs, labels) -> Tensor:
+    """Mean over the batch of -log_probs[label] (pair with log_softmax)."""
+    x = _tensor(log_probs, "log_probs")
+    X = x.data
+    if X.ndim != 2:
+        raise ValueError(f"nll_loss: log_probs must be [N, C], got shape {X.shape}")
+    idx, onehot = _labels(labels, X, "nll_loss")
+    n = X.shape[0]
+    rows = np.arange(n)
+    out = -(X[rows, idx].sum() if idx is not None else (onehot * X).sum()) / n
+
+    def backward(g):
+        if idx is None:
+            return (onehot * (-g / n),)
+        gx = np.zeros_like(X)
+        gx[rows, idx] = -g / n
+        return (gx,)
+
+    return _unary(np.asarray(out, dtype=X.dtype), x, backward, "NLLLoss", (x, labels))
+
+
+def mse_loss(input, target) -> Tensor:
+    """mean((input - target)^2); target may be a Tensor that requires grad."""
+    a = _tensor(input, "input")
+    A = a.data
+    if isinstance(target, Tensor):
+        b = target
+        if b.data.shape != A.shape:
+            raise ValueError(f"mse_loss: target shape {b.data.shape} does not match input shape "
+                             f"{A.shape}")
+    else:
+        b = _const(_target_array(target, A, "mse_loss"))
+    d = A - b.data
+    n = d.size
+    out = np.asarray((d * d).sum() / n, dtype=A.dtype)
+
+    def backward(g):
+        gd = d * (2 * g / n)
+        return (gd if a.requires_grad else None, -gd if b.requires_grad else None)
+
+    return _binary(out, a, b, backward, "MSELoss")
+
+
+def dropout(x, p: float = 0.5, training: bool = True) -> Tensor:
+    """Zero each element with probability p and scale the rest by 1/(1-p) (identity if not training)."""
+    if not 0 <= p <= 1:
+        raise ValueError(f"dropout: p must be in [0, 1], got {p}")
+    x = _tensor(x, "x")
+    if not training or p == 0:
+        return x
+    X = x.data
+    if p == 1:
+        mask = np.zeros_like(X)
+    else:
+        keep = _random.generator().random(X.shape, dtype=np.float32) >= p
+        mask = keep.astype(X.dtype)
+        mask *= 1.0 / (1.0 - p)
+    return _unary(X * mask, x, lambda g: (g * mask,), "Dropout")

@@ -1,0 +1,557 @@
+"""Tensor ops: each forward in NumPy with its VJP right below it, and Tensor's operators.
+
+A VJP closure receives the output's gradient `g` and returns one gradient per tensor input
+(None where the input needs none). It never writes into `g` and never returns one fresh array
+twice: the engine in npnn/tensor.py relies on both to accumulate in place safely.
+"""
+
+from __future__ import annotations
+
+import math
+import numpy as np
+
+from npnn.tensor import Tensor, _binary, _const, _nary, _unary, unbroadcast
+
+__all__ = [
+    "add", "sub", "mul", "div", "pow", "neg", "matmul", "exp", "log", "sqrt", "abs",
+    "sigmoid", "tanh", "relu", "softmax", "log_softmax", "where", "concatenate", "stack",
+    "sum", "mean", "max", "reshape", "transpose", "getitem", "maximum", "minimum", "clip",
+]
+
+_pyabs, _pysum, _pymax = abs, sum, max
+
+# Python numbers take the one-input fast path and never upcast (NEP 50). NumPy scalars are left
+# out on purpose (np.float64 subclasses float but would upcast float32): they become constants.
+_PY_NUMBERS = frozenset((int, float))
+
+
+def _pass(g):
+    return (g,)
+
+
+def _negate(g):
+    return (-g,)
+
+
+def _tensor_pair(a, b):
+    """Both operands as Tensors; a non-Tensor side becomes a constant of the other's float dtype."""
+    if not isinstance(b, Tensor):
+        b = _const(b, a.data.dtype)
+    elif not isinstance(a, Tensor):
+        a = _const(a, b.data.dtype)
+    return a, b
+
+
+# -- arithmetic -------------------------------------------------------------------------------
+
+def add(a, b) -> Tensor:
+    """a + b with broadcasting."""
+    if type(b) in _PY_NUMBERS and isinstance(a, Tensor):
+        return _unary(a.data + b, a, _pass, "AddV2", (a, b))
+    if type(a) in _PY_NUMBERS:
+        return _unary(b.data + a, b, _pass, "AddV2", (a, b))
+    a, b = _tensor_pair(a, b)
+    sa, sb = a.data.shape, b.data.shape
+
+    def backward(g):
+        return (unbroadcast(g, sa) if a.requires_grad else None,
+                unbroadcast(g, sb) if b.requires_grad else None)
+
+    return _binary(a.data + b.data, a, b, backward, "AddV2")
+
+
+def sub(a, b) -> Tensor:
+    """a - b with broadcasting."""
+    if type(b) in _PY_NUMBERS and isinstance(a, Tensor):
+        return _unary(a.data - b, a, _pass, "Sub", (a, b))
+    if type(a) in _PY_NUMBERS:
+        return _unary(a - b.data, b, _negate, "Sub", (a, b))
+    a, b = _tensor_pair(a, b)
+    sa, sb = a.data.shape, b.data.shape
+
+    def backward(g):
+        return (unbroadcast(g, sa) if a.requires_grad else None,
+                unbroadcast(-g, sb) if b.requires_grad else None)
+
+    return _binary(a.data - b.data, a, b, backward, "Sub")
+
+
+def mul(a, b) -> Tensor:
+    """a * b with broadcasting."""
+    if type(a) in _PY_NUMBERS:
+        a, b = b, a
+    if type(b) in _PY_NUMBERS:
+        return _unary(a.data * b, a, lambda g: (g * b,), "Mul", (a, b))
+    a, b = _tensor_pair(a, b)
+    A, B = a.data, b.data
+
+    def backward(g):
+        return (unbroadcast(g * B, A.shape) if a.requires_grad else None,
+                unbroadcast(g * A, B.shape) if b.requires_grad else None)
+
+    return _binary(A * B, a, b, backward, "Mul")
+
+
+def div(a, b) -> Tensor:
+    """a / b with broadcasting."""
+    if type(b) in _PY_NUMBERS and isinstance(a, Tensor):
+        inv = 1.0 / b
+        return _unary(a.data / b, a, lambda g: (g * inv,), "RealDiv", (a, b))
+    if type(a) in _PY_NUMBERS:
+        out = a / b.data
+        B = b.data
+        return _unary(out, b, lambda g: (-g * out / B,), "RealDiv", (a, b))
+    a, b = _tensor_pair(a, b)
+    A, B = a.data, b.data
+    out = A / B
+
+    def backward(g):
+        ga = g / B
+        return (unbroadcast(ga, A.shape) if a.requires_grad else None,
+                unbroadcast(-ga * out, B.shape) if b.requires_grad else None)
+
+    return _binary(out, a, b, backward, "RealDiv")
+
+
+def pow(a, b) -> Tensor:
+    """a ** b; the exponent may be a number or a Tensor (then d/db = a**b log a)."""
+    if type(b) in _PY_NUMBERS and isinstance(a, Tensor):
+        A = a.data
+        if b == 2:
+            return _unary(A * A, a, lambda g: (g * (2 * A),), "Pow", (a, b))
+        out = A ** b
+        return _unary(out, a, lambda g: (g * (b * A ** (b - 1)),), "Pow", (a, b))
+    if type(a) in _PY_NUMBERS:
+        out = a ** b.data
+        loga = math.log(a) if a > 0 else float("nan")
+        return _unary(out, b, lambda g: (g * out * loga,), "Pow", (a, b))
+    a, b = _tensor_pair(a, b)
+    A, B = a.data, b.data
+    out = A ** B
+
+    def backward(g):
+        return (unbroadcast(g * B * A ** (B - 1), A.shape) if a.requires_grad else None,
+                unbroadcast(g * out * np.log(A), B.shape) if b.requires_grad else None)
+
+    return _binary(out, a, b, backward, "Pow")
+
+
+def neg(x: Tensor) -> Tensor:
+    """-x."""
+    return _unary(-x.data, x, _negate, "Neg")
+
+
+def matmul(a, b) -> Tensor:
+    """a @ b (NumPy matmul semantics, batched and 1-D included)."""
+    a, b = _tensor_pair(a, b)
+    A, B = a.data, b.data
+    try:
+        out = A @ B
+    except ValueError:
+        raise ValueError(f"matmul: shapes {A.shape} and {B.shape} are not aligned "
+                         f"(inner dimensions must match)") from None
+    if A.ndim == 2 and B.ndim == 2:
+        def backward(g):
+            return (g @ B.T if a.requires_grad else None, A.T @ g if b.requires_grad else None)
+    else:
+        def backward(g):
+            a2 = A[None, :] if A.ndim == 1 else A
+            b2 = B[:, None] if B.ndim == 1 else B
+            g2 = g
+            if A.ndim == 1:
+                g2 = np.expand_dims(g2, -2)
+            if B.ndim == 1:
+                g2 = np.expand_dims(g2, -1)
+            ga = gb = None
+            if a.requires_grad:
+                ga = unbroadcast(g2 @ np.swapaxes(b2, -1, -2), a2.shape).reshape(A.shape)
+            if b.requires_grad:
+                gb = unbroadcast(np.swapaxes(a2, -1, -2) @ g2, b2.shape).reshape(B.shape)
+            return ga, gb
+    return _binary(out, a, b, backward, "MatMul" if out.ndim <= 2 else "BatchMatMulV2")
+
+
+def maximum(a, b) -> Tensor:
+    """Elementwise max; a tie sends the gradient to a."""
+    a, b = _tensor_pair(a, b)
+    A, B = a.data, b.data
+    take_a = A >= B
+
+    def backward(g):
+        return (unbroadcast(np.where(take_a, g, 0), A.shape) if a.requires_grad else None,
+                unbroadcast(np.where(take_a, 0, g), B.shape) if b.requires_grad else None)
+
+    return _binary(np.maximum(A, B), a, b, backward, "Maximum")
+
+
+def minimum(a, b) -> Tensor:
+    """Elementwise min; a tie sends the gradient to a."""
+    a, b = _tensor_pair(a, b)
+    A, B = a.data, b.data
+    take_a = A <= B
+
+    def backward(g):
+        return (unbroadcast(np.where(take_a, g, 0), A.shape) if a.requires_grad else None,
+                unbroadcast(np.where(take_a, 0, g), B.shape) if b.requires_grad else None)
+
+    return _binary(np.minimum(A, B), a, b, backward, "Minimum")
+
+
+def clip(x: Tensor, low=None, high=None) -> Tensor:
+    """x limited to [low, high]; the gradient passes where x is inside."""
+    X = x.data
+    out = np.clip(X, low, high)
+    inside = out == X
+    return _unary(out, x, lambda g: (g * inside,), "ClipByValue")
+
+
+# -- elementwise functions --------------------------------------------------------------------
+
+def exp(x: Tensor) -> Tensor:
+    """e ** x."""
+    out = np.exp(x.data)
+    return _unary(out, x, lambda g: (g * out,), "Exp")
+
+
+def log(x: Tensor) -> Tensor:
+    """Natural logarithm (log 0 = -inf and log of negatives = nan, as NumPy, not hidden)."""
+    X = x.data
+    return _unary(np.log(X), x, lambda g: (g / X,), "Log")
+
+
+def sqrt(x: Tensor) -> Tensor:
+    """Square root."""
+    out = np.sqrt(x.data)
+    return _unary(out, x, lambda g: (g / (2 * out),), "Sqrt")
+
+
+def abs(x: Tensor) -> Tensor:
+    """|x| (gradient sign(x), 0 at 0)."""
+    X = x.data
+    return _unary(np.abs(X), x, lambda g: (g * np.sign(X),), "Abs")
+
+
+def sigmoid(x: Tensor) -> Tensor:
+    """1 / (1 + e^-x), without overflow for any x (float32 finite at +-1000)."""
+    X = x.data
+    # exp(-x) overflows float32 below x = -88.7: clamp there; sigmoid(-88) is already ~6e-39.
+    t = np.maximum(X, -88.0 if X.dtype == np.float32 else -700.0)
+    np.negative(t, out=t)
+    np.exp(t, out=t)
+    t += 1
+    out = np.reciprocal(t, out=t)
+
+    def backward(g):
+        return (g * out * (1 - out),)
+
+    return _unary(out, x, backward, "Sigmoid")
+
+
+def tanh(x: Tensor) -> Tensor:
+    """Hyperbolic tangent."""
+    out = np.tanh(x.data)
+    return _unary(out, x, lambda g: (g * (1 - out * out),), "Tanh")
+
+
+def relu(x: Tensor) -> Tensor:
+    """max(x, 0)."""
+    X = x.data
+    return _unary(np.maximum(X, 0), x, lambda g: (g * (X > 0),), "Relu")
+
+
+def softmax(x: Tensor, axis: int = -1) -> Tensor:
+    """exp(x) / sum(exp(x)) along axis, shifted by the max for stability."""
+    e = np.exp(x.data - x.data.max(axis=axis, keepdims=True))
+    out = e / e.sum(axis=axis, keepdims=True)
+
+    def backward(g):
+        gs = g * out
+        return (gs - out * gs.sum(axis=axis, keepdims=True),)
+
+    return _unary(out, x, backward, "Softmax")
+
+
+def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
+    """x - logsumexp(x) along axis, stable for logits of any size."""
+    z = x.data - x.data.max(axis=axis, keepdims=True)
+    out = z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
+
+    def backward(g):
+        return (g - np.exp(out) * g.sum(axis=axis, keepdims=True),)
+
+    return _unary(out, x, backward, "LogSoftmax")
+
+
+def where(condition, a, b) -> Tensor:
+    """Elements of a where condition holds, else of b (condition gets no gradient)."""
+    c = condition.data if isinstance(condition, Tensor) else np.asarray(condition)
+    if not isinstance(a, Tensor) and not isinstance(b, Tensor):
+        a = _const(a)
+    a, b = _tensor_pair(a, b)
+    A, B = a.data, b.data
+
+    def backward(g):
+        return (unbroadcast(np.where(c, g, 0), A.shape) if a.requires_grad else None,
+                unbroadcast(np.where(c, 0, g), B.shape) if b.requires_grad else None)
+
+    return _nary(np.where(c, A, B), (a, b), backward, "SelectV2", (condition, a, b))
+
+
+def concatenate(tensors, axis: int = 0) -> Tensor:
+    """Join tensors along an existing axis."""
+    ts = tuple(t if isinstance(t, Tensor) else _const(t) for t in tensors)
+    if not ts:
+        raise ValueError("concatenate: expected at least one tensor, got none")
+    out = np.concatenate([t.data for t in ts], axis=axis)
+    ax = axis % out.ndim
+    cuts = np.cumsum([t.data.shape[ax] for t in ts])[:-1]
+
+    def backward(g):
+        return tuple(np.split(g, cuts, axis=ax))
+
+    return _nary(out, ts, backward, "ConcatV2")
+
+
+def stack(tensors, axis: int = 0) -> Tensor:
+    """Join same-shape tensors along a new axis."""
+    ts = tuple(t if isinstance(t, Tensor) else _const(t) for t in tensors)
+    if not ts:
+        raise ValueError("stack: expected at least one tensor, got none")
+    shapes = {t.data.shape for t in ts}
+    if len(shapes) > 1:
+        raise ValueError(f"stack: all tensors need one shape, got {sorted(shapes)}")
+    out = np.stack([t.data for t in ts], axis=axis)
+    ax = axis % out.ndim
+
+    def backward(g):
+        return tuple(np.take(g, i, axis=ax) for i in range(len(ts)))
+
+    return _nary(out, ts, backward, "Pack")
+
+
+# -- reductions and shapes --------------------------------------------------------------------
+
+def _norm_axis(axis, ndim):
+    """axis as a tuple of non-negative ints (None = all axes)."""
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, (int, np.integer)):
+        axis = (axis,)
+    return tuple(int(a) % ndim if ndim else int(a) for a in axis)
+
+
+def _expand(g, axes, keepdims):
+    """Reinsert reduced axes into g so it broadcasts against the input."""
+    if keepdims or not axes:
+        return g
+    return np.expand_dims(g, axes)
+
+
+def sum(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:
+    """Sum over axis (None = all)."""
+    X = x.data
+    shape = X.shape
+    axes = _norm_axis(axis, X.ndim)
+    out = X.sum(axis=axis, keepdims=keepdims)
+    if not isinstance(out, np.ndarray):
+        out = np.asarray(out)
+
+    def backward(g):
+        return (np.broadcast_to(_expand(g, axes, keepdims), shape),)
+
+    return _unary(out, x, backward, "Sum")
+
+
+def mean(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:
+    """Mean over axis (None = all); integer and bool data average to float32."""
+    X = x.data
+    if X.dtype.kind not in "fc":
+        X = X.astype(np.float32)
+    shape = X.shape
+    axes = _norm_axis(axis, X.ndim)
+    n = math.prod(shape[a] for a in axes)  # a Python int: float32 stays float32
+    out = X.mean(axis=axis, keepdims=keepdims)
+    if not isinstance(out, np.ndarray):
+        out = np.asarray(out)
+
+    def backward(g):
+        return (np.broadcast_to(_expand(g / n, axes, keepdims), shape),)
+
+    return _unary(out, x, backward, "Mean")
+
+
+def max(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:
+    """Max over axis (None = all); tied maxima share the gradient equally."""
+    X = x.data
+    axes = _norm_axis(axis, X.ndim)
+    m = X.max(axis=axis, keepdims=True)
+    out = m if keepdims else (m.reshape(()) if axis is None else np.squeeze(m, axis=axes))
+
+    def backward(g):
+        mask = X == m
+        share = mask / mask.sum(axis=axes, keepdims=True).astype(X.dtype)
+        return (_expand(g, axes, keepdims) * share,)
+
+    return _unary(np.ascontiguousarray(out), x, backward, "Max")
+
+
+def reshape(x: Tensor, *shape) -> Tensor:
+    """The same data in a new shape (accepts reshape(2, 3) and reshape((2, 3)))."""
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    old = x.data.shape
+    try:
+        out = x.data.reshape(shape)
+    except ValueError:
+        raise ValueError(f"reshape: cannot reshape shape {old} into {shape}") from None
+    return _unary(out, x, lambda g: (g.reshape(old),), "Reshape")
+
+
+def transpose(x: Tensor, *axes) -> Tensor:
+    """Permute axes (no axes: reverse them, like .T)."""
+    if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+        axes = tuple(axes[0])
+    axes = axes or None
+    inv = None if axes is None else tuple(np.argsort(axes))
+    return _unary(x.data.transpose(axes), x, lambda g: (g.transpose(inv),), "Transpose")
+
+
+def flatten(x: Tensor, start_dim: int = 1) -> Tensor:
+    """Merge the axes from start_dim on into one (default keeps the batch axis)."""
+    shape = x.data.shape
+    return reshape(x, shape[:start_dim] + (-1,))
+
+
+def _is_basic_index(idx) -> bool:
+    """True when idx selects each element at most once (slices, ints, None, Ellipsis, bool masks)."""
+    if not isinstance(idx, tuple):
+        idx = (idx,)
+    for i in idx:
+        if i is None or i is Ellipsis or isinstance(i, (slice, int, np.integer)):
+            continue
+        if isinstance(i, np.ndarray) and i.dtype == np.bool_:
+            continue
+        return False
+    return True
+
+
+def _plain_index(idx):
+    """Index with Tensors replaced by their arrays and lists made arrays."""
+    if isinstance(idx, Tensor):
+        return idx.data
+    if isinstance(idx, list):
+        return np.asarray(idx)
+    if isinstance(idx, tuple):
+        return tuple(_plain_index(i) for i in idx)
+    return idx
+
+
+def getitem(x: Tensor, idx) -> Tensor:
+    """x[idx]; the gradient scatters back, summing over repeated fancy indices."""
+    idx = _plain_index(idx)
+    X = x.data
+    out = X[idx]
+    basic = _is_basic_index(idx)
+
+    def backward(g):
+        gx = np.zeros_like(X)
+        if basic:
+            gx[idx] = g
+        else:
+            np.add.at(gx, idx, g)  # repeated indices must add up; assignment would keep one
+        return (gx,)
+
+    return _unary(out if isinstance(out, np.ndarray) else np.asarray(out), x, backward,
+                  "StridedSlice" if basic else "GatherNd")
+
+
+def cast(x: Tensor, dtype) -> Tensor:
+    """x as another dtype; the gradient flows back only between float dtypes."""
+    X = x.data
+    out = X.astype(dtype)
+    src = X.dtype
+    if out.dtype.kind != "f" or src.kind != "f":
+        return _unary(out, _no_grad_view(x), _pass, "Cast", (x,))
+    return _unary(out, x, lambda g: (g.astype(src),), "Cast")
+
+
+def _no_grad_view(x: Tensor) -> Tensor:
+    """x itself when it needs no grad, else a detached leaf (ops to non-float types are cut)."""
+    if not x.requires_grad:
+        return x
+    t = _const(x.data)
+    t.name = x.name
+    return t
+
+
+def _compare(ufunc, op):
+    """A comparison operator: a bool Tensor, no gradient."""
+    def compare(a, b):
+        a_data = a.data
+        b_data = b.data if isinstance(b, Tensor) else b
+        out = ufunc(a_data, b_data)
+        inputs = (a, b)
+        return _unary(out, _no_grad_view(a), None, op, inputs)
+    compare.__name__ = op
+    return compare
+
+
+# -- Tensor methods ---------------------------------------------------------------------------
+
+def _rsub(a, b):
+    return sub(b, a)
+
+
+def _rdiv(a, b):
+    return div(b, a)
+
+
+def _rpow(a, b):
+    return pow(b, a)
+
+
+def _rmatmul(a, b):
+    return matmul(b, a)
+
+
+Tensor.__add__ = add
+Tensor.__radd__ = add
+Tensor.__sub__ = sub
+Tensor.__rsub__ = _rsub
+Tensor.__mul__ = mul
+Tensor.__rmul__ = mul
+Tensor.__truediv__ = div
+Tensor.__rtruediv__ = _rdiv
+Tensor.__pow__ = pow
+Tensor.__rpow__ = _rpow
+Tensor.__matmul__ = matmul
+Tensor.__rmatmul__ = _rmatmul
+Tensor.__neg__ = neg
+Tensor.__pos__ = lambda self: self
+Tensor.__getitem__ = getitem
+Tensor.__lt__ = _compare(np.less, "Less")
+Tensor.__le__ = _compare(np.less_equal, "LessEqual")
+Tensor.__gt__ = _compare(np.greater, "Greater")
+Tensor.__ge__ = _compare(np.greater_equal, "GreaterEqual")
+Tensor.__eq__ = _compare(np.equal, "Equal")
+Tensor.__ne__ = _compare(np.not_equal, "NotEqual")
+Tensor.sum = sum
+Tensor.mean = mean
+Tensor.max = max
+Tensor.reshape = reshape
+Tensor.transpose = transpose
+Tensor.T = property(lambda self: transpose(self), doc="The tensor with its axes reversed.")
+Tensor.flatten = flatten
+Tensor.exp = exp
+Tensor.log = log
+Tensor.sqrt = sqrt
+Tensor.abs = abs
+Tensor.sigmoid = sigmoid
+Tensor.tanh = tanh
+Tensor.relu = relu
+Tensor.softmax = softmax
+Tensor.log_softmax = log_softmax
+Tensor.clip = clip
+Tensor.astype = cast
+Tensor.float = lambda self: cast(self, np.float32)
+Tensor.argmax = lambda self, axis=None: Tensor(np.argmax(self.data, axis=axis))

@@ -1,0 +1,361 @@
+"""Tensor, the tape and backward: the reverse-mode engine every npnn op builds on.
+
+An op computes its output with NumPy and hands `_unary` / `_binary` / `_nary` a closure that
+maps the output's gradient to its inputs' gradients (its VJP, written next to the forward in
+npnn/ops.py and npnn/functional.py). Nothing else is recorded: the graph is the chain of
+`_parents` tuples, walked once by `backward` in an iterative topological order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["Tensor", "Parameter", "no_grad", "enable_grad", "is_grad_enabled", "unbroadcast"]
+
+# Module state read by every op. Plain globals: one LOAD_GLOBAL each, the cheapest check there is.
+_grad_enabled = True
+_tracer = None  # an npnn.graph.Graph while npnn.trace runs, else None
+_scope = ""  # current name scope prefix, "Layer1/" inside name_scope("Layer1")
+
+_FLOAT_KINDS = "f"
+
+
+def is_grad_enabled() -> bool:
+    """Whether ops executed now record their backward."""
+    return _grad_enabled
+
+
+class no_grad:
+    """Context manager (and decorator) under which ops record nothing for backward."""
+
+    __slots__ = ("_prev",)
+
+    def __enter__(self):
+        global _grad_enabled
+        self._prev = _grad_enabled
+        _grad_enabled = False
+        return self
+
+    def __exit__(self, *exc):
+        global _grad_enabled
+        _grad_enabled = self._prev
+        return False
+
+    def __call__(self, fn):
+        def wrapped(*args, **kwargs):
+            with no_grad():
+                return fn(*args, **kwargs)
+
+        wrapped.__name__ = getattr(fn, "__name__", "wrapped")
+        wrapped.__doc__ = getattr(fn, "__doc__", None)
+        return wrapped
+
+
+class enable_grad(no_grad):
+    """Context manager that turns recording back on inside a no_grad block."""
+
+    __slots__ = ()
+
+    def __enter__(self):
+        global _grad_enabled
+        self._prev = _grad_enabled
+        _grad_enabled = True
+        return self
+
+
+def _as_array(data, dtype=None) -> np.ndarray:
+    """ndarray for Tensor data: Python numbers and lists become float32, ndarrays keep their dtype."""
+    if isinstance(data, Tensor):
+        data = data.data
+    if dtype is not None:
+        return np.asarray(data, dtype=dtype)
+    if isinstance(data, np.ndarray):
+        return data
+    if isinstance(data, np.generic):
+        return np.asarray(data)
+    arr = np.asarray(data)
+    if arr.dtype.kind in "iuf":  # Python ints/floats, lists of them: float32 unless asked
+        arr = arr.astype(np.float32)
+    return arr
+
+
+class Tensor:
+    """An ndarray with an optional gradient and the op that produced it (float32 by default)."""
+
+    __slots__ = ("data", "grad", "requires_grad", "name", "_parents", "_backward", "__weakref__")
+    __array_ufunc__ = None  # ndarray <op> Tensor defers to Tensor's reflected operators
+    __hash__ = object.__hash__  # __eq__ is elementwise; identity hashing keeps sets/dicts working
+
+    def __init__(self, data, requires_grad: bool = False, name: str | None = None, dtype=None):
+        arr = _as_array(data, dtype)
+        if requires_grad and arr.dtype.kind not in _FLOAT_KINDS:
+            raise TypeError(f"requires_grad=True needs floating-point data, got dtype {arr.dtype}")
+        self.data = arr
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+        self.name = None if name is None else _scope + name
+        self._parents = ()
+        self._backward = None
+
+    # -- properties -------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple:
+        """The data's shape."""
+        return self.data.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The data's dtype."""
+        return self.data.dtype
+
+    @property
+    def ndim(self) -> int:
+        """Number of dimensions."""
+        return self.data.ndim
+
+    @property
+    def size(self) -> int:
+        """Number of elements."""
+        return self.data.size
+
+    @property
+    def is_leaf(self) -> bool:
+        """True for tensors not produced by a recorded op (their .grad is kept)."""
+        return self._backward is None
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __repr__(self) -> str:
+        extra = ", requires_grad=True" if self.requires_grad else ""
+        if self.name:
+            extra += f", name={self.name!r}"
+        return f"Tensor({np.array2string(self.data, separator=', ', prefix='Tensor(')}{extra})"
+
+    def __array__(self, dtype=None, copy=None):
+        return self.data if dtype is None else self.data.astype(dtype)
+
+    def __bool__(self) -> bool:
+        return bool(self.data)
+
+    def __float__(self) -> float:
+        return float(self.data)
+
+    def numpy(self) -> np.ndarray:
+        """The data as an ndarray (shared, not copied)."""
+        return self.data
+
+    def item(self) -> float:
+        """The single value of a one-element tensor as a Python number."""
+        if self.data.size != 1:
+            raise ValueError(f"item() needs a one-element tensor, got shape {self.data.shape}")
+        return self.data.item()
+
+    def detach(self) -> "Tensor":
+        """A new leaf sharing this data, cut from the graph."""
+        return Tensor(self.data)
+
+    def requires_grad_(self, flag: bool = True) -> "Tensor":
+        """Set requires_grad in place (leaves only); return self."""
+        if flag and self.data.dtype.kind not in _FLOAT_KINDS:
+            raise TypeError(f"requires_grad=True needs floating-point data, got dtype {self.data.dtype}")
+        self.requires_grad = bool(flag)
+        return self
+
+    def zero_grad(self) -> None:
+        """Forget the accumulated gradient."""
+        self.grad = None
+
+    # -- backward ---------------------------------------------------------------------------
+    def backward(self, grad=None) -> None:
+        """Accumulate d(self)/d(leaf) * grad into every leaf's .grad that requires grad."""
+        if not self.requires_grad:
+            raise RuntimeError(
+                "backward(): this tensor does not require grad (no input had requires_grad=True, "
+                "or it was computed under no_grad())")
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(
+                    f"backward(): grad can be implicit only for a one-element tensor, got shape "
+                    f"{self.data.shape}; pass grad= of that shape")
+            grad = np.ones_like(self.data)
+            owned = {id(self)}
+        else:
+            grad = np.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=self.data.dtype)
+            if grad.shape != self.data.shape:
+                raise ValueError(f"backward(): grad has shape {grad.shape}, expected {self.data.shape}")
+            owned = set()  # the caller's array: never written into
+        _run_backward(self, grad, owned)
+
+    # Operators and methods (__add__, sum, reshape, ...) are attached by npnn.ops.
+
+
+class Parameter(Tensor):
+    """A Tensor that is a model's learnable weight: requires_grad=True, float data."""
+
+    __slots__ = ()
+
+    def __init__(self, data, name: str | None = None, requires_grad: bool = True):
+        arr = _as_array(data)
+        if arr.dtype.kind not in _FLOAT_KINDS:
+            arr = arr.astype(np.float32)
+        super().__init__(arr, requires_grad=requires_grad, name=name)
+
+    def __repr__(self) -> str:
+        return "Parameter" + super().__repr__()[len("Tensor"):]
+
+
+def _toposort(root: Tensor) -> list:
+    """Nodes reachable from root that require grad, parents before children (no recursion)."""
+    order = []
+    seen = {id(root)}
+    stack = [(root, iter(root._parents))]
+    while stack:
+        node, parents = stack[-1]
+        for p in parents:
+            if p.requires_grad and id(p) not in seen:
+                seen.add(id(p))
+                stack.append((p, iter(p._parents)))
+                break
+        else:
+            stack.pop()
+            order.append(node)
+    return order
+
+
+def _run_backward(root: Tensor, grad: np.ndarray, owned: set) -> None:
+    """Walk the tape from root, summing gradients HIPS-style and filling leaves' .grad.
+
+    The first gradient reaching a node is kept by reference; a second one allocates a sum that
+    the engine owns, and later ones are added into that buffer in place. An array is owned when
+    a VJP made it fresh (base is None and it is not the gradient it was given): only those may
+    be written into or handed to a leaf without a copy.
+    """
+    grads = {id(root): grad}
+    for node in reversed(_toposort(root)):
+        key = id(node)
+        g = grads.pop(key, None)
+        if g is None:
+            continue
+        backward = node._backward
+        if backward is None:  # a leaf: accumulate into .grad like PyTorch
+            if node.grad is None:
+                node.grad = g if key in owned else g.copy()
+            else:
+                node.grad = _iadd(node.grad, g)
+            continue
+        for p, pg in zip(node._parents, backward(g)):
+            if pg is None or not p.requires_grad:
+                continue
+            if pg.dtype != p.data.dtype:  # mixed-precision inputs: grads keep each input's dtype
+                pg = pg.astype(p.data.dtype)
+            pk = id(p)
+            cur = grads.get(pk)
+            if cur is None:
+                grads[pk] = pg
+                if pg.base is None and pg is not g:
+                    owned.add(pk)
+            elif pk in owned:
+                cur += pg
+            else:
+                grads[pk] = cur + pg
+                owned.add(pk)
+
+
+def _iadd(buf: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """buf += g when buf is writable (a leaf's own .grad), else a new sum."""
+    if buf.flags.writeable:
+        buf += g
+        return buf
+    return buf + g
+
+
+def unbroadcast(g: np.ndarray, shape: tuple) -> np.ndarray:
+    """Sum g over the axes broadcasting added or stretched so that it has `shape`."""
+    if g.shape == shape:
+        return g
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
+    r = g.sum(axis=axes, keepdims=True)
+    if lead:
+        r = r.reshape(shape)
+    return r
+
+
+_new = object.__new__
+
+
+def _unary(data: np.ndarray, x: Tensor, backward, op: str, inputs=None) -> Tensor:
+    """Wrap an op's output with one tensor input; `inputs` lists constants too, for tracing."""
+    t = _new(Tensor)
+    t.data = data
+    t.grad = None
+    t.name = None
+    if _grad_enabled and x.requires_grad:
+        t.requires_grad = True
+        t._parents = (x,)
+        t._backward = backward
+    else:
+        t.requires_grad = False
+        t._parents = ()
+        t._backward = None
+    if _tracer is not None:
+        _tracer.record(op, inputs or (x,), t)
+    return t
+
+
+def _binary(data: np.ndarray, a: Tensor, b: Tensor, backward, op: str) -> Tensor:
+    """Wrap an op's output with two tensor inputs; backward returns (grad_a, grad_b)."""
+    t = _new(Tensor)
+    t.data = data
+    t.grad = None
+    t.name = None
+    if _grad_enabled and (a.requires_grad or b.requires_grad):
+        t.requires_grad = True
+        t._parents = (a, b)
+        t._backward = backward
+    else:
+        t.requires_grad = False
+        t._parents = ()
+        t._backward = None
+    if _tracer is not None:
+        _tracer.record(op, (a, b), t)
+    return t
+
+
+def _nary(data: np.ndarray, parents: tuple, backward, op: str, inputs=None) -> Tensor:
+    """Wrap an op's output with any number of tensor inputs; backward returns one grad each."""
+    t = _new(Tensor)
+    t.data = data
+    t.grad = None
+    t.name = None
+    if _grad_enabled and any(p.requires_grad for p in parents):
+        t.requires_grad = True
+        t._parents = parents
+        t._backward = backward
+    else:
+        t.requires_grad = False
+        t._parents = ()
+        t._backward = None
+    if _tracer is not None:
+        _tracer.record(op, inputs or parents, t)
+    return t
+
+
+def _const(value, like_dtype=None) -> Tensor:
+    """A no-grad leaf for a non-Tensor operand; float data follows the other operand's dtype."""
+    arr = np.asarray(value)
+    if like_dtype is not None and arr.dtype != like_dtype and arr.dtype.kind in "iufb" \
+            and np.dtype(like_dtype).kind == "f":
+        arr = arr.astype(like_dtype)
+    elif arr.dtype == np.float64 and not isinstance(value, np.ndarray):
+        arr = arr.astype(np.float32)
+    t = _new(Tensor)
+    t.data = arr
+    t.grad = None
+    t.name = None
+    t.requires_grad = False
+    t._parents = ()
+    t._backward = None
+    return t
