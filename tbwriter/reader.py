@@ -1,0 +1,333 @@
+"""Read event files back: records, events, runs of a logdir, and the values inside them.
+
+A record on disk is (the format TensorBoard's own reader checks):
+    uint64 length (little endian) | uint32 masked CRC32C of those 8 bytes
+    data (length bytes)           | uint32 masked CRC32C of data
+Everything here streams: a file is read record by record, never as a whole.
+
+What can go wrong, and what the reader does about it:
+- *Truncated*: the file ends inside a record (fewer than 12 header bytes left, or a header
+  whose checksum holds but whose record runs past the end of the file). This is what a writer
+  killed mid-write leaves, and the bytes that are there are an honest prefix. The reader stops
+  there, reports it through `on_truncated` (default: a `TruncatedRecordWarning`) and skips it.
+- *Corrupt*: bytes that contradict their checksum (header or data), or data that passes its
+  checksum but is not an Event. Nothing after a bad header can be trusted (its length is
+  unknown), so the reader raises `CorruptRecordError(path, offset, reason)` and stops.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import warnings
+from typing import Callable, Iterator, NamedTuple, Union
+
+import numpy as np
+from google.protobuf.message import DecodeError
+
+from tbwriter.proto import event_pb2, summary_pb2, tensor_pb2, types_pb2
+from tbwriter.record import masked_crc32c
+
+__all__ = [
+    "CorruptRecordError",
+    "Record",
+    "TagKinds",
+    "Truncation",
+    "TruncatedRecordWarning",
+    "event_files",
+    "read_events",
+    "read_logdir",
+    "read_records",
+    "scalar_value",
+    "tensor_to_array",
+]
+
+_HEADER = struct.Struct("<QI")
+_FOOTER = struct.Struct("<I")
+
+
+class CorruptRecordError(ValueError):
+    """A record contradicts its checksum or is not an Event; names the file and byte offset."""
+
+    def __init__(self, path: str, offset: int, reason: str):
+        super().__init__(f"{path}: corrupt record at byte offset {offset}: {reason}")
+        self.path = path
+        self.offset = offset
+        self.reason = reason
+
+
+class Truncation(NamedTuple):
+    """Where a file ends inside its last record (a writer killed mid-write)."""
+
+    path: str
+    offset: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: truncated last record at byte offset {self.offset}: {self.reason}"
+
+
+class TruncatedRecordWarning(UserWarning):
+    """Warned (by default) when a file's last record is truncated and therefore skipped."""
+
+
+class Record(NamedTuple):
+    """One verified record: the file it came from, its byte offset there, and its data."""
+
+    path: str
+    offset: int
+    data: bytes
+
+    def event(self) -> event_pb2.Event:
+        """Parse the data as an Event; CorruptRecordError if it is not one."""
+        return _parse_event(self)
+
+
+OnTruncated = Union[str, Callable[[Truncation], object]]
+
+
+def _report_truncation(on_truncated: OnTruncated, truncation: Truncation) -> None:
+    """Deliver a truncation to the caller's choice: "warn", "ignore" or a callable."""
+    if on_truncated == "warn":
+        warnings.warn(TruncatedRecordWarning(str(truncation)), stacklevel=4)
+    elif on_truncated == "ignore":
+        return
+    elif callable(on_truncated):
+        on_truncated(truncation)
+    else:
+        raise ValueError(
+            f"on_truncated: expected 'warn', 'ignore' or a callable, got {on_truncated!r}"
+        )
+
+
+def read_records(path: "str | os.PathLike", on_truncated: OnTruncated = "warn") -> Iterator[Record]:
+    """Yield the verified records of one file; skip a truncated last one, raise on corruption."""
+    if not (on_truncated in ("warn", "ignore") or callable(on_truncated)):
+        raise ValueError(
+            f"on_truncated: expected 'warn', 'ignore' or a callable, got {on_truncated!r}"
+        )
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        offset = 0
+        while True:
+            header = f.read(12)
+            if not header:
+                return
+            if len(header) < 12:
+                _report_truncation(on_truncated, Truncation(
+                    path, offset, f"file ends {len(header)} bytes into the 12-byte record header"))
+                return
+            length, length_crc = _HEADER.unpack(header)
+            if masked_crc32c(header[:8]) != length_crc:
+                raise CorruptRecordError(path, offset, "length checksum mismatch")
+            end = offset + 12 + length + 4
+            if end > size:
+                size = os.fstat(f.fileno()).st_size  # a live writer may have appended since
+            if end > size:
+                # The length is trusted (its checksum holds), so the record is cut off by the
+                # end of the file, not damaged: check before reading, so a huge length costs nothing.
+                _report_truncation(on_truncated, Truncation(
+                    path, offset,
+                    f"record of {length} data bytes needs {end - offset} bytes, "
+                    f"file has {size - offset}"))
+                return
+            data = f.read(length)
+            footer = f.read(4)
+            if len(data) < length or len(footer) < 4:  # the file shrank under us
+                _report_truncation(on_truncated, Truncation(
+                    path, offset, "file became shorter while it was being read"))
+                return
+            if masked_crc32c(data) != _FOOTER.unpack(footer)[0]:
+                raise CorruptRecordError(path, offset, f"data checksum mismatch ({length} data bytes)")
+            yield Record(path, offset, data)
+            offset = end
+
+
+def _parse_event(record: Record) -> event_pb2.Event:
+    """Parse a record's data as an Event; a parse failure means corruption."""
+    try:
+        return event_pb2.Event.FromString(record.data)
+    except DecodeError as e:
+        # Passing the CRC yet not parsing: written wrong, or not an event file at all.
+        raise CorruptRecordError(
+            record.path, record.offset, f"checksums hold but the data is not an Event ({e})"
+        ) from None
+
+
+def read_events(path: "str | os.PathLike", on_truncated: OnTruncated = "warn") -> Iterator[event_pb2.Event]:
+    """Yield the Events of one file in order (see read_records for truncation and corruption)."""
+    for record in read_records(path, on_truncated):
+        yield _parse_event(record)
+
+
+def _is_event_file(name: str) -> bool:
+    """TensorBoard's rule: any file whose name contains 'tfevents'."""
+    return "tfevents" in name
+
+
+def event_files(logdir: "str | os.PathLike") -> dict[str, list[str]]:
+    """Map each run (directory holding event files, relative to logdir, '.' for logdir itself) to its sorted event files.
+
+    A path to a single file gives {'.': [path]}. Runs are sorted by name; symlinked
+    directories are not followed (TensorBoard does not follow them either).
+    """
+    logdir = os.fspath(logdir)
+    if os.path.isfile(logdir):
+        return {".": [logdir]}
+    if not os.path.isdir(logdir):
+        raise FileNotFoundError(f"logdir: no such file or directory: {logdir}")
+    runs: dict[str, list[str]] = {}
+    for dirpath, dirnames, filenames in os.walk(logdir):
+        dirnames.sort()
+        files = sorted(n for n in filenames if _is_event_file(n))
+        if files:
+            run = os.path.relpath(dirpath, logdir).replace(os.sep, "/")
+            runs[run] = [os.path.join(dirpath, n) for n in files]
+    return dict(sorted(runs.items()))
+
+
+def read_logdir(logdir: "str | os.PathLike", on_truncated: OnTruncated = "warn") -> Iterator[tuple[str, event_pb2.Event]]:
+    """Yield (run, event) for every event of every run under logdir (or of one file), file by file.
+
+    A corrupt record raises CorruptRecordError and ends the iteration; to read on past a
+    corrupt file, loop over event_files() and read_events() yourself (as `inspect` does).
+    """
+    for run, paths in event_files(logdir).items():
+        for path in paths:
+            for event in read_events(path, on_truncated):
+                yield run, event
+
+
+# --- values -------------------------------------------------------------------------------
+
+_PLUGIN_KINDS = {
+    "scalars": "scalar",
+    "histograms": "histogram",
+    "images": "image",
+    "audio": "audio",
+    "text": "text",
+    "pr_curves": "pr_curve",
+    "hparams": "hparams",
+    "custom_scalars": "custom_scalars",
+    "graph_keras_model": "graph",
+    "mesh": "mesh",
+}
+
+_ONEOF_KINDS = {
+    "simple_value": "scalar",
+    "histo": "histogram",
+    "obsolete_old_style_histogram": "histogram",
+    "image": "image",
+    "audio": "audio",
+    "tensor": "tensor",
+    None: "empty",
+}
+
+
+class TagKinds:
+    """Kind of each tag's values ('scalar', 'histogram', 'image', 'text', 'hparams', ...).
+
+    Writers send a tag's plugin metadata only with its first value, so the first metadata
+    seen for a tag decides its kind for the rest of the run (as TensorBoard does): feed one
+    instance every value of a run, in file order.
+    """
+
+    def __init__(self):
+        self._by_tag: dict[str, str] = {}
+
+    def kind(self, value: summary_pb2.Summary.Value) -> str:
+        """The kind of this value, remembering the tag's first plugin metadata."""
+        known = self._by_tag.get(value.tag)
+        if known is not None:
+            return known
+        plugin = value.metadata.plugin_data.plugin_name if value.HasField("metadata") else ""
+        if plugin:
+            kind = _PLUGIN_KINDS.get(plugin, plugin)
+            self._by_tag[value.tag] = kind
+            return kind
+        # No metadata: the value's own field says what it is (TF1's simple_value, histo, image).
+        return _ONEOF_KINDS[value.WhichOneof("value")]
+
+
+_NUMPY_DTYPES = {
+    types_pb2.DT_FLOAT: (np.float32, "float_val"),
+    types_pb2.DT_DOUBLE: (np.float64, "double_val"),
+    types_pb2.DT_INT32: (np.int32, "int_val"),
+    types_pb2.DT_UINT8: (np.uint8, "int_val"),
+    types_pb2.DT_INT16: (np.int16, "int_val"),
+    types_pb2.DT_INT8: (np.int8, "int_val"),
+    types_pb2.DT_UINT16: (np.uint16, "int_val"),
+    types_pb2.DT_INT64: (np.int64, "int64_val"),
+    types_pb2.DT_BOOL: (np.bool_, "bool_val"),
+    types_pb2.DT_UINT32: (np.uint32, "uint32_val"),
+    types_pb2.DT_UINT64: (np.uint64, "uint64_val"),
+    types_pb2.DT_HALF: (np.float16, "half_val"),
+}
+
+
+def tensor_to_array(tensor: tensor_pb2.TensorProto) -> np.ndarray:
+    """Decode a TensorProto into a NumPy array (numeric, bool, half, bfloat16 as float32, string as bytes objects)."""
+    shape = tuple(d.size for d in tensor.tensor_shape.dim)
+    count = int(np.prod(shape, dtype=np.int64))
+    if tensor.dtype == types_pb2.DT_STRING:
+        vals = list(tensor.string_val)
+        out = np.empty(count, dtype=object)
+        if len(vals) == count:
+            out[:] = vals
+        elif vals:  # TF repeats the last value to fill the shape
+            out[: len(vals)] = vals
+            out[len(vals):] = vals[-1]
+        else:
+            out[:] = b""
+        return out.reshape(shape)
+    if tensor.dtype == types_pb2.DT_BFLOAT16:
+        if tensor.tensor_content:
+            bits = np.frombuffer(tensor.tensor_content, dtype="<u2")
+        else:
+            bits = np.array(tensor.half_val, dtype=np.uint16)
+        floats = (bits.astype(np.uint32) << 16).view(np.float32)
+        return _fill(floats, count, np.float32).reshape(shape)
+    if tensor.dtype not in _NUMPY_DTYPES:
+        name = types_pb2.DataType.Name(tensor.dtype) if tensor.dtype in types_pb2.DataType.values() else tensor.dtype
+        raise ValueError(f"tensor: unsupported dtype {name}; expected a numeric, bool or string tensor")
+    dtype, field = _NUMPY_DTYPES[tensor.dtype]
+    if tensor.tensor_content:
+        flat = np.frombuffer(tensor.tensor_content, dtype=np.dtype(dtype).newbyteorder("<"))
+        if flat.size != count:
+            raise ValueError(
+                f"tensor: tensor_content holds {flat.size} values, shape {list(shape)} needs {count}")
+        return flat.astype(dtype).reshape(shape)
+    vals = getattr(tensor, field)
+    if field == "half_val":
+        flat = np.array(vals, dtype=np.uint16).view(np.float16)
+    else:
+        flat = np.array(vals, dtype=dtype)
+    return _fill(flat, count, dtype).reshape(shape)
+
+
+def _fill(flat: np.ndarray, count: int, dtype) -> np.ndarray:
+    """TF's rule for typed value lists: exact, or the last value repeated, or zeros if empty."""
+    if flat.size == count:
+        return flat
+    if flat.size > count:
+        raise ValueError(f"tensor: holds {flat.size} values, its shape needs {count}")
+    out = np.zeros(count, dtype=dtype)
+    if flat.size:
+        out[: flat.size] = flat
+        out[flat.size:] = flat[-1]
+    return out
+
+
+def scalar_value(value: summary_pb2.Summary.Value) -> float:
+    """The number in a scalar Summary.Value: its simple_value, or its one-element numeric tensor."""
+    which = value.WhichOneof("value")
+    if which == "simple_value":
+        return float(value.simple_value)
+    if which == "tensor":
+        array = tensor_to_array(value.tensor)
+        if array.size == 1 and array.dtype != object:
+            return float(array.reshape(()))
+        raise ValueError(
+            f"value {value.tag!r}: expected a one-element numeric tensor, got dtype "
+            f"{array.dtype} with shape {list(array.shape)}")
+    raise ValueError(f"value {value.tag!r}: expected simple_value or a tensor, got {which}")
