@@ -226,3 +226,117 @@ def dropout(x, p: float = 0.5, training: bool = True) -> Tensor:
         mask = keep.astype(X.dtype)
         mask *= 1.0 / (1.0 - p)
     return _unary(X * mask, x, lambda g: (g * mask,), "Dropout")
+
+
+def _pair(v, name: str) -> tuple:
+    """An int or pair of ints as a pair of positive ints."""
+    a, b = (v, v) if isinstance(v, (int, np.integer)) else tuple(v)
+    return int(a), int(b)
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0) -> Tensor:
+    """2-D cross-correlation, NCHW input and [out, in, kh, kw] weight (PyTorch's layout).
+
+    Forward: im2col through sliding_window_view (one copy) and one matmul. Backward: one
+    matmul per gradient, then the input gradient is scattered back in a loop over the kh*kw
+    kernel offsets (never over pixels).
+    """
+    x = _tensor(x, "x")
+    X, W = x.data, weight.data
+    if X.ndim != 4 or W.ndim != 4:
+        raise ValueError(f"conv2d: expected input [N, C, H, W] and weight [O, C, kh, kw], got "
+                         f"input shape {X.shape} and weight shape {W.shape}")
+    if X.shape[1] != W.shape[1]:
+        raise ValueError(f"conv2d: input shape {X.shape} has {X.shape[1]} channels but weight "
+                         f"shape {W.shape} expects {W.shape[1]}")
+    sh, sw = _pair(stride, "stride")
+    ph, pw = _pair(padding, "padding")
+    n, c, h, w = X.shape
+    o, _, kh, kw = W.shape
+    if ph or pw:
+        xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=X.dtype)
+        xp[:, :, ph:ph + h, pw:pw + w] = X
+    else:
+        xp = X
+    hp, wp = xp.shape[2], xp.shape[3]
+    ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
+    if ho < 1 or wo < 1:
+        raise ValueError(f"conv2d: kernel {(kh, kw)} is larger than the padded input "
+                         f"{(hp, wp)} (input shape {X.shape}, padding {(ph, pw)})")
+    win = sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]  # [n,c,ho,wo,kh,kw]
+    cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(n * ho * wo, c * kh * kw)  # the one copy
+    wmat = W.reshape(o, c * kh * kw)
+    out = cols @ wmat.T  # [n*ho*wo, o]
+    if bias is not None:
+        if bias.data.shape != (o,):
+            raise ValueError(f"conv2d: bias shape {bias.data.shape} does not match weight shape "
+                             f"{W.shape} (expected ({o},))")
+        out += bias.data
+    out = np.ascontiguousarray(out.reshape(n, ho, wo, o).transpose(0, 3, 1, 2))
+
+    def backward(g):
+        g2 = g.transpose(0, 2, 3, 1).reshape(n * ho * wo, o)
+        gw = (g2.T @ cols).reshape(W.shape) if weight.requires_grad else None
+        gx = None
+        if x.requires_grad:
+            gcols = (g2 @ wmat).reshape(n, ho, wo, c, kh, kw)
+            gxp = np.zeros((n, c, hp, wp), dtype=X.dtype)
+            for i in range(kh):
+                for j in range(kw):
+                    gxp[:, :, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw] += \
+                        gcols[:, :, :, :, i, j].transpose(0, 3, 1, 2)
+            gx = gxp[:, :, ph:ph + h, pw:pw + w] if (ph or pw) else gxp
+        if bias is None:
+            return gx, gw
+        return gx, gw, (g.sum(axis=(0, 2, 3)) if bias.requires_grad else None)
+
+    parents = (x, weight) if bias is None else (x, weight, bias)
+    return _nary(out, parents, backward, "Conv2D")
+
+
+def max_pool2d(x, kernel_size, stride=None) -> Tensor:
+    """Max over kernel_size windows of NCHW input (stride defaults to kernel_size; no padding).
+
+    The 2x2/stride-2 case takes four strided slices and np.maximum; other sizes take the argmax
+    of sliding windows. Each window's gradient goes to one maximum (the first in row order).
+    """
+    x = _tensor(x, "x")
+    X = x.data
+    if X.ndim != 4:
+        raise ValueError(f"max_pool2d: expected input [N, C, H, W], got shape {X.shape}")
+    kh, kw = _pair(kernel_size, "kernel_size")
+    sh, sw = (kh, kw) if stride is None else _pair(stride, "stride")
+    n, c, h, w = X.shape
+    ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
+    if ho < 1 or wo < 1:
+        raise ValueError(f"max_pool2d: kernel {(kh, kw)} is larger than the input {(h, w)}")
+    if (kh, kw, sh, sw) == (2, 2, 2, 2):
+        he, we = 2 * ho, 2 * wo
+        a, b = X[:, :, 0:he:2, 0:we:2], X[:, :, 0:he:2, 1:we:2]
+        cc, d = X[:, :, 1:he:2, 0:we:2], X[:, :, 1:he:2, 1:we:2]
+        out = np.maximum(np.maximum(a, b), np.maximum(cc, d))
+
+        def backward(g):
+            gx = np.zeros_like(X)
+            taken = np.zeros(out.shape, dtype=bool)
+            for (i, j), part in (((0, 0), a), ((0, 1), b), ((1, 0), cc), ((1, 1), d)):
+                hit = part == out
+                hit &= ~taken
+                taken |= hit
+                gx[:, :, i:he:2, j:we:2] = g * hit
+            return (gx,)
+
+        return _unary(out, x, backward, "MaxPool")
+    win = sliding_window_view(X, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
+    flat = win.reshape(n, c, ho, wo, kh * kw)
+    arg = flat.argmax(axis=-1)
+    out = np.take_along_axis(flat, arg[..., None], axis=-1)[..., 0]
+
+    def backward(g):
+        gx = np.zeros_like(X)
+        for k in range(kh * kw):
+            i, j = divmod(k, kw)
+            gx[:, :, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw] += g * (arg == k)
+        return (gx,)
+
+    return _unary(out, x, backward, "MaxPool")
