@@ -1,0 +1,283 @@
+"""Command line: `python -m tbwriter inspect PATH` and `python -m tbwriter export PATH --csv OUT`.
+
+Exit codes: 0 all readable (a truncated last record is only warned about), 1 a corrupt record
+or an unreadable file (what was readable is still printed / exported), 2 bad arguments or a
+path that does not exist or holds no event files.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import re
+import sys
+import tempfile
+from typing import Iterator, Optional, TextIO
+
+import numpy as np
+
+from tbwriter.proto import types_pb2
+from tbwriter.reader import (
+    CorruptRecordError,
+    TagKinds,
+    Truncation,
+    event_files,
+    read_events,
+    scalar_value,
+)
+
+
+class _Problems:
+    """Collects truncations (warnings) and corrupt/unreadable files (errors), printed to stderr."""
+
+    def __init__(self, stderr: TextIO):
+        self.stderr = stderr
+        self.errors = 0
+
+    def truncated(self, t: Truncation) -> None:
+        print(f"warning: {t} (skipped; a writer killed mid-write leaves this)", file=self.stderr)
+
+    def error(self, message: str) -> None:
+        self.errors += 1
+        print(f"error: {message}", file=self.stderr)
+
+
+def _walk(runs: dict[str, list[str]], problems: _Problems) -> Iterator[tuple[str, TagKinds, object]]:
+    """Yield (run, the run's TagKinds, event) for all readable events; report problems, go on."""
+    for run, paths in runs.items():
+        kinds = TagKinds()
+        for path in paths:
+            try:
+                for event in read_events(path, on_truncated=problems.truncated):
+                    yield run, kinds, event
+            except CorruptRecordError as e:
+                # Nothing after a corrupt record can be trusted; the next file may be fine.
+                problems.error(str(e))
+            except OSError as e:
+                problems.error(f"{path}: cannot read: {e.strerror or e}")
+
+
+class _TagStats:
+    """Kind, value count and step range of one tag in one run."""
+
+    __slots__ = ("kind", "count", "first", "last")
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.count = 0
+        self.first = None
+        self.last = None
+
+    def add(self, step: int) -> None:
+        self.count += 1
+        self.first = step if self.first is None else min(self.first, step)
+        self.last = step if self.last is None else max(self.last, step)
+
+
+# Events that are not summaries get a pseudo-tag in angle brackets, since no real tag has one.
+_EVENT_KINDS = {
+    "graph_def": ("<graph>", "graph"),
+    "meta_graph_def": ("<meta_graph>", "meta_graph"),
+    "session_log": ("<session_log>", "session_log"),
+    "log_message": ("<log_message>", "log_message"),
+}
+
+
+_COLUMNS = ("TAG", "KIND", "STEPS", "COUNT")
+
+
+def _inspect(runs: dict[str, list[str]], out: TextIO, problems: _Problems) -> None:
+    """Print, per run, each tag's kind, step range and count."""
+    stats: dict[str, dict[str, _TagStats]] = {run: {} for run in runs}
+    events = {run: 0 for run in runs}
+    for run, kinds, event in _walk(runs, problems):
+        events[run] += 1
+        tags = stats[run]
+        what = event.WhichOneof("what")
+        if what == "summary":
+            for value in event.summary.value:
+                entry = tags.get(value.tag)
+                if entry is None:
+                    entry = tags[value.tag] = _TagStats(kinds.kind(value))
+                entry.add(event.step)
+        elif what == "tagged_run_metadata":
+            tag = event.tagged_run_metadata.tag
+            tags.setdefault(tag, _TagStats("run_metadata")).add(event.step)
+        elif what in _EVENT_KINDS:
+            tag, kind = _EVENT_KINDS[what]
+            tags.setdefault(tag, _TagStats(kind)).add(event.step)
+    for run, tags in stats.items():
+        nfiles = len(runs[run])
+        print(f"run {run}  ({nfiles} file{'s' * (nfiles != 1)}, {events[run]} events)", file=out)
+        if not tags:
+            print("  (no tags)", file=out)
+            continue
+        rows = [(tag, s.kind, str(s.first) if s.first == s.last else f"{s.first}..{s.last}", str(s.count))
+                for tag, s in sorted(tags.items())]
+        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(_COLUMNS)]
+        for row in [_COLUMNS, *rows]:
+            print("  " + "  ".join(f"{c:<{w}}" for c, w in zip(row, widths)).rstrip(), file=out)
+
+
+def _format_value(value, number: float) -> str:
+    """Shortest text that reads back to the stored number: float32 values as float32, others as double."""
+    is_f32 = value.WhichOneof("value") == "simple_value" or value.tensor.dtype == types_pb2.DT_FLOAT
+    return str(np.float32(number)) if is_f32 else repr(number)
+
+
+def _json_number(number: float, text: str) -> str:
+    """A JSON token for a number: its text, or "NaN"/"Infinity"/"-Infinity" as strings (strict JSON has none)."""
+    if math.isfinite(number):
+        return text
+    if math.isnan(number):
+        return '"NaN"'
+    return '"Infinity"' if number > 0 else '"-Infinity"'
+
+
+def _scalars(runs, problems: _Problems, tag_filter: Optional[re.Pattern]) -> Iterator[tuple]:
+    """Yield (run, tag, step, wall_time, value proto, number) for every scalar value."""
+    for run, kinds, event in _walk(runs, problems):
+        if event.WhichOneof("what") != "summary":
+            continue
+        for value in event.summary.value:
+            if kinds.kind(value) != "scalar":
+                continue
+            if tag_filter is not None and not tag_filter.search(value.tag):
+                continue
+            try:
+                number = scalar_value(value)
+            except ValueError as e:
+                problems.error(f"run {run}: step {event.step}: {e}")
+                continue
+            yield run, value.tag, event.step, event.wall_time, value, number
+
+
+class _AtomicOutput:
+    """A text file written to a temp name beside the target and renamed over it on success."""
+
+    def __init__(self, path: str):
+        self.path = path
+        directory = os.path.dirname(os.path.abspath(path))
+        fd, self.tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+        self.file = os.fdopen(fd, "w", newline="", encoding="utf-8")
+
+    def commit(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        self.file.close()
+        try:
+            os.unlink(self.tmp)
+        except FileNotFoundError:
+            pass
+
+
+def _export(runs, csv_path: Optional[str], json_path: Optional[str], tag_filter, problems: _Problems) -> int:
+    """Write every scalar as CSV and/or JSON Lines, streaming; return the number of rows."""
+    outputs = []
+    try:
+        if csv_path:
+            csv_out = _AtomicOutput(csv_path)
+            outputs.append(csv_out)
+            writer = csv.writer(csv_out.file, lineterminator="\n")
+            writer.writerow(["run", "tag", "step", "wall_time", "value"])
+        if json_path:
+            json_out = _AtomicOutput(json_path)
+            outputs.append(json_out)
+        rows = 0
+        for run, tag, step, wall_time, value, number in _scalars(runs, problems, tag_filter):
+            text = _format_value(value, number)
+            if csv_path:
+                writer.writerow([run, tag, step, repr(wall_time), text])
+            if json_path:
+                json_out.file.write(
+                    f'{{"run": {json.dumps(run)}, "tag": {json.dumps(tag)}, "step": {step}, '
+                    f'"wall_time": {_json_number(wall_time, repr(wall_time))}, '
+                    f'"value": {_json_number(number, text)}}}\n')
+            rows += 1
+        for out in outputs:
+            out.commit()
+        outputs = []
+        return rows
+    finally:
+        for out in outputs:  # interrupted: leave nothing half-written behind
+            out.discard()
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tbwriter",
+        description="Look inside TensorBoard event files without starting TensorBoard.",
+        epilog="Exit codes: 0 ok (truncated last records are warned about and skipped), "
+               "1 corrupt record or unreadable file (named with its byte offset; what was readable "
+               "is still printed/exported), 2 bad arguments or path.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    ins = sub.add_parser("inspect", help="per run: each tag's kind, step range and count",
+                         description="Print, per run, each tag with its kind, step range and count.")
+    ins.add_argument("path", metavar="LOGDIR_OR_FILE", help="a log directory (searched recursively) or one event file")
+    exp = sub.add_parser(
+        "export", help="write every scalar as CSV and/or JSON Lines",
+        description="Write every scalar as rows run,tag,step,wall_time,value. CSV has a header line; "
+                    "JSON is JSON Lines (one object per line). Values are written with the shortest text "
+                    "that reads back to the stored float32/float64; NaN and infinities are the strings "
+                    "\"NaN\", \"Infinity\", \"-Infinity\" in JSON. Outputs are written to a temp file and "
+                    "renamed into place when complete.")
+    exp.add_argument("path", metavar="LOGDIR_OR_FILE", help="a log directory (searched recursively) or one event file")
+    exp.add_argument("--csv", metavar="OUT.csv", help="write CSV here")
+    exp.add_argument("--json", metavar="OUT.jsonl", help="write JSON Lines here")
+    exp.add_argument("--tag", metavar="REGEX", help="only tags where this regular expression matches (re.search)")
+    return p
+
+
+def main(argv: Optional[list[str]] = None, stdout: Optional[TextIO] = None, stderr: Optional[TextIO] = None) -> int:
+    """Run the command line with argv (default sys.argv[1:]); return the exit code."""
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse exits 2 on bad usage and 0 on --help
+        return int(e.code or 0)
+    path = args.path
+    try:
+        runs = event_files(path)
+    except FileNotFoundError:
+        print(f"tbwriter: error: no such file or directory: {path}", file=stderr)
+        return 2
+    except OSError as e:
+        print(f"tbwriter: error: cannot read {path}: {e.strerror or e}", file=stderr)
+        return 2
+    if not runs:
+        print(f"tbwriter: error: no event files (names containing 'tfevents') under {path}", file=stderr)
+        return 2
+    problems = _Problems(stderr)
+    if args.command == "inspect":
+        _inspect(runs, stdout, problems)
+    else:
+        if not args.csv and not args.json:
+            print("tbwriter export: error: give --csv OUT.csv and/or --json OUT.jsonl", file=stderr)
+            return 2
+        tag_filter = None
+        if args.tag is not None:
+            try:
+                tag_filter = re.compile(args.tag)
+            except re.error as e:
+                print(f"tbwriter export: error: --tag: not a regular expression: {args.tag!r} ({e})", file=stderr)
+                return 2
+        for out in (args.csv, args.json):
+            if out and not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+                print(f"tbwriter export: error: output directory does not exist: {out}", file=stderr)
+                return 2
+        rows = _export(runs, args.csv, args.json, tag_filter, problems)
+        written = " and ".join(p for p in (args.csv, args.json) if p)
+        print(f"{rows} scalars from {len(runs)} run{'s' * (len(runs) != 1)} written to {written}", file=stdout)
+    return 1 if problems.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
