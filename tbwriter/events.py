@@ -79,12 +79,17 @@ class _FileState:
         raise self.dead
 
     def write_locked(self):
-        """Hand all buffered records to the OS in one write; call with `lock` held."""
+        """Hand all buffered records to the OS in one write; call with `lock` held; False on failure.
+
+        Appenders do not take the lock: list.append is atomic, and this only removes the
+        records it joined, so a record appended meanwhile stays for the next write.
+        """
         buf = self.buf
-        if not buf:
-            return
-        data = b"".join(buf)
-        buf.clear()
+        n = len(buf)
+        if not n:
+            return True
+        data = b"".join(buf[:n])
+        del buf[:n]
         try:
             view = memoryview(data)
             while view:
@@ -94,7 +99,25 @@ class _FileState:
                 raise FileNotFoundError(2, "event file was deleted (its directory removed?)")
         except OSError as e:
             self.fail(e)
-            self.raise_dead()
+            return False
+        return True
+
+    def append(self, record: bytes):
+        """Queue one framed record; write the queue out when max_queue are pending."""
+        buf = self.buf
+        buf.append(record)
+        if len(buf) >= self.max_queue:
+            with self.lock:
+                if self.dead is None:
+                    self.write_locked()  # a failure shows as self.dead, checked next
+        if self.dead is not None:
+            self.check_appended(record)
+
+    def check_appended(self, record: bytes):
+        """After a close or failure raced with an append: raise if the record was not written."""
+        with self.lock:  # the closer's final write has finished once we hold it
+            if self.dead is self.error or any(r is record for r in self.buf):
+                self.raise_dead()
 
     def fail(self, e: OSError):
         """Mark the writer broken by e: every later call raises a copy naming the file."""
@@ -106,25 +129,19 @@ class _FileState:
         """The timer thread's flush: errors wait for the caller's next call."""
         with self.lock:
             if self.dead is None:
-                try:
-                    self.write_locked()
-                except EventFileError:
-                    pass  # kept in self.error, raised by the next call
+                self.write_locked()  # a failure is kept in self.error for the next call
 
     def close(self):
         """Flush and close the file; raise a write error not yet raised to a caller."""
         self.stop.set()
         with self.lock:
             if self.dead is None:
-                try:
-                    self.write_locked()
-                except EventFileError:
-                    pass
+                # Set before the final write: an append racing with it sees it and checks.
+                self.dead = WriterStateError(f"the event writer of {self.path} is closed; create a new writer")
+                self.write_locked()
             if self.fd >= 0 and self.pid == os.getpid():
                 os.close(self.fd)
                 self.fd = -1
-            if self.dead is None:
-                self.dead = WriterStateError(f"the event writer of {self.path} is closed; create a new writer")
             pending = self.error is not None and not self.reported
             if pending:
                 self.reported = True
@@ -199,7 +216,9 @@ class EventFileWriter:
         s.buf.append(frame(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2")
                            .SerializeToString()))
         with s.lock:
-            s.write_locked()
+            if not s.write_locked():
+                os.close(fd)
+                s.raise_dead()
         _live_states.add(s)
         s.thread = threading.Thread(target=_flush_loop, args=(weakref.ref(s), s.stop, float(flush_secs)),
                                     name=f"tbwriter-flush-{os.path.basename(path)}", daemon=True)
@@ -219,20 +238,7 @@ class EventFileWriter:
         s = self._state
         if s.dead is not None:
             s.raise_dead()
-        with s.lock:
-            s.buf.append(record)
-            if len(s.buf) >= s.max_queue:
-                s.write_locked()
-
-    def write_framed_many(self, records) -> None:
-        """Queue several framed records so that they land in the file together."""
-        s = self._state
-        if s.dead is not None:
-            s.raise_dead()
-        with s.lock:
-            s.buf.extend(records)
-            if len(s.buf) >= s.max_queue:
-                s.write_locked()
+        s.append(record)
 
     def flush(self) -> None:
         """Hand every queued record to the OS before returning (no fsync)."""
@@ -240,7 +246,8 @@ class EventFileWriter:
         with s.lock:
             if s.dead is not None:
                 s.raise_dead()
-            s.write_locked()
+            if not s.write_locked():
+                s.raise_dead()
 
     def close(self) -> None:
         """Flush and close the file; later writes raise. Closing twice is a no-op."""

@@ -26,6 +26,9 @@ _F32 = struct.Struct("<f")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _MASK = 0xA282EAD8
+_HEAD_STEP1 = struct.Struct("<BdBB").pack  # wall_time, then a 1-byte step varint
+_HEAD_STEP2 = struct.Struct("<BdBBB").pack  # wall_time, then a 2-byte step varint
+_HEADERS = {}  # record length -> its 12-byte header (length, masked CRC of length)
 
 
 def _varint(n: int) -> bytes:
@@ -127,7 +130,6 @@ class FileWriter:
         self._state = self.event_writer._state  # the hot path reaches its buffer directly
         self._meta_tags = set()  # tags whose metadata went out already in this file
         self._scalar_prefixes = {}
-        self._headers = {}
         if graph is not None or graph_def is not None:
             self.add_graph(graph if graph is not None else graph_def)
 
@@ -145,26 +147,23 @@ class FileWriter:
             if not isinstance(tag, str) or not tag:
                 raise ValueError(f"tag: expected a non-empty str, got {tag!r}")
             prefix = self._scalar_prefixes[tag] = _scalar_prefix(tag)
-        try:
-            fbytes = _F32.pack(value)
-        except OverflowError:  # finite but beyond float32: rounds to +-inf, as numpy does
-            fbytes = _F32.pack(math.copysign(math.inf, value))
+        if walltime is None:
+            walltime = time.time()
+        # wall_time and step in one pack for the common step sizes
         if 0 < step < 128:
-            stepb = bytes((0x10, step))
+            head = _HEAD_STEP1(0x09, walltime, 0x10, step)
+        elif 128 <= step < 16384:
+            head = _HEAD_STEP2(0x09, walltime, 0x10, (step & 0x7F) | 0x80, step >> 7)
         else:
-            stepb = _step_field(step)
-        event = b"".join((_HEAD.pack(0x09, time.time() if walltime is None else walltime),
-                          stepb, prefix, fbytes))
+            head = _HEAD.pack(0x09, walltime) + _step_field(step)
+        try:
+            event = head + prefix + _F32.pack(value)
+        except OverflowError:  # finite but beyond float32: rounds to +-inf, as numpy does
+            event = head + prefix + _F32.pack(math.copysign(math.inf, value))
         n = len(event)
-        header = self._headers.get(n)
-        if header is None:
-            header = self._headers[n] = _frame_header(n)
+        header = _HEADERS.get(n) or _frame_header(n)
         crc = crc32c(event)
-        record = b"".join((header, event, _U32.pack((((crc >> 15) | (crc << 17)) + _MASK) & 0xFFFFFFFF)))
-        with s.lock:
-            s.buf.append(record)
-            if len(s.buf) >= s.max_queue:
-                s.write_locked()
+        s.append(header + event + _U32.pack((((crc >> 15) | (crc << 17)) + _MASK) & 0xFFFFFFFF))
 
     def add_scalar_value(self, tag: str, scalar_value, global_step=None, walltime=None) -> None:
         """Write one scalar as Summary.Value.simple_value (float32)."""
@@ -251,7 +250,8 @@ class FileWriter:
 def _frame_header(n: int) -> bytes:
     """Length and masked length CRC of a record of n bytes."""
     length = _U64.pack(n)
-    return length + _U32.pack(masked_crc32c(length))
+    header = _HEADERS[n] = length + _U32.pack(masked_crc32c(length))
+    return header
 
 
 class SummaryWriter:
