@@ -157,11 +157,9 @@ def matmul(a, b) -> Tensor:
         def backward(g):
             a2 = A[None, :] if A.ndim == 1 else A
             b2 = B[:, None] if B.ndim == 1 else B
-            g2 = g
+            g2 = g[..., None] if B.ndim == 1 else g  # restore the axes 1-D operands dropped
             if A.ndim == 1:
-                g2 = np.expand_dims(g2, -2)
-            if B.ndim == 1:
-                g2 = np.expand_dims(g2, -1)
+                g2 = g2[..., None, :]
             ga = gb = None
             if a.requires_grad:
                 ga = unbroadcast(g2 @ np.swapaxes(b2, -1, -2), a2.shape).reshape(A.shape)
@@ -392,7 +390,7 @@ def max(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:
         share = mask / mask.sum(axis=axes, keepdims=True).astype(X.dtype)
         return (_expand(g, axes, keepdims) * share,)
 
-    return _unary(np.ascontiguousarray(out), x, backward, "Max")
+    return _unary(out, x, backward, "Max")
 
 
 def reshape(x: Tensor, *shape) -> Tensor:
