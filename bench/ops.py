@@ -17,8 +17,8 @@ import numpy as np
 import npnn
 
 
-def chain_npnn(x, w, b, length: int):
-    """length ops on small tensors, then sum and backward."""
+def chain(lib, x, w, b, length: int) -> None:
+    """length ops on small tensors, then sum and backward; lib is npnn or torch (same names)."""
     y = x
     for i in range(length):
         k = i % 8
@@ -27,35 +27,11 @@ def chain_npnn(x, w, b, length: int):
         elif k == 1:
             y = y * w
         elif k == 2:
-            y = npnn.sigmoid(y)
+            y = lib.sigmoid(y)
         elif k == 3:
-            y = npnn.tanh(y)
+            y = lib.tanh(y)
         elif k == 4:
-            y = npnn.relu(y)
-        elif k == 5:
-            y = y @ w
-        elif k == 6:
-            y = y - 0.5
-        else:
-            y = y + b
-    y.sum().backward()
-
-
-def chain_torch(torch, x, w, b, length: int):
-    """The same chain in PyTorch."""
-    y = x
-    for i in range(length):
-        k = i % 8
-        if k == 0:
-            y = y + x
-        elif k == 1:
-            y = y * w
-        elif k == 2:
-            y = torch.sigmoid(y)
-        elif k == 3:
-            y = torch.tanh(y)
-        elif k == 4:
-            y = torch.relu(y)
+            y = lib.relu(y)
         elif k == 5:
             y = y @ w
         elif k == 6:
@@ -88,7 +64,7 @@ def main() -> None:
     x = npnn.Tensor(xs, requires_grad=True)
     w = npnn.Tensor(ws, requires_grad=True)
     b = npnn.Tensor(bs, requires_grad=True)
-    ours = median_per_op(lambda: chain_npnn(x, w, b, args.length), args.length, args.repeats)
+    ours = median_per_op(lambda: chain(npnn, x, w, b, args.length), args.length, args.repeats)
     print(f"npnn    {ours:7.2f} us/op (forward + backward, {xs.size}-element tensors)")
     try:
         import torch
@@ -97,7 +73,7 @@ def main() -> None:
         return
     torch.set_num_threads(2)
     tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (xs, ws, bs))
-    theirs = median_per_op(lambda: chain_torch(torch, tx, tw, tb, args.length), args.length,
+    theirs = median_per_op(lambda: chain(torch, tx, tw, tb, args.length), args.length,
                            args.repeats)
     print(f"PyTorch {theirs:7.2f} us/op (torch {torch.__version__}, 2 threads)")
     print(f"ratio npnn/PyTorch: {ours / theirs:.2f}x (target <= 0.50x)")
