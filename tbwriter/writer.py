@@ -269,6 +269,7 @@ class SummaryWriter:
         self._flush_secs = flush_secs
         self._filename_suffix = filename_suffix
         self._closed = False
+        self._start_time = time.time()
         self.file_writer = FileWriter(self._logdir, max_queue=max_queue, flush_secs=flush_secs,
                                       filename_suffix=filename_suffix)
         self.all_writers = {self._logdir: self.file_writer}
@@ -324,7 +325,7 @@ class SummaryWriter:
                       max_bins=None) -> None:
         """Histogram of values (TensorFlow's buckets by default) at global_step."""
         self._check_open()
-        self._add(_summary.histogram(tag, values, bins=bins), global_step, walltime)
+        self._add(_summary.histogram(tag, values, bins=bins, max_bins=max_bins), global_step, walltime)
 
     def add_histogram_raw(self, tag: str, min, max, num, sum, sum_squares, bucket_limits, bucket_counts,
                           global_step=None, walltime=None) -> None:
@@ -366,19 +367,30 @@ class SummaryWriter:
 
     def add_hparams(self, hparam_dict: dict, metric_dict: dict, hparam_domain_discrete=None,
                     run_name=None, global_step=None) -> None:
-        """Hyperparameters and metrics of this run (or of sub-run run_name) for the HPARAMS tab."""
+        """Hyperparameters and metrics of this run (or of sub-run run_name) for the HPARAMS tab.
+
+        Written into the run itself, unlike the peers' new timestamped sub-run. The metrics
+        are written as scalars (step global_step) next to them. No experiment summary is
+        written unless hparam_domain_discrete is given: TensorBoard then builds the table's
+        columns from every run's hparams, so runs with different hparam keys all show.
+        """
         self._check_open()
+        if not isinstance(metric_dict, dict):
+            raise TypeError(f"metric_dict: expected a dict {{tag: value}}, got {type(metric_dict).__name__}")
+        if hparam_domain_discrete is not None and not isinstance(hparam_domain_discrete, dict):
+            raise TypeError(f"hparam_domain_discrete: expected a dict {{name: [values]}}, "
+                            f"got {type(hparam_domain_discrete).__name__}")
+        metrics = {k: _as_float(v, f"metric_dict[{k!r}]") for k, v in metric_dict.items()}
         fw = self.file_writer if run_name is None else self._sub_writer(os.path.join(self._logdir, run_name))
-        exp, ssi, sei = _summary.hparams(hparam_dict, metric_dict, group_name=_group_name(fw.get_logdir()),
-                                         start_time_secs=time.time())
-        if hparam_domain_discrete:
-            exp = _with_discrete_domains(exp, hparam_domain_discrete)
+        exp, ssi, sei = _summary.hparams(hparam_dict, metric_dict, group_name=fw.get_logdir(),
+                                         start_time_secs=self._start_time)
         step = _as_step(global_step)
-        fw._write_summary(exp, 0, None, True)
-        fw._write_summary(ssi, 0, None, True)
-        for k, v in metric_dict.items():
-            fw._add_scalar(k, _as_float(v, f"metric_dict[{k!r}]"), step, None)
-        fw._write_summary(sei, 0, None, True)
+        if hparam_domain_discrete:
+            fw._write_summary(_with_discrete_domains(exp, hparam_domain_discrete), step, None, True)
+        fw._write_summary(ssi, step, None, True)
+        for k, v in metrics.items():
+            fw._add_scalar(k, v, step, None)
+        fw._write_summary(sei, step, None, True)
 
     def flush(self) -> None:
         """Hand every pending record of every file of this writer to the OS."""
@@ -404,17 +416,16 @@ class SummaryWriter:
         self.close()
 
 
-def _group_name(logdir: str) -> str:
-    """A stable hparams session group name for a run directory."""
-    return os.path.basename(os.path.normpath(logdir)) or logdir
-
-
 def _with_discrete_domains(exp, domains: dict):
     """The experiment summary with domain_discrete set for the hparams named in domains."""
     from tbwriter.proto import hparams_pb2
     value = exp.value[0]
     data = hparams_pb2.HParamsPluginData()
     data.ParseFromString(value.metadata.plugin_data.content)
+    names = {info.name for info in data.experiment.hparam_infos}
+    for name in domains:
+        if name not in names:
+            raise ValueError(f"hparam_domain_discrete: {name!r} is not a key of hparam_dict")
     for info in data.experiment.hparam_infos:
         if info.name in domains:
             info.domain_discrete.Clear()

@@ -77,7 +77,8 @@ def tensorboard(logdir, load_fast: bool):
     cmd = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir),
            "--host", "127.0.0.1", "--port", str(port),
            f"--load_fast={'true' if load_fast else 'false'}",
-           "--samples_per_plugin", "scalars=0,histograms=0,images=0,tensors=0",
+           # Not 0: the loaders read 0 as "keep all", but the plugins then downsample to 0 points.
+           "--samples_per_plugin", "scalars=1000000,histograms=1000000,images=1000000,tensors=1000000",
            "--reload_interval", "1"]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
