@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import math
 import os
@@ -209,6 +210,7 @@ def _export(runs, csv_path: Optional[str], json_path: Optional[str], tag_filter,
             out.discard()
 
 
+@functools.lru_cache(maxsize=None)  # built once: main() is called in loops (tests, fuzzing)
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tbwriter",
