@@ -57,12 +57,12 @@ def linear(x, weight, bias=None) -> Tensor:
             raise ValueError(f"linear: bias shape {bias.data.shape} does not match weight shape "
                              f"{W.shape} (expected ({W.shape[0]},))")
         out += bias.data  # out is fresh: add the bias in place
-    batched = X.ndim > 2
+    flat = X.ndim != 2  # 1-D and batched inputs: the weight gradient sums over all rows
 
     def backward(g):
         gx = g @ W if x.requires_grad else None
-        g2 = g.reshape(-1, g.shape[-1]) if batched else g
-        gw = g2.T @ X.reshape(-1, X.shape[-1]) if weight.requires_grad else None
+        g2 = g.reshape(-1, g.shape[-1]) if flat else g
+        gw = g2.T @ (X.reshape(-1, X.shape[-1]) if flat else X) if weight.requires_grad else None
         if bias is None:
             return gx, gw
         return gx, gw, (g2.sum(axis=0) if bias.requires_grad else None)
