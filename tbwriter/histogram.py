@@ -1,0 +1,285 @@
+"""TensorFlow 1's histogram, bit for bit: its default bucket edges, its bucketing and its sparse encoding.
+
+TF (tensorflow/core/lib/histogram/histogram.cc) keeps a dense vector of counts over fixed edges
+and, for every value (cast to double), adds 1 to bucket `upper_bound(edges, value)`, then
+updates min, max, num, sum and sum_squares in input order. EncodeToProto (preserve_zero_buckets
+false) writes (edge, count) per non-empty bucket and collapses every run of empty buckets into
+one entry carrying the run's last edge.
+
+Here: tiny arrays go through `bisect` on a Python list (no array machinery); big arrays map each
+float's bit pattern (sign, exponent, top mantissa bits) to a cell of a precomputed table. The
+edges grow by 1.1 per step, so a cell (a 2**-7 relative slice of a binade) holds at most one
+edge: the table gives the bucket of the cell's smallest value and, for the few cells an edge
+cuts, that edge as a threshold, so `bucket = base[cell] + (value >= cut[cell])`, counted by
+one `np.bincount`.
+"""
+import bisect
+import math
+import sys
+
+import numpy as np
+
+from tbwriter.proto import histogram_pb2
+
+DBL_MAX = sys.float_info.max
+
+
+def _default_edges() -> list:
+    """TF's InitDefaultBucketsInner: +-1e-12 * 1.1**k (by repeated multiplication) below 1e20, 0, +-DBL_MAX."""
+    pos = []
+    v = 1.0e-12
+    while v < 1.0e20:
+        pos.append(v)
+        v *= 1.1
+    pos.append(DBL_MAX)
+    return [-p for p in reversed(pos)] + [0.0] + pos
+
+
+EDGES = _default_edges()
+EDGES_ARRAY = np.array(EDGES, dtype=np.float64)
+NUM_EDGES = len(EDGES)
+
+# Below this many values, a Python loop with bisect beats numpy's per-call overhead.
+SMALL = 48
+
+# Mantissa bits kept in a table key: a cell spans at most 2**-7 = 0.8% of its value, less than
+# one 10% bucket, so at most one edge cuts it.
+_KEEP_BITS = 7
+_TABLES = {}
+
+
+def _table(ftype):
+    """(shift, base, cut, uint type) for float32/float64: bucket = base[bits >> shift] + (x >= cut[...])."""
+    if ftype in _TABLES:
+        return _TABLES[ftype]
+    utype = np.uint32 if ftype == np.float32 else np.uint64
+    mant = 23 if ftype == np.float32 else 52
+    shift = mant - _KEEP_BITS
+    nbits = 8 * np.dtype(ftype).itemsize
+    cells = np.arange(1 << (nbits - shift), dtype=utype)
+    lo = (cells << utype(shift)).view(ftype)
+    hi = ((cells << utype(shift)) | utype((1 << shift) - 1)).view(ftype)
+    negative = (cells >> utype(nbits - shift - 1)).astype(bool)
+    with np.errstate(invalid="ignore"):
+        vmin = np.where(negative, hi, lo).astype(np.float64)
+        vmax = np.where(negative, lo, hi).astype(np.float64)
+        bad = ~(np.isfinite(vmin) & np.isfinite(vmax))  # NaN/Inf cells: never looked up
+    # Subnormals (exponent field 0) count as zero: TF runs ops with denormals-are-zero set.
+    subnormal = ((cells >> utype(mant - shift)) & utype((1 << (nbits - 1 - mant)) - 1)) == 0
+    vmin[bad | subnormal] = 0.0
+    vmax[bad | subnormal] = 0.0
+    imin = np.searchsorted(EDGES_ARRAY, vmin, side="right")
+    imax = np.searchsorted(EDGES_ARRAY, vmax, side="right")
+    assert int((imax - imin).max()) <= 1, "a table cell holds two edges; keep more mantissa bits"
+    cut = np.full(cells.size, np.inf, dtype=ftype)
+    cutting = np.flatnonzero(imax > imin)
+    edge = EDGES_ARRAY[imin[cutting]]
+    # The smallest value of ftype that is >= the edge: `x >= t` in ftype is then exactly `x >= edge`.
+    t = edge.astype(ftype)
+    low = t.astype(np.float64) < edge
+    t[low] = np.nextafter(t[low], ftype(np.inf))
+    cut[cutting] = t
+    table = (shift, imin.astype(np.intp), cut, utype)
+    _TABLES[ftype] = table
+    return table
+
+
+def _as_float(values: np.ndarray) -> np.ndarray:
+    """Flat float32/float64 array holding each value exactly as TF's static_cast<double> sees it."""
+    flat = values.reshape(-1)
+    k, size = flat.dtype.kind, flat.dtype.itemsize
+    if k == "f":
+        if size == 4 or size == 8:
+            return np.ascontiguousarray(flat)
+        return flat.astype(np.float32 if size < 4 else np.float64)
+    if k in "iub":
+        # Up to 16-bit integers are exact in float32; wider ones are rounded to double like TF.
+        return flat.astype(np.float32 if size <= 2 else np.float64)
+    raise TypeError(f"histogram values must be real numbers, got dtype {flat.dtype}")
+
+
+def _check_finite(ok: bool, tag: str) -> None:
+    if not ok:
+        raise ValueError(f"histogram {tag!r}: values contain NaN or Inf (TensorFlow rejects them too)")
+
+
+# TF's kernels run with the x86 flags "denormals are zero" and "flush to zero" set
+# (port::ScopedFlushDenormal): a subnormal input compares and adds as zero, a float32 subnormal
+# becomes +-0.0 already when cast to double, and a subnormal sum or square becomes zero.
+FLT_MIN = float(np.finfo(np.float32).tiny)
+DBL_MIN = sys.float_info.min
+# Below this a float64's last mantissa bit is subnormal, so a partial sum may be subnormal.
+_SUM_SAFE = 2.0 ** -970
+
+
+def _reference_stats(vals: list, is_f32: bool, tag: str):
+    """min, max, num, sum, sum_squares and bucket indices by Histogram::Add's loop, with DAZ/FTZ."""
+    total = 0.0
+    squares = 0.0
+    lo = lo_x = DBL_MAX
+    hi = hi_x = -DBL_MAX
+    last = NUM_EDGES - 1
+    idx = []
+    for v in vals:
+        if not math.isfinite(v):
+            _check_finite(False, tag)
+        x = v
+        if v != 0.0 and abs(v) < (FLT_MIN if is_f32 else DBL_MIN):
+            x = math.copysign(0.0, v)  # what compares and adds
+            if is_f32:
+                v = x  # a float32 subnormal is already zero as a double
+        b = bisect.bisect_right(EDGES, x)
+        idx.append(b if b <= last else last)  # v == DBL_MAX: TF writes past its vector; we keep it
+        if lo_x > x:  # a stored subnormal min/max compares as zero afterwards
+            lo, lo_x = v, x
+        if hi_x < x:
+            hi, hi_x = v, x
+        total += x
+        if total != 0.0 and abs(total) < DBL_MIN:
+            total = math.copysign(0.0, total)
+        sq = x * x
+        if sq < DBL_MIN:
+            sq = 0.0
+        squares += sq
+    return lo, hi, float(len(vals)), total, squares, idx
+
+
+def _small(flat: np.ndarray, tag: str):
+    """Counts and statistics of a few values with plain Python, exactly as Histogram::Add does."""
+    lo, hi, num, total, squares, idx = _reference_stats(
+        [float(v) for v in flat.tolist()], flat.dtype == np.float32, tag)
+    counts = {}
+    for b in idx:
+        counts[b] = counts.get(b, 0) + 1
+    keys = sorted(counts)
+    return lo, hi, num, total, squares, keys, [float(counts[i]) for i in keys]
+
+
+def _zero_like(flat: np.ndarray) -> np.ndarray:
+    """Mask of values TF treats as zero: +-0 and subnormals."""
+    return np.abs(flat) < (FLT_MIN if flat.dtype == np.float32 else DBL_MIN)
+
+
+def _min_max(flat: np.ndarray, tag: str):
+    lo = flat.min()
+    hi = flat.max()
+    _check_finite(bool(np.isfinite(lo) and np.isfinite(hi)), tag)  # NaN propagates into min/max
+    return float(lo), float(hi)
+
+
+def _min_max_sums(flat: np.ndarray, tag: str, maybe_tiny: bool, lo: float, hi: float):
+    """min, max, sum, sum_squares as TF's loop computes them, vectorized.
+
+    maybe_tiny: some |value| < 1e-12 may exist (then subnormals and FTZ need care)."""
+    is_f32 = flat.dtype == np.float32
+    if maybe_tiny:
+        zero = _zero_like(flat)
+        for_zero = None
+        if abs(lo) < (FLT_MIN if is_f32 else DBL_MIN) or abs(hi) < (FLT_MIN if is_f32 else DBL_MIN):
+            # TF keeps the first value that compares equal to the minimum: here the first zero-like.
+            first = float(flat[int(np.argmax(zero))])
+            for_zero = math.copysign(0.0, first) if is_f32 else first
+        if abs(lo) < (FLT_MIN if is_f32 else DBL_MIN):
+            lo = for_zero
+        if abs(hi) < (FLT_MIN if is_f32 else DBL_MIN):
+            hi = for_zero
+        has_subnormal = bool(np.any(zero & (flat != 0)))
+        if not is_f32 and np.any((flat != 0) & (np.abs(flat) < _SUM_SAFE)):
+            # A partial sum might land among subnormals, where FTZ would zero it: replay TF's loop.
+            _, _, _, total, squares, _ = _reference_stats(flat.tolist(), False, tag)
+            return lo, hi, total, squares
+        if has_subnormal:
+            flat = np.where(zero, 0.0, flat).astype(flat.dtype)
+    # Sum and sum of squares in input order, like TF's loop: the real and imaginary parts of one
+    # complex cumsum are two independent sequential double accumulations.
+    z = np.empty(flat.size, dtype=np.complex128)
+    parts = z.view(np.float64).reshape(-1, 2)
+    parts[:, 0] = flat
+    np.multiply(parts[:, 0], parts[:, 0], out=parts[:, 1])
+    np.cumsum(z, out=z)
+    # TF starts from +0.0, so an all-zero sum is +0.0 even when the first value is -0.0.
+    return lo, hi, float(z[-1].real) + 0.0, float(z[-1].imag) + 0.0
+
+
+_ZERO_BUCKETS = slice(bisect.bisect_right(EDGES, -1e-12), bisect.bisect_right(EDGES, 0.0) + 1)
+
+
+def _large(flat: np.ndarray, tag: str):
+    """Counts and statistics of many values with the bit-pattern table and one bincount."""
+    lo, hi = _min_max(flat, tag)
+    shift, base, cut, utype = _table(flat.dtype.type)
+    key = np.right_shift(flat.view(utype), shift, dtype=np.intp, casting="unsafe")
+    bucket = base.take(key)
+    bucket += flat >= cut.take(key)
+    counts = np.bincount(bucket, minlength=NUM_EDGES + 1)
+    counts[NUM_EDGES - 1] += counts[NUM_EDGES]  # DBL_MAX itself (see _reference_stats)
+    idx = np.flatnonzero(counts[:NUM_EDGES])
+    lo, hi, total, squares = _min_max_sums(flat, tag, bool(counts[_ZERO_BUCKETS].any()), lo, hi)
+    return lo, hi, float(flat.size), total, squares, idx.tolist(), counts[idx].astype(np.float64).tolist()
+
+
+def _encode(idx: list, counts: list):
+    """EncodeToProto(preserve_zero_buckets=false) from the sorted non-empty bucket indices."""
+    limits = []
+    out = []
+    prev = -1
+    edges = EDGES
+    for i, c in zip(idx, counts):  # one step per non-empty bucket, not per bucket
+        if i > prev + 1:  # a run of empty buckets before this one: keep the run's last edge
+            limits.append(edges[i - 1])
+            out.append(0.0)
+        limits.append(edges[i])
+        out.append(c)
+        prev = i
+    if prev < NUM_EDGES - 1:
+        limits.append(edges[-1])
+        out.append(0.0)
+    return limits, out
+
+
+def tf_histogram(values: np.ndarray, tag: str = "") -> histogram_pb2.HistogramProto:
+    """HistogramProto with TF's default buckets, identical to tf.compat.v1.summary.histogram's."""
+    flat = _as_float(values)
+    if flat.size == 0:
+        raise ValueError(f"histogram {tag!r}: values is empty")
+    stats = _small(flat, tag) if flat.size <= SMALL else _large(flat, tag)
+    lo, hi, num, total, squares, idx, counts = stats
+    limits, buckets = _encode(idx, counts)
+    return histogram_pb2.HistogramProto(min=lo, max=hi, num=num, sum=total, sum_squares=squares,
+                                        bucket_limit=limits, bucket=buckets)
+
+
+def stats(values: np.ndarray, tag: str = ""):
+    """(flat, min, max, num, sum, sum_squares) computed the way TF does (for numpy-binned histograms)."""
+    flat = _as_float(values)
+    if flat.size == 0:
+        raise ValueError(f"histogram {tag!r}: values is empty")
+    if flat.size <= SMALL:
+        lo, hi, num, total, squares, _, _ = _small(flat, tag)
+        return flat, lo, hi, num, total, squares
+    lo, hi, total, squares = _min_max_sums(flat, tag, True, *_min_max(flat, tag))
+    return flat, lo, hi, float(flat.size), total, squares
+
+
+def numpy_histogram(values: np.ndarray, bins, tag: str = "", max_bins=None) -> histogram_pb2.HistogramProto:
+    """HistogramProto over numpy's bins (int, estimator name or edges), trimmed like tensorboardX."""
+    flat, lo, hi, num, total, squares = stats(values, tag)
+    try:
+        counts, limits = np.histogram(flat, bins=bins)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"histogram {tag!r}: bins must be 'tensorflow', an int, a numpy estimator name "
+                         f"or increasing edges, got {bins!r} ({e})") from None
+    if max_bins is not None and counts.size > max_bins:
+        # Merge neighbouring bins so that at most max_bins remain (tensorboardX's subsampling).
+        step = -(-counts.size // int(max_bins))
+        pad = (-counts.size) % step
+        counts = np.pad(counts, (0, pad)).reshape(-1, step).sum(axis=1)
+        limits = np.append(limits[:-1:step], limits[-1])
+    nz = np.flatnonzero(counts)
+    start, end = int(nz[0]), int(nz[-1]) + 1
+    # bucket_limit holds right edges only: keep one empty bucket on the left so the left edge shows.
+    counts = counts[start - 1:end] if start > 0 else np.concatenate([[0], counts[:end]])
+    limits = limits[start:end + 1]
+    return histogram_pb2.HistogramProto(min=lo, max=hi, num=num, sum=total, sum_squares=squares,
+                                        bucket_limit=limits.astype(np.float64).tolist(),
+                                        bucket=counts.astype(np.float64).tolist())
