@@ -274,8 +274,13 @@ class SummaryWriter:
                                       filename_suffix=filename_suffix)
         self.all_writers = {self._logdir: self.file_writer}
         if purge_step is not None:
+            # TensorBoard's Python loaders drop earlier-read steps >= purge_step on a
+            # SessionLog START; the server's loader takes a run's first START as the initial
+            # one and purges only on later ones, so a restart writes two.
             step = _as_step(purge_step)
-            self.file_writer.add_session_log(event_pb2.SessionLog(status=event_pb2.SessionLog.START), step)
+            start = event_pb2.SessionLog(status=event_pb2.SessionLog.START)
+            self.file_writer.add_session_log(start, step)
+            self.file_writer.add_session_log(start, step)
 
     def get_logdir(self) -> str:
         """The run directory."""
