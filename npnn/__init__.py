@@ -5,3 +5,7 @@ from npnn.ops import (abs, clip, concatenate, exp, log, log_softmax, matmul, max
 from npnn.random import manual_seed
 from npnn.graph import Graph, name_scope, trace
 from npnn import functional
+from npnn import init
+from npnn import nn
+from npnn import optim
+
