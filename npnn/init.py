@@ -38,6 +38,14 @@ def _rng(generator: np.random.Generator | None) -> np.random.Generator:
     return generator
 
 
+def _array_of(target) -> np.ndarray | None:
+    """The array behind a Tensor or an ndarray (None for anything else)."""
+    if isinstance(target, np.ndarray):
+        return target
+    data = getattr(target, "data", None)
+    return data if isinstance(data, np.ndarray) else None
+
+
 def _shape_of(target) -> tuple[int, ...]:
     """The shape of a shape spec, Tensor or ndarray."""
     if isinstance(target, (int, np.integer)):
@@ -47,8 +55,8 @@ def _shape_of(target) -> tuple[int, ...]:
         if any(d < 0 for d in shape):
             raise ValueError(f"shape: expected non-negative sizes, got {tuple(target)}")
         return shape
-    data = getattr(target, "data", target)
-    if isinstance(data, np.ndarray):
+    data = _array_of(target)
+    if data is not None:
         return data.shape
     raise TypeError(f"shape: expected an int, a tuple, a Tensor or an ndarray, got {type(target).__name__}")
 
@@ -57,8 +65,7 @@ def _fill(target, values: np.ndarray):
     """Return values for a shape spec, or copy them into a Tensor / ndarray in place."""
     if isinstance(target, (int, np.integer, tuple, list)):
         return values
-    data = getattr(target, "data", target)
-    data[...] = values  # casts to the target's dtype (float64 kept for gradient checks)
+    _array_of(target)[...] = values  # casts to the target's dtype (float64 kept for gradient checks)
     return target
 
 

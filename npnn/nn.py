@@ -249,11 +249,10 @@ class Conv2d(Module):
         self.out_channels = _positive(out_channels, "out_channels")
         self.kernel_size = _pair(kernel_size, "kernel_size")
         self.stride = _pair(stride, "stride")
-        if isinstance(padding, (int, np.integer)) and padding >= 0:
-            padding = (int(padding), int(padding))
-        if len(tuple(padding)) != 2 or any(int(p) < 0 for p in padding):
+        pad = (padding, padding) if isinstance(padding, (int, np.integer)) else tuple(padding)
+        if len(pad) != 2 or not all(isinstance(p, (int, np.integer)) and p >= 0 for p in pad):
             raise ValueError(f"padding: expected a non-negative int or a pair of them, got {padding!r}")
-        self.padding = tuple(int(p) for p in padding)
+        self.padding = (int(pad[0]), int(pad[1]))
         shape = (out_channels, in_channels) + self.kernel_size
         bound = 1.0 / math.sqrt(in_channels * self.kernel_size[0] * self.kernel_size[1])
         self.weight = Parameter(init.uniform(shape, -bound, bound, generator), name="weight")
