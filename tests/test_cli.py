@@ -274,3 +274,30 @@ def test_help(capsys):
     assert run_main("export", "--help")[0] == 0
     out = capsys.readouterr().out
     assert "--tag REGEX" in out and "JSON Lines" in out
+
+
+def test_export_of_tbwriter_summary_writer_runs_equals_event_accumulator(tmp_path):
+    """Files from tbwriter's own SummaryWriter (hand-encoded scalar path, add_scalars sub-runs)."""
+    from tbwriter import SummaryWriter
+    from tensorboard.backend.event_processing import plugin_event_multiplexer
+
+    with SummaryWriter(tmp_path / "logs" / "run1") as w:
+        for step in range(300):
+            w.add_scalar("loss", 1.0 / (step + 1), step)
+            w.add_scalars("acc", {"train": step / 300, "val": step / 600}, step)
+    code, out, err = run_main("export", tmp_path / "logs", "--json", tmp_path / "s.jsonl")
+    assert (code, err) == (0, "")
+    rows = sorted((j["run"], j["tag"], j["step"], j["wall_time"], float(np.float32(j["value"])))
+                  for j in map(json.loads, open(tmp_path / "s.jsonl")))
+    mux = plugin_event_multiplexer.EventMultiplexer(tensor_size_guidance={"scalars": 0})
+    mux.AddRunsFromDirectory(str(tmp_path / "logs"))
+    mux.Reload()
+    expected = sorted(
+        (run, tag, e.step, e.wall_time, float(tensor_util.make_ndarray(e.tensor_proto)))
+        for run in mux.Runs() for tag in mux.GetAccumulator(run).Tags()["tensors"]
+        for e in mux.Tensors(run, tag))
+    assert len(rows) == 900 and rows == expected
+    code, out, _ = run_main("inspect", tmp_path / "logs")
+    runs = parse_inspect(out)
+    assert sorted(runs) == sorted(mux.Runs())
+    assert runs["run1"]["loss"] == ("scalar", "0..299", 300)
