@@ -1,0 +1,334 @@
+"""python -m npnn.mnist: the wide and deep MNIST exercise, watched in TensorBoard.
+
+--model mlp (the course's lab 10-5): 784-512-512-512-512-10, ReLU, Xavier init, dropout
+(keep 0.7) while training, Adam 1e-3, batch 100, 15 epochs.
+--model cnn (lab 11): conv 3x3x32 + ReLU + maxpool 2, conv 3x3x64 + ReLU + maxpool 2,
+dropout (keep 0.7), dense to 10.
+
+TensorBoard (--logdir, default logs/mnist_<model>): train/loss every --log-every steps,
+test/accuracy and test/loss each epoch, histograms of every layer's weight and bias each
+epoch, the traced graph (one name scope per layer), a grid of test digits and one of
+misclassified digits with the predicted labels in the tag, and hparams with the final
+accuracy. All x axes are the global step (batches trained so far).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+import npnn
+from npnn import functional as F
+from npnn import init, nn, optim
+from npnn.datasets.mnist import DataError, MissingDataError, load_mnist
+from npnn.tensor import Tensor
+
+DROP = 0.3  # the course's keep_prob 0.7
+GRID = 16  # digits per image grid (two rows of 8)
+
+
+class MLP(nn.Module):
+    """Lab 10-5: Linear+ReLU+Dropout four times, then Linear to 10 logits; scopes Layer1..Layer5."""
+
+    def __init__(self, sizes=(784, 512, 512, 512, 512, 10), drop: float = DROP):
+        super().__init__()
+        self.drop = drop
+        self.scopes = []  # (scope name, layer): the graph's boxes and the histograms' tags
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]), 1):
+            with npnn.name_scope(f"Layer{i}"):  # parameters named "Layer1/weight"
+                layer = nn.Linear(a, b)
+            init.xavier_uniform(layer.weight)
+            init.zeros(layer.bias)
+            setattr(self, f"layer{i}", layer)
+            self.scopes.append((f"Layer{i}", layer))
+
+    def forward(self, x: Tensor) -> Tensor:
+        last = len(self.scopes)
+        for i, (scope, layer) in enumerate(self.scopes, 1):
+            with npnn.name_scope(scope):
+                x = layer(x)
+                if i < last:
+                    x = F.dropout(npnn.relu(x), self.drop, self.training)
+        return x
+
+
+class CNN(nn.Module):
+    """Lab 11: two conv(3x3, same padding)+ReLU+maxpool(2) blocks, dropout, dense to 10."""
+
+    def __init__(self, drop: float = DROP):
+        super().__init__()
+        self.drop = drop
+        with npnn.name_scope("Conv1"):
+            self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
+        with npnn.name_scope("Conv2"):
+            self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
+        with npnn.name_scope("Dense"):
+            self.dense = nn.Linear(64 * 7 * 7, 10)
+        self.scopes = [("Conv1", self.conv1), ("Conv2", self.conv2), ("Dense", self.dense)]
+        for _, layer in self.scopes:
+            init.xavier_uniform(layer.weight)
+            init.zeros(layer.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for scope, conv in self.scopes[:2]:
+            with npnn.name_scope(scope):
+                x = F.max_pool2d(npnn.relu(conv(x)), 2)
+        with npnn.name_scope("Dense"):
+            x = F.dropout(x.reshape(x.shape[0], -1), self.drop, self.training)
+            return self.dense(x)
+
+
+MODELS = {"mlp": MLP, "cnn": CNN}
+
+
+class CheckpointError(Exception):
+    """A --resume file that cannot be read or does not fit the model."""
+
+
+def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray,
+             batch_size: int = 1000) -> tuple[float, float, np.ndarray]:
+    """(accuracy, mean cross-entropy, predicted labels) on a whole set, in eval mode."""
+    model.eval()
+    preds = np.empty(len(labels), dtype=np.int64)
+    total = 0.0
+    with npnn.no_grad():
+        for i in range(0, len(labels), batch_size):
+            logits = model(Tensor(images[i:i + batch_size]))
+            y = labels[i:i + batch_size]
+            total += F.cross_entropy(logits, y).item() * len(y)
+            preds[i:i + batch_size] = logits.data.argmax(axis=1)
+    model.train()
+    return float(np.mean(preds == labels)), total / len(labels), preds
+
+
+# -- checkpoints ----------------------------------------------------------------------------
+
+def save_checkpoint(path: str, model: nn.Module, opt: optim.Optimizer, meta: dict) -> None:
+    """Model, optimizer state and meta (epoch, step, RNG) in one .npz, written atomically."""
+    arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
+    state = opt.state_dict()
+    steps = {}
+    for i, s in state["state"].items():
+        for k, v in s.items():
+            if isinstance(v, np.ndarray):
+                arrays[f"optim/{i}/{k}"] = v
+            else:
+                steps[f"{i}/{k}"] = v
+    meta = dict(meta, optim_groups=state["param_groups"], optim_scalars=steps,
+                rng=npnn.random.generator().bit_generator.state)
+    arrays["meta"] = np.array(json.dumps(meta))
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".ckpt-", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as f:  # a file object: np.savez adds no ".npz" to the name
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path: str, model: nn.Module, opt: optim.Optimizer) -> dict:
+    """Restore model, optimizer and npnn's RNG from save_checkpoint's file; return its meta."""
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        model.load_state_dict({k[6:]: z[k] for k in z.files if k.startswith("model/")})
+        state = {}
+        for k in z.files:
+            if k.startswith("optim/"):
+                _, i, name = k.split("/")
+                state.setdefault(int(i), {})[name] = z[k]
+    for key, v in meta["optim_scalars"].items():
+        i, name = key.split("/")
+        state.setdefault(int(i), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": meta["optim_groups"]})
+    npnn.random.generator().bit_generator.state = meta["rng"]
+    return meta
+
+
+# -- TensorBoard ----------------------------------------------------------------------------
+
+def log_parameters(writer, model: nn.Module, step: int) -> None:
+    """Histograms of every layer's weight and bias, tagged <scope>/weight and <scope>/bias."""
+    for scope, layer in model.scopes:
+        writer.add_histogram(f"{scope}/weight", layer.weight.data, step)
+        writer.add_histogram(f"{scope}/bias", layer.bias.data, step)
+
+
+def log_digits(writer, images: np.ndarray, labels: np.ndarray, preds: np.ndarray, step: int) -> None:
+    """Grids of the first test digits and of misclassified ones, predicted labels in the tags."""
+    def grid(tag: str, idx: np.ndarray) -> None:
+        if len(idx):
+            writer.add_images(tag, images[idx].reshape(-1, 1, 28, 28), step)
+
+    first = np.arange(min(GRID, len(labels)))
+    grid("test_digits/predicted " + " ".join(map(str, preds[first])), first)
+    wrong = np.flatnonzero(preds != labels)[:GRID]
+    grid("misclassified/predicted " + " ".join(map(str, preds[wrong]))
+         + " (true " + " ".join(map(str, labels[wrong])) + ")", wrong)
+
+
+def log_graph(writer, model: nn.Module, x: np.ndarray, y: np.ndarray) -> None:
+    """The traced graph of one training forward pass and its loss (scope Cost)."""
+    def step(x, y):
+        logits = model(x)
+        with npnn.name_scope("Cost"):
+            return F.cross_entropy(logits, y)
+
+    state = npnn.random.generator().bit_generator.state
+    writer.add_graph(npnn.trace(step, Tensor(x, name="x"), Tensor(y, name="y")))
+    npnn.random.generator().bit_generator.state = state  # tracing's dropout draws change nothing
+
+
+# -- the program ----------------------------------------------------------------------------
+
+def _positive(kind):
+    """argparse type: a positive int or float (argparse names the flag in its error)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+        if not value > 0 or (kind is float and not math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        return value
+    parse.__name__ = f"positive {kind.__name__}"
+    return parse
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of python -m npnn.mnist."""
+    p = argparse.ArgumentParser(prog="python -m npnn.mnist", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", choices=sorted(MODELS), default="mlp", help="network to train")
+    p.add_argument("--epochs", type=_positive(int), default=15, help="epochs to train (in total, with --resume)")
+    p.add_argument("--batch-size", type=_positive(int), default=100, help="training batch size")
+    p.add_argument("--lr", type=_positive(float), default=1e-3, help="Adam learning rate")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of init, dropout and shuffling")
+    p.add_argument("--logdir", default=None, help="TensorBoard run directory (default logs/mnist_<model>)")
+    p.add_argument("--data", default=None,
+                   help="directory of the four MNIST files (default $NPNN_DATA, else ~/.cache/npnn/mnist); "
+                        "missing files are downloaded there")
+    p.add_argument("--save", default=None, metavar="PATH", help="write a checkpoint .npz after each epoch")
+    p.add_argument("--resume", default=None, metavar="PATH", help="continue from a checkpoint written by --save")
+    p.add_argument("--log-every", type=_positive(int), default=10, help="steps between train/loss scalars")
+    p.add_argument("--limit", type=_non_negative_int, default=0,
+                   help="train on the first N training images only (0: all)")
+    p.add_argument("--test-limit", type=_non_negative_int, default=0,
+                   help="evaluate on the first N test images only (0: all)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def train(args: argparse.Namespace) -> dict:
+    """Train as the parsed arguments say; return the final metrics."""
+    from tqdm import tqdm
+    from tbwriter import SummaryWriter
+
+    npnn.manual_seed(args.seed)
+    data = load_mnist(args.data, flatten=args.model == "mlp", progress=not args.no_progress)
+    x_train, y_train = data.train_images, data.train_labels
+    x_test, y_test = data.test_images, data.test_labels
+    if args.limit:
+        x_train, y_train = x_train[:args.limit], y_train[:args.limit]
+    if args.test_limit:
+        x_test, y_test = x_test[:args.test_limit], y_test[:args.test_limit]
+    model = MODELS[args.model]()
+    opt = optim.Adam(model.parameters(), lr=args.lr)
+    epoch, step = 0, 0
+    if args.resume:
+        try:
+            meta = load_checkpoint(args.resume, model, opt)
+        except (OSError, KeyError, ValueError) as e:
+            raise CheckpointError(f"--resume {args.resume}: {e}") from None
+        if meta["model"] != args.model:
+            raise CheckpointError(f"--resume {args.resume}: holds a {meta['model']} model, "
+                                  f"but --model is {args.model}")
+        epoch, step = meta["epoch"], meta["step"]
+    logdir = args.logdir or os.path.join("logs", f"mnist_{args.model}")
+    # On resume, purge_step drops whatever a crashed run logged after the checkpoint.
+    writer = SummaryWriter(logdir, purge_step=step if args.resume else None)
+    n, bs = len(y_train), args.batch_size
+    batches = math.ceil(n / bs)
+    hparams = {"model": args.model, "epochs": args.epochs, "batch_size": bs, "lr": args.lr,
+               "seed": args.seed, "keep_prob": 1 - DROP, "train_images": n}
+    try:
+        if step == 0:
+            log_graph(writer, model, x_train[:bs], y_train[:bs])
+            log_parameters(writer, model, 0)
+        accuracy = test_loss = float("nan")
+        while epoch < args.epochs:
+            # The shuffle depends on (seed, epoch) only, so a resumed run sees the same batches.
+            order = np.random.default_rng([args.seed, epoch]).permutation(n)
+            bar = tqdm(total=batches, desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch",
+                       disable=args.no_progress, mininterval=0.5, leave=True, file=sys.stderr)
+            start = time.perf_counter()
+            for b in range(batches):
+                idx = order[b * bs:(b + 1) * bs]
+                loss = F.cross_entropy(model(Tensor(x_train[idx])), y_train[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                step += 1
+                if step % args.log_every == 0:
+                    value = loss.item()
+                    writer.add_scalar("train/loss", value, step)
+                    bar.set_postfix(loss=f"{value:.4f}",
+                                    img_s=f"{(b + 1) * bs / (time.perf_counter() - start):.0f}",
+                                    refresh=False)
+                bar.update()
+            bar.close()
+            epoch += 1
+            accuracy, test_loss, preds = evaluate(model, x_test, y_test)
+            writer.add_scalar("test/accuracy", accuracy, step)
+            writer.add_scalar("test/loss", test_loss, step)
+            log_parameters(writer, model, step)
+            writer.flush()
+            print(f"epoch {epoch}/{args.epochs}: test accuracy {accuracy:.4f}, test loss {test_loss:.4f}, "
+                  f"{n / (time.perf_counter() - start):.0f} images/s", flush=True)
+            if args.save:
+                save_checkpoint(args.save, model, opt, {"model": args.model, "epoch": epoch, "step": step})
+        if math.isnan(accuracy):  # resumed at or past --epochs: evaluate what was loaded
+            accuracy, test_loss, preds = evaluate(model, x_test, y_test)
+        log_digits(writer, x_test, y_test, preds, step)
+        writer.add_hparams(hparams, {"hparam/accuracy": accuracy, "hparam/test_loss": test_loss},
+                           global_step=step)
+    finally:
+        writer.close()
+    return {"accuracy": accuracy, "test_loss": test_loss, "step": step, "logdir": logdir}
+
+
+def main(argv=None) -> int:
+    """Entry point: parse flags, train, print the final accuracy; data problems exit 1."""
+    args = build_parser().parse_args(argv)
+    try:
+        result = train(args)
+    except (MissingDataError, DataError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"final test accuracy {result['accuracy']:.4f} after {result['step']} steps; "
+          f"TensorBoard: tensorboard --logdir {result['logdir']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
