@@ -212,7 +212,7 @@ def mse_loss(input, target) -> Tensor:
 
 
 def dropout(x, p: float = 0.5, training: bool = True) -> Tensor:
-    """Zero each element with probability p and scale the rest by 1/(1-p) (identity if not training)."""
+    """Zero each element with probability p, scale the rest by 1/(1-p); identity when not training."""
     if not 0 <= p <= 1:
         raise ValueError(f"dropout: p must be in [0, 1], got {p}")
     x = _tensor(x, "x")
@@ -239,7 +239,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0) -> Tensor:
 
     Forward: im2col through sliding_window_view (one copy) and one matmul. Backward: one
     matmul per gradient, then the input gradient is scattered back in a loop over the kh*kw
-    kernel offsets (never over pixels).
+    kernel offsets (never over pixels, never np.add.at).
     """
     x = _tensor(x, "x")
     X, W = x.data, weight.data
@@ -264,28 +264,30 @@ def conv2d(x, weight, bias=None, stride=1, padding=0) -> Tensor:
         raise ValueError(f"conv2d: kernel {(kh, kw)} is larger than the padded input "
                          f"{(hp, wp)} (input shape {X.shape}, padding {(ph, pw)})")
     win = sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]  # [n,c,ho,wo,kh,kw]
-    cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(n * ho * wo, c * kh * kw)  # the one copy
+    # im2col, the one copy: rows (c, kh, kw), columns (n, ho, wo), so every row is read and
+    # written in runs of wo and the backward scatter below adds contiguous blocks.
+    cols = win.transpose(1, 4, 5, 0, 2, 3).reshape(c * kh * kw, n * ho * wo)
     wmat = W.reshape(o, c * kh * kw)
-    out = cols @ wmat.T  # [n*ho*wo, o]
+    out = wmat @ cols  # [o, n*ho*wo]
     if bias is not None:
         if bias.data.shape != (o,):
             raise ValueError(f"conv2d: bias shape {bias.data.shape} does not match weight shape "
                              f"{W.shape} (expected ({o},))")
-        out += bias.data
-    out = np.ascontiguousarray(out.reshape(n, ho, wo, o).transpose(0, 3, 1, 2))
+        out += bias.data[:, None]
+    out = np.ascontiguousarray(out.reshape(o, n, ho, wo).transpose(1, 0, 2, 3))
 
     def backward(g):
-        g2 = g.transpose(0, 2, 3, 1).reshape(n * ho * wo, o)
-        gw = (g2.T @ cols).reshape(W.shape) if weight.requires_grad else None
+        g_o = g.transpose(1, 0, 2, 3).reshape(o, n * ho * wo)  # [o, n*ho*wo], a small copy
+        gw = (g_o @ cols.T).reshape(W.shape) if weight.requires_grad else None
         gx = None
         if x.requires_grad:
-            gcols = (g2 @ wmat).reshape(n, ho, wo, c, kh, kw)
-            gxp = np.zeros((n, c, hp, wp), dtype=X.dtype)
+            gcols = (wmat.T @ g_o).reshape(c, kh, kw, n, ho, wo)
+            gxp = np.zeros((c, n, hp, wp), dtype=X.dtype)  # channel-major: blocks add contiguously
             for i in range(kh):
+                rows = slice(i, i + sh * (ho - 1) + 1, sh)
                 for j in range(kw):
-                    gxp[:, :, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw] += \
-                        gcols[:, :, :, :, i, j].transpose(0, 3, 1, 2)
-            gx = gxp[:, :, ph:ph + h, pw:pw + w] if (ph or pw) else gxp
+                    gxp[:, :, rows, j:j + sw * (wo - 1) + 1:sw] += gcols[:, i, j]
+            gx = np.ascontiguousarray(gxp[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3))
         if bias is None:
             return gx, gw
         return gx, gw, (g.sum(axis=(0, 2, 3)) if bias.requires_grad else None)
