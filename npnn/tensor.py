@@ -286,51 +286,14 @@ def unbroadcast(g: np.ndarray, shape: tuple) -> np.ndarray:
 _new = object.__new__
 
 
-def _unary(data: np.ndarray, x: Tensor, backward, op: str, inputs=None) -> Tensor:
-    """Wrap an op's output with one tensor input; `inputs` lists constants too, for tracing."""
+def _result(data: np.ndarray, parents: tuple, needs_grad: bool, backward, op: str,
+            inputs) -> Tensor:
+    """The output Tensor of an op; it joins the tape only if an input needs a gradient."""
     t = _new(Tensor)
     t.data = data
     t.grad = None
     t.name = None
-    if _grad_enabled and x.requires_grad:
-        t.requires_grad = True
-        t._parents = (x,)
-        t._backward = backward
-    else:
-        t.requires_grad = False
-        t._parents = ()
-        t._backward = None
-    if _tracer is not None:
-        _tracer.record(op, inputs or (x,), t)
-    return t
-
-
-def _binary(data: np.ndarray, a: Tensor, b: Tensor, backward, op: str) -> Tensor:
-    """Wrap an op's output with two tensor inputs; backward returns (grad_a, grad_b)."""
-    t = _new(Tensor)
-    t.data = data
-    t.grad = None
-    t.name = None
-    if _grad_enabled and (a.requires_grad or b.requires_grad):
-        t.requires_grad = True
-        t._parents = (a, b)
-        t._backward = backward
-    else:
-        t.requires_grad = False
-        t._parents = ()
-        t._backward = None
-    if _tracer is not None:
-        _tracer.record(op, (a, b), t)
-    return t
-
-
-def _nary(data: np.ndarray, parents: tuple, backward, op: str, inputs=None) -> Tensor:
-    """Wrap an op's output with any number of tensor inputs; backward returns one grad each."""
-    t = _new(Tensor)
-    t.data = data
-    t.grad = None
-    t.name = None
-    if _grad_enabled and any(p.requires_grad for p in parents):
+    if needs_grad and _grad_enabled:
         t.requires_grad = True
         t._parents = parents
         t._backward = backward
@@ -341,6 +304,21 @@ def _nary(data: np.ndarray, parents: tuple, backward, op: str, inputs=None) -> T
     if _tracer is not None:
         _tracer.record(op, inputs or parents, t)
     return t
+
+
+def _unary(data: np.ndarray, x: Tensor, backward, op: str, inputs=None) -> Tensor:
+    """Wrap an op's output with one tensor input; `inputs` lists constants too, for tracing."""
+    return _result(data, (x,), x.requires_grad, backward, op, inputs)
+
+
+def _binary(data: np.ndarray, a: Tensor, b: Tensor, backward, op: str) -> Tensor:
+    """Wrap an op's output with two tensor inputs; backward returns (grad_a, grad_b)."""
+    return _result(data, (a, b), a.requires_grad or b.requires_grad, backward, op, None)
+
+
+def _nary(data: np.ndarray, parents: tuple, backward, op: str, inputs=None) -> Tensor:
+    """Wrap an op's output with any number of tensor inputs; backward returns one grad each."""
+    return _result(data, parents, any(p.requires_grad for p in parents), backward, op, inputs)
 
 
 def _const(value, like_dtype=None) -> Tensor:
