@@ -14,6 +14,7 @@ cuts, that edge as a threshold, so `bucket = base[cell] + (value >= cut[cell])`,
 one `np.bincount`.
 """
 import bisect
+import functools
 import math
 import sys
 
@@ -110,6 +111,9 @@ FLT_MIN = float(np.finfo(np.float32).tiny)
 DBL_MIN = sys.float_info.min
 # Below this a float64's last mantissa bit is subnormal, so a partial sum may be subnormal.
 _SUM_SAFE = 2.0 ** -970
+# Above this, float64 squares and partial sums stay normal: DAZ/FTZ change nothing.
+_SQUARE_SAFE = 1e-150
+_bucket_of = functools.partial(bisect.bisect_right, EDGES)  # std::upper_bound
 
 
 def _reference_stats(vals: list, is_f32: bool, tag: str):
@@ -146,13 +150,28 @@ def _reference_stats(vals: list, is_f32: bool, tag: str):
 
 def _small(flat: np.ndarray, tag: str):
     """Counts and statistics of a few values with plain Python, exactly as Histogram::Add does."""
-    lo, hi, num, total, squares, idx = _reference_stats(
-        [float(v) for v in flat.tolist()], flat.dtype == np.float32, tag)
-    counts = {}
-    for b in idx:
-        counts[b] = counts.get(b, 0) + 1
-    keys = sorted(counts)
-    return lo, hi, num, total, squares, keys, [float(counts[i]) for i in keys]
+    vals = flat.tolist()
+    if flat.dtype.kind != "f":
+        vals = [float(v) for v in vals]  # Python's int -> float rounds to nearest, like the C++ cast
+    is_f32 = flat.dtype == np.float32
+    limit = FLT_MIN if is_f32 else _SQUARE_SAFE
+    total = 0.0
+    squares = 0.0
+    for v in vals:  # in input order: the same double roundings as TF
+        total += v
+        squares += v * v
+    if total - total != 0.0 or any(v != 0.0 and -limit < v < limit for v in vals):
+        # NaN/Inf (or an overflow), or values where DAZ/FTZ matter: the exact replay of TF's loop.
+        lo, hi, num, total, squares, idx = _reference_stats(vals, is_f32, tag)
+        idx.sort()
+    else:
+        lo = min(vals)  # the first of equal minima (0.0 and -0.0), as TF's strict `>` keeps
+        hi = max(vals)
+        num = float(len(vals))
+        idx = sorted(map(_bucket_of, vals))
+        if hi == DBL_MAX:
+            idx = [min(i, NUM_EDGES - 1) for i in idx]
+    return lo, hi, num, total, squares, idx
 
 
 def _zero_like(flat: np.ndarray) -> np.ndarray:
@@ -195,8 +214,9 @@ def _min_max_sums(flat: np.ndarray, tag: str, maybe_tiny: bool, lo: float, hi: f
     z = np.empty(flat.size, dtype=np.complex128)
     parts = z.view(np.float64).reshape(-1, 2)
     parts[:, 0] = flat
-    np.multiply(parts[:, 0], parts[:, 0], out=parts[:, 1])
-    np.cumsum(z, out=z)
+    with np.errstate(over="ignore"):  # huge values: TF's sums overflow to inf as well
+        np.multiply(parts[:, 0], parts[:, 0], out=parts[:, 1])
+        np.cumsum(z, out=z)
     # TF starts from +0.0, so an all-zero sum is +0.0 even when the first value is -0.0.
     return lo, hi, float(z[-1].real) + 0.0, float(z[-1].imag) + 0.0
 
@@ -237,16 +257,49 @@ def _encode(idx: list, counts: list):
     return limits, out
 
 
-def tf_histogram(values: np.ndarray, tag: str = "") -> histogram_pb2.HistogramProto:
-    """HistogramProto with TF's default buckets, identical to tf.compat.v1.summary.histogram's."""
+def _encode_sorted(idx: list):
+    """EncodeToProto's (limits, counts) from the sorted bucket index of every value (small path)."""
+    limits = []
+    counts = []
+    prev = -1
+    for i in idx:
+        if i == prev:
+            counts[-1] += 1.0
+            continue
+        if i > prev + 1:  # a run of empty buckets before this one: keep the run's last edge
+            limits.append(EDGES[i - 1])
+            counts.append(0.0)
+        limits.append(EDGES[i])
+        counts.append(1.0)
+        prev = i
+    if prev < NUM_EDGES - 1:
+        limits.append(DBL_MAX)
+        counts.append(0.0)
+    return limits, counts
+
+
+def tf_histogram(values: np.ndarray, tag: str = "", out=None) -> histogram_pb2.HistogramProto:
+    """HistogramProto with TF's default buckets, identical to tf.compat.v1.summary.histogram's.
+
+    Fills `out` (an empty HistogramProto, e.g. inside a Summary) when given, saving a copy."""
     flat = _as_float(values)
     if flat.size == 0:
         raise ValueError(f"histogram {tag!r}: values is empty")
-    stats = _small(flat, tag) if flat.size <= SMALL else _large(flat, tag)
-    lo, hi, num, total, squares, idx, counts = stats
-    limits, buckets = _encode(idx, counts)
-    return histogram_pb2.HistogramProto(min=lo, max=hi, num=num, sum=total, sum_squares=squares,
-                                        bucket_limit=limits, bucket=buckets)
+    if flat.size <= SMALL:
+        lo, hi, num, total, squares, idx = _small(flat, tag)
+        limits, buckets = _encode_sorted(idx)
+    else:
+        lo, hi, num, total, squares, idx, counts = _large(flat, tag)
+        limits, buckets = _encode(idx, counts)
+    h = histogram_pb2.HistogramProto() if out is None else out
+    h.min = lo
+    h.max = hi
+    h.num = num
+    h.sum = total
+    h.sum_squares = squares
+    h.bucket_limit.extend(limits)
+    h.bucket.extend(buckets)
+    return h
 
 
 def stats(values: np.ndarray, tag: str = ""):
@@ -255,7 +308,7 @@ def stats(values: np.ndarray, tag: str = ""):
     if flat.size == 0:
         raise ValueError(f"histogram {tag!r}: values is empty")
     if flat.size <= SMALL:
-        lo, hi, num, total, squares, _, _ = _small(flat, tag)
+        lo, hi, num, total, squares, _ = _small(flat, tag)
         return flat, lo, hi, num, total, squares
     lo, hi, total, squares = _min_max_sums(flat, tag, True, *_min_max(flat, tag))
     return flat, lo, hi, float(flat.size), total, squares

@@ -43,26 +43,31 @@ def scalar(name: str, value) -> Summary:
     return Summary(value=[Summary.Value(tag=name, simple_value=value)])
 
 
-def histogram_proto(values, bins="tensorflow", max_bins=None, tag: str = "") -> histogram_pb2.HistogramProto:
-    """HistogramProto of `values`: TF's default buckets for bins="tensorflow", else numpy's `bins`."""
-    arr = as_array(values, "values")
+def _histogram_into(out, values, bins, max_bins, tag: str) -> None:
+    arr = values if type(values) is np.ndarray and values.size else as_array(values, "values")
     if isinstance(bins, str) and bins == "tensorflow":
-        return _histogram.tf_histogram(arr, tag)
+        _histogram.tf_histogram(arr, tag, out)
+        return
     if isinstance(bins, bool) or not (isinstance(bins, (str, numbers.Integral)) or np.ndim(bins) == 1):
         raise ValueError(f"histogram {tag!r}: bins must be 'tensorflow', an int, a numpy estimator name "
                          f"or a 1-D sequence of edges, got {bins!r}")
     if isinstance(bins, numbers.Integral) and bins < 1:
         raise ValueError(f"histogram {tag!r}: bins must be >= 1, got {bins}")
-    return _histogram.numpy_histogram(arr, bins, tag, max_bins)
+    out.CopyFrom(_histogram.numpy_histogram(arr, bins, tag, max_bins))
+
+
+def histogram_proto(values, bins="tensorflow", max_bins=None, tag: str = "") -> histogram_pb2.HistogramProto:
+    """HistogramProto of `values`: TF's default buckets for bins="tensorflow", else numpy's `bins`."""
+    out = histogram_pb2.HistogramProto()
+    _histogram_into(out, values, bins, max_bins, tag)
+    return out
 
 
 def histogram(name: str, values, bins="tensorflow", max_bins=None) -> Summary:
     """A histogram; with bins="tensorflow" identical to tf.compat.v1.summary.histogram's."""
     _check_tag(name)
-    histo = histogram_proto(values, bins, max_bins, tag=name)
     summary = Summary()
-    value = summary.value.add(tag=name)
-    value.histo.CopyFrom(histo)
+    _histogram_into(summary.value.add(tag=name).histo, values, bins, max_bins, name)
     return summary
 
 
