@@ -146,6 +146,21 @@ class Graph:
         self._keep.append(out)
         out.name = name
 
+    def add_node(self, name: str, op: str, inputs=(), like=None) -> str:
+        """Add a node by hand (a step npnn does not trace, e.g. "Train/Adam"); return its name.
+
+        inputs name existing nodes ("^name" for a control edge); like, an array or Tensor,
+        gives the node's output dtype and shape (None: a node without outputs, like TF's NoOp).
+        """
+        missing = [i for i in inputs if i.lstrip("^") not in self._names]
+        if missing:
+            raise ValueError(f"add_node {name!r}: inputs {missing} are not nodes of this graph")
+        unique = self._unique(name)
+        if like is None:
+            self.nodes.append(Node(unique, op, list(inputs), None, None))
+            return unique
+        return self._add(unique, op, list(inputs), like.data if isinstance(like, Tensor) else like)
+
     def as_graph_def(self):
         """The graph as a tbwriter GraphDef: attrs dtype/T and _output_shapes for TensorBoard."""
         from tbwriter.proto import graph_pb2, tensor_pb2, tensor_shape_pb2
@@ -154,6 +169,8 @@ class Graph:
         gd.versions.producer = 22
         for n in self.nodes:
             nd = gd.node.add(name=n.name, op=n.op, input=n.inputs)
+            if n.dtype is None:  # a hand-made node without outputs
+                continue
             dt = _DTYPES.get(n.dtype.name, 0)
             shape = tensor_shape_pb2.TensorShapeProto(
                 dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=int(s)) for s in n.shape])

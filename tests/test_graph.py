@@ -194,6 +194,23 @@ def test_trace_covers_functional_ops():
         ("SoftmaxCrossEntropy/y", "Const"), ("SoftmaxCrossEntropy", "SoftmaxCrossEntropy")]
 
 
+def test_add_node_by_hand():
+    params = xor_model()
+    g = npnn.trace(lambda a, b: xor_forward(params, a, b), *xor_inputs())
+    grads = g.add_node("Train/gradients", "Gradients", ["Cost/Neg"])
+    step = g.add_node("Train/Adam", "ApplyAdam", [grads, "Layer1/weight_1", "^Layer2/bias_2"])
+    again = g.add_node("Train/Adam", "ApplyAdam", like=params[0])
+    assert (grads, step, again) == ("Train/gradients", "Train/Adam", "Train/Adam_1")
+    nodes = {n.name: n for n in g.as_graph_def().node}
+    assert list(nodes["Train/Adam"].input) == ["Train/gradients", "Layer1/weight_1",
+                                               "^Layer2/bias_2"]
+    assert "_output_shapes" not in nodes["Train/Adam"].attr  # no outputs: no shapes drawn
+    shapes = nodes["Train/Adam_1"].attr["_output_shapes"].list.shape
+    assert [[d.size for d in s.dim] for s in shapes] == [[2, 2]]
+    with pytest.raises(ValueError, match=r"\['nope'\] are not nodes"):
+        g.add_node("Train/x", "NoOp", ["nope"])
+
+
 def test_graph_def_has_types_and_output_shapes(xor_graph):
     gd = xor_graph[0].as_graph_def()
     assert isinstance(gd, graph_pb2.GraphDef)
