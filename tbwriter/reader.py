@@ -41,7 +41,7 @@ __all__ = [
     "tensor_to_array",
 ]
 
-_HEADER = struct.Struct("<QI")
+_LENGTH = struct.Struct("<Q")
 _FOOTER = struct.Struct("<I")
 
 
@@ -99,6 +99,9 @@ def _report_truncation(on_truncated: OnTruncated, truncation: Truncation) -> Non
         )
 
 
+_CHUNK = 1 << 20  # bytes read at a time: memory stays ~1 MB plus the largest record
+
+
 def read_records(path: "str | os.PathLike", on_truncated: OnTruncated = "warn") -> Iterator[Record]:
     """Yield the verified records of one file; skip a truncated last one, raise on corruption."""
     if not (on_truncated in ("warn", "ignore") or callable(on_truncated)):
@@ -106,41 +109,64 @@ def read_records(path: "str | os.PathLike", on_truncated: OnTruncated = "warn") 
             f"on_truncated: expected 'warn', 'ignore' or a callable, got {on_truncated!r}"
         )
     path = os.fspath(path)
-    with open(path, "rb") as f:
+    good_headers = set()  # headers already verified: event files repeat a few lengths endlessly
+    with open(path, "rb", buffering=0) as f:
         size = os.fstat(f.fileno()).st_size
+        buf = b""
+        pos = 0  # buf[pos] is the byte at file offset `offset`
         offset = 0
         while True:
-            header = f.read(12)
-            if not header:
-                return
-            if len(header) < 12:
-                _report_truncation(on_truncated, Truncation(
-                    path, offset, f"file ends {len(header)} bytes into the 12-byte record header"))
-                return
-            length, length_crc = _HEADER.unpack(header)
-            if masked_crc32c(header[:8]) != length_crc:
-                raise CorruptRecordError(path, offset, "length checksum mismatch")
-            end = offset + 12 + length + 4
-            if end > size:
-                size = os.fstat(f.fileno()).st_size  # a live writer may have appended since
-            if end > size:
-                # The length is trusted (its checksum holds), so the record is cut off by the
-                # end of the file, not damaged: check before reading, so a huge length costs nothing.
-                _report_truncation(on_truncated, Truncation(
-                    path, offset,
-                    f"record of {length} data bytes needs {end - offset} bytes, "
-                    f"file has {size - offset}"))
-                return
-            data = f.read(length)
-            footer = f.read(4)
-            if len(data) < length or len(footer) < 4:  # the file shrank under us
-                _report_truncation(on_truncated, Truncation(
-                    path, offset, "file became shorter while it was being read"))
-                return
-            if masked_crc32c(data) != _FOOTER.unpack(footer)[0]:
+            if len(buf) - pos < 12:
+                buf = buf[pos:] + _read_exactly(f, _CHUNK)
+                pos = 0
+                if len(buf) < 12:
+                    if buf:
+                        _report_truncation(on_truncated, Truncation(
+                            path, offset, f"file ends {len(buf)} bytes into the 12-byte record header"))
+                    return
+            header = buf[pos:pos + 12]
+            length = _LENGTH.unpack_from(buf, pos)[0]
+            if header not in good_headers:
+                if masked_crc32c(header[:8]) != _FOOTER.unpack_from(buf, pos + 8)[0]:
+                    raise CorruptRecordError(path, offset, "length checksum mismatch")
+                if len(good_headers) < 4096:
+                    good_headers.add(header)
+            total = 12 + length + 4
+            if len(buf) - pos < total:
+                end = offset + total
+                if end > size:
+                    size = os.fstat(f.fileno()).st_size  # a live writer may have appended since
+                if end > size:
+                    # The length is trusted (its checksum holds), so the record is cut off by the
+                    # end of the file, not damaged: check before reading, so a huge length costs nothing.
+                    _report_truncation(on_truncated, Truncation(
+                        path, offset,
+                        f"record of {length} data bytes needs {total} bytes, file has {size - offset}"))
+                    return
+                buf = buf[pos:] + _read_exactly(f, max(_CHUNK, total - (len(buf) - pos)))
+                pos = 0
+                if len(buf) < total:  # the file shrank under us
+                    _report_truncation(on_truncated, Truncation(
+                        path, offset, "file became shorter while it was being read"))
+                    return
+            data = buf[pos + 12:pos + 12 + length]
+            if masked_crc32c(data) != _FOOTER.unpack_from(buf, pos + 12 + length)[0]:
                 raise CorruptRecordError(path, offset, f"data checksum mismatch ({length} data bytes)")
             yield Record(path, offset, data)
-            offset = end
+            pos += total
+            offset += total
+
+
+def _read_exactly(f, n: int) -> bytes:
+    """Read n bytes, or fewer only at the end of the file (raw reads may return short)."""
+    parts = []
+    while n > 0:
+        part = f.read(n)
+        if not part:
+            break
+        parts.append(part)
+        n -= len(part)
+    return b"".join(parts)
 
 
 def _parse_event(record: Record) -> event_pb2.Event:
