@@ -78,7 +78,7 @@ class _FileState:
             self.reported = True
         raise self.dead
 
-    def write_locked(self):
+    def write_locked(self, check_deleted: bool = False):
         """Hand all buffered records to the OS in one write; call with `lock` held; False on failure.
 
         Appenders do not take the lock: list.append is atomic, and this only removes the
@@ -94,8 +94,9 @@ class _FileState:
             view = memoryview(data)
             while view:
                 view = view[os.write(self.fd, view):]
-            # A file whose directory was removed still takes writes, into nowhere.
-            if os.fstat(self.fd).st_nlink == 0:
+            # A file whose directory was removed still takes writes, into nowhere; checked at
+            # flush, timer and close only (fstat costs as much as the write).
+            if check_deleted and os.fstat(self.fd).st_nlink == 0:
                 raise FileNotFoundError(2, "event file was deleted (its directory removed?)")
         except OSError as e:
             self.fail(e)
@@ -129,7 +130,7 @@ class _FileState:
         """The timer thread's flush: errors wait for the caller's next call."""
         with self.lock:
             if self.dead is None:
-                self.write_locked()  # a failure is kept in self.error for the next call
+                self.write_locked(True)  # a failure is kept in self.error for the next call
 
     def close(self):
         """Flush and close the file; raise a write error not yet raised to a caller."""
@@ -138,7 +139,7 @@ class _FileState:
             if self.dead is None:
                 # Set before the final write: an append racing with it sees it and checks.
                 self.dead = WriterStateError(f"the event writer of {self.path} is closed; create a new writer")
-                self.write_locked()
+                self.write_locked(True)
             if self.fd >= 0 and self.pid == os.getpid():
                 os.close(self.fd)
                 self.fd = -1
@@ -246,7 +247,7 @@ class EventFileWriter:
         with s.lock:
             if s.dead is not None:
                 s.raise_dead()
-            if not s.write_locked():
+            if not s.write_locked(True):
                 s.raise_dead()
 
     def close(self) -> None:

@@ -17,7 +17,7 @@ from crc32c import crc32c
 from tbwriter import summary as _summary
 from tbwriter.events import EventFileWriter, WriterStateError
 from tbwriter.proto import event_pb2, graph_pb2, summary_pb2
-from tbwriter.record import masked_crc32c
+from tbwriter.record import frame, masked_crc32c
 
 __all__ = ["SummaryWriter", "FileWriter", "WriterStateError"]
 
@@ -195,19 +195,18 @@ class FileWriter:
         if s.dead is not None:
             s.raise_dead()
         seen = self._meta_tags
-        strip = [i for i, v in enumerate(summary.value) if v.HasField("metadata") and v.tag in seen]
-        if strip:
-            if not owned:
-                copy = summary_pb2.Summary()
-                copy.CopyFrom(summary)
-                summary = copy
-            for i in strip:
-                summary.value[i].ClearField("metadata")
-        for v in summary.value:
+        for i, v in enumerate(summary.value):
             if v.HasField("metadata"):
-                seen.add(v.tag)
-        self.event_writer.write_serialized(
-            _event_bytes(_as_walltime(walltime), step, b"\x2a", summary.SerializeToString()))
+                if v.tag not in seen:
+                    seen.add(v.tag)
+                    continue
+                if not owned:  # never modify the caller's message
+                    summary = summary_pb2.Summary.FromString(summary.SerializeToString())
+                    owned = True
+                summary.value[i].ClearField("metadata")
+        event = _event_bytes(time.time() if walltime is None else _as_walltime(walltime), step, b"\x2a",
+                             summary.SerializeToString())
+        s.append(frame(event))
 
     def add_graph(self, graph, global_step=None, walltime=None) -> None:
         """Write a GraphDef (or an object with as_graph_def()) for the graph dashboard."""
