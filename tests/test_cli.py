@@ -301,3 +301,12 @@ def test_export_of_tbwriter_summary_writer_runs_equals_event_accumulator(tmp_pat
     runs = parse_inspect(out)
     assert sorted(runs) == sorted(mux.Runs())
     assert runs["run1"]["loss"] == ("scalar", "0..299", 300)
+
+
+def test_console_script_is_installed_and_runs(logdir):
+    """pyproject's `tbwriter` entry point (present wherever the project is pip-installed)."""
+    script = os.path.join(os.path.dirname(sys.executable), "tbwriter")
+    if not os.path.exists(script):
+        pytest.skip(f"no {script}: the project is not pip-installed into this interpreter's environment")
+    proc = subprocess.run([script, "inspect", str(logdir / "eval")], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout == run_main("inspect", logdir / "eval")[1]
