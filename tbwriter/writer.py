@@ -9,6 +9,7 @@ import operator
 import os
 import socket
 import struct
+import threading
 import time
 from datetime import datetime
 
@@ -268,6 +269,7 @@ class SummaryWriter:
         self._flush_secs = flush_secs
         self._filename_suffix = filename_suffix
         self._closed = False
+        self._lock = threading.Lock()  # two threads must not both create one sub-run's writer
         self._start_time = time.time()
         self.file_writer = FileWriter(self._logdir, max_queue=max_queue, flush_secs=flush_secs,
                                       filename_suffix=filename_suffix)
@@ -290,13 +292,17 @@ class SummaryWriter:
         return self.file_writer
 
     def _sub_writer(self, logdir: str) -> FileWriter:
+        """The FileWriter of a sub-run (add_scalars keys, add_hparams run_name), created once."""
         fw = self.all_writers.get(logdir)
         if fw is None:
-            if self._closed:
-                raise WriterStateError(f"the SummaryWriter of {self._logdir} is closed; create a new one")
-            fw = self.all_writers[logdir] = FileWriter(logdir, max_queue=self._max_queue,
-                                                      flush_secs=self._flush_secs,
-                                                      filename_suffix=self._filename_suffix)
+            with self._lock:
+                if self._closed:
+                    raise WriterStateError(f"the SummaryWriter of {self._logdir} is closed; create a new one")
+                fw = self.all_writers.get(logdir)
+                if fw is None:
+                    fw = self.all_writers[logdir] = FileWriter(logdir, max_queue=self._max_queue,
+                                                              flush_secs=self._flush_secs,
+                                                              filename_suffix=self._filename_suffix)
         return fw
 
     def add_scalar(self, tag: str, scalar_value, global_step=None, walltime=None) -> None:
@@ -403,7 +409,8 @@ class SummaryWriter:
 
     def close(self) -> None:
         """Flush and close every file; later add_* calls raise WriterStateError."""
-        self._closed = True
+        with self._lock:
+            self._closed = True
         errors = []
         for fw in list(self.all_writers.values()):
             try:

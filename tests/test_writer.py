@@ -395,3 +395,38 @@ def test_purge_step_drops_orphaned_steps_in_the_python_loader(tmp_path):
     evs = read_events(event_files(tmp_path)[-1])
     assert evs[1].session_log.status == tb_event_pb2.SessionLog.START and evs[1].step == 5
     assert scalars(tmp_path, "p") == [(i, float(i)) for i in range(5)] + [(i, 100.0 + i) for i in range(5, 8)]
+
+
+# --- hparams and bad input through the writer -------------------------------------------------
+
+def test_add_hparams_run_name_and_discrete_domains(tmp_path):
+    from tensorboard.plugins.hparams import metadata as hp_metadata
+    with tbwriter.SummaryWriter(tmp_path) as w:
+        w.add_scalar("loss", 1.0, 0)
+        w.add_hparams({"opt": "adam", "bn": False, "lr": np.float32(0.5)}, {"m": 1.5},
+                      hparam_domain_discrete={"opt": ["adam", "sgd"]}, run_name="trial1")
+        with pytest.raises(ValueError, match="hparam_domain_discrete"):
+            w.add_hparams({"a": 1}, {}, hparam_domain_discrete={"b": [1, 2]})
+    acc = accumulator(tmp_path / "trial1")
+    exp = hp_metadata.parse_experiment_plugin_data(acc.SummaryMetadata("_hparams_/experiment").plugin_data.content)
+    infos = {i.name: i for i in exp.hparam_infos}
+    assert [v.string_value for v in infos["opt"].domain_discrete.values] == ["adam", "sgd"]
+    start = hp_metadata.parse_session_start_info_plugin_data(
+        acc.SummaryMetadata("_hparams_/session_start_info").plugin_data.content)
+    assert start.hparams["bn"].WhichOneof("kind") == "bool_value" and start.hparams["bn"].bool_value is False
+    assert start.hparams["lr"].number_value == 0.5
+    assert start.group_name == str(tmp_path / "trial1") and start.start_time_secs > 1e9
+    assert scalars(tmp_path / "trial1", "m") == [(0, 1.5)]
+    assert "_hparams_/session_start_info" not in accumulator(tmp_path).Tags()["tensors"]
+
+
+def test_bad_values_raise_before_anything_is_written(tmp_path):
+    with tbwriter.SummaryWriter(tmp_path) as w:
+        with pytest.raises(ValueError, match="bad"):
+            w.add_histogram("bad", [1.0, float("nan")], 0)
+        with pytest.raises((ValueError, TypeError)):
+            w.add_image("img", np.zeros((2, 3, 4, 5)), 0, dataformats="CHW")
+        with pytest.raises((ValueError, TypeError)):
+            w.add_text("txt", 42, 0)
+    (path,) = event_files(tmp_path)
+    assert len(read_events(path)) == 1  # only file_version
