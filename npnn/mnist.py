@@ -137,10 +137,13 @@ def save_checkpoint(path: str, model: nn.Module, opt: optim.Optimizer, meta: dic
         raise
 
 
-def load_checkpoint(path: str, model: nn.Module, opt: optim.Optimizer) -> dict:
+def load_checkpoint(path: str, model: nn.Module, opt: optim.Optimizer, model_name: str) -> dict:
     """Restore model, optimizer and npnn's RNG from save_checkpoint's file; return its meta."""
     with np.load(path, allow_pickle=False) as z:
         meta = json.loads(str(z["meta"]))
+        if meta["model"] != model_name:
+            raise CheckpointError(f"--resume {path}: holds a {meta['model']} model, "
+                                  f"but --model is {model_name}")
         model.load_state_dict({k[6:]: z[k] for k in z.files if k.startswith("model/")})
         state = {}
         for k in z.files:
@@ -257,16 +260,14 @@ def train(args: argparse.Namespace) -> dict:
     epoch, step = 0, 0
     if args.resume:
         try:
-            meta = load_checkpoint(args.resume, model, opt)
+            meta = load_checkpoint(args.resume, model, opt, args.model)
         except (OSError, KeyError, ValueError) as e:
             raise CheckpointError(f"--resume {args.resume}: {e}") from None
-        if meta["model"] != args.model:
-            raise CheckpointError(f"--resume {args.resume}: holds a {meta['model']} model, "
-                                  f"but --model is {args.model}")
         epoch, step = meta["epoch"], meta["step"]
     logdir = args.logdir or os.path.join("logs", f"mnist_{args.model}")
-    # On resume, purge_step drops whatever a crashed run logged after the checkpoint.
-    writer = SummaryWriter(logdir, purge_step=step if args.resume else None)
+    # On resume, purge_step drops whatever a crashed run logged after the checkpoint (the
+    # checkpoint's own step keeps its epoch summaries: they were written before it).
+    writer = SummaryWriter(logdir, purge_step=step + 1 if args.resume else None)
     n, bs = len(y_train), args.batch_size
     batches = math.ceil(n / bs)
     hparams = {"model": args.model, "epochs": args.epochs, "batch_size": bs, "lr": args.lr,

@@ -1,0 +1,266 @@
+"""python -m npnn.mnist: flags, checkpoints and what TensorBoard gets from a short training.
+
+The real-data run (the first 10,000 training images for one epoch) is read back through
+TensorBoard's EventAccumulator and a real `tensorboard` server; the CNN, resume and error
+paths run on small fake data with their checksums injected.
+"""
+import gzip
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tbserver import tensorboard
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from npnn import mnist as program
+from npnn.datasets import mnist as data
+
+REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+REAL_LIMIT = 10_000  # 100 steps of 100
+LAYERS = ["Layer1", "Layer2", "Layer3", "Layer4", "Layer5"]
+
+
+def f32(x: float) -> float:
+    return float(np.float32(x))
+
+
+def accumulator(logdir) -> EventAccumulator:
+    ea = EventAccumulator(str(logdir), size_guidance={"scalars": 0, "histograms": 0, "images": 0, "tensors": 0})
+    ea.Reload()
+    return ea
+
+
+def png_pixels(png: bytes) -> np.ndarray:
+    """Decode tbwriter's PNGs (8-bit, filter 0 rows) into an HxWxC uint8 array."""
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, header = 8, b"", None
+    while pos < len(png):
+        (n,) = struct.unpack(">I", png[pos:pos + 4])
+        kind, body = png[pos + 4:pos + 8], png[pos + 8:pos + 8 + n]
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + n
+    w, h, depth, color = header[:4]
+    channels = {0: 1, 2: 3, 4: 2, 6: 4}[color]
+    assert depth == 8
+    rows = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(h, 1 + w * channels)
+    assert not rows[:, 0].any()  # filter type 0 on every row
+    return rows[:, 1:].reshape(h, w, channels)
+
+
+def fake_data(root: Path, monkeypatch, n_train: int = 300, n_test: int = 100) -> Path:
+    """A fake MNIST directory (random digits) whose checksums the loader is told to expect."""
+    rng = np.random.default_rng(1)
+    files = {}
+    for images, labels, n in ((data.TRAIN_IMAGES, data.TRAIN_LABELS, n_train),
+                              (data.TEST_IMAGES, data.TEST_LABELS, n_test)):
+        files[images] = bytes([0, 0, 8, 3]) + struct.pack(">III", n, 28, 28) + \
+            rng.integers(0, 256, (n, 28, 28), dtype=np.uint8).tobytes()
+        files[labels] = bytes([0, 0, 8, 1]) + struct.pack(">I", n) + \
+            rng.integers(0, 10, n, dtype=np.uint8).tobytes()
+    root.mkdir(parents=True, exist_ok=True)
+    import hashlib
+    for name, raw in files.items():
+        (root / f"{name}.gz").write_bytes(gzip.compress(raw))
+        monkeypatch.setitem(data.SHA256, name, hashlib.sha256(raw).hexdigest())
+    return root
+
+
+def run(argv) -> dict:
+    """Train in process with the given flags."""
+    return program.train(program.build_parser().parse_args(argv + ["--no-progress"]))
+
+
+# -- command line ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--epochs", "0"], "--epochs"),
+    (["--lr", "fast"], "--lr"),
+    (["--lr", "nan"], "--lr"),
+    (["--batch-size", "-5"], "--batch-size"),
+    (["--seed", "-1"], "--seed"),
+    (["--model", "rnn"], "--model"),
+    (["--bogus"], "--bogus"),
+])
+def test_bad_flags_exit_2_naming_the_flag(argv, flag, capsys):
+    with pytest.raises(SystemExit) as info:
+        program.main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert flag in err and err.startswith("usage: python -m npnn.mnist")
+
+
+def test_help_lists_every_flag():
+    out = subprocess.run([sys.executable, "-m", "npnn.mnist", "--help"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0
+    for flag in ("--model", "--epochs", "--batch-size", "--lr", "--seed", "--logdir", "--data",
+                 "--save", "--resume", "--log-every", "--limit"):
+        assert flag in out.stdout
+    assert "logs/mnist_<model>" in out.stdout
+
+
+def test_bad_data_exits_1_naming_the_file(tmp_path, monkeypatch, capsys):
+    root = fake_data(tmp_path / "data", monkeypatch)
+    bad = root / f"{data.TEST_LABELS}.gz"
+    bad.write_bytes(gzip.compress(b"\0\0\x08\x01" + struct.pack(">I", 100) + b"\x01" * 99))
+    assert program.main(["--data", str(root), "--logdir", str(tmp_path / "logs")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {bad}: truncated: 99 data bytes, expected 100")
+
+
+def test_resume_errors_exit_1(tmp_path, monkeypatch, capsys):
+    root = fake_data(tmp_path / "data", monkeypatch)
+    common = ["--data", str(root), "--epochs", "1", "--limit", "100", "--test-limit", "20", "--no-progress",
+              "--logdir", str(tmp_path / "logs")]
+    assert program.main(common + ["--resume", str(tmp_path / "none.npz")]) == 1
+    assert f"error: --resume {tmp_path / 'none.npz'}: " in capsys.readouterr().err
+    assert program.main(common + ["--save", str(tmp_path / "mlp.npz")]) == 0
+    assert program.main(common + ["--model", "cnn", "--resume", str(tmp_path / "mlp.npz")]) == 1
+    assert "holds a mlp model, but --model is cnn" in capsys.readouterr().err
+
+
+# -- checkpoints -----------------------------------------------------------------------------
+
+def test_resume_continues_exactly(tmp_path, monkeypatch):
+    root = fake_data(tmp_path / "data", monkeypatch)
+    common = ["--data", str(root), "--limit", "200", "--test-limit", "50", "--batch-size", "50",
+              "--log-every", "2"]
+    straight = run(common + ["--epochs", "2", "--logdir", str(tmp_path / "a"), "--save", str(tmp_path / "a.npz")])
+    run(common + ["--epochs", "1", "--logdir", str(tmp_path / "b"), "--save", str(tmp_path / "b.npz")])
+    resumed = run(common + ["--epochs", "2", "--logdir", str(tmp_path / "b"),
+                            "--resume", str(tmp_path / "b.npz"), "--save", str(tmp_path / "b.npz")])
+    assert resumed["step"] == straight["step"] == 8
+    assert resumed["accuracy"] == straight["accuracy"]
+    with np.load(tmp_path / "a.npz") as a, np.load(tmp_path / "b.npz") as b:
+        assert sorted(a.files) == sorted(b.files)
+        assert "model/layer1.weight" in a.files and "optim/0/exp_avg" in a.files
+        for k in a.files:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".ckpt-")] == []  # no temp files
+    # The resumed run's log continues the first one's: test/accuracy at both epochs.
+    ea = accumulator(tmp_path / "b")
+    assert [e.step for e in ea.Scalars("test/accuracy")] == [4, 8]
+    assert [e.step for e in ea.Scalars("train/loss")] == [2, 4, 6, 8]
+
+
+def test_cnn_logs_its_layers(tmp_path, monkeypatch):
+    root = fake_data(tmp_path / "data", monkeypatch)
+    result = run(["--model", "cnn", "--data", str(root), "--epochs", "1", "--limit", "100", "--test-limit", "40",
+                  "--batch-size", "50", "--log-every", "1", "--logdir", str(tmp_path / "cnn"),
+                  "--save", str(tmp_path / "cnn.npz")])
+    assert result["step"] == 2 and 0 <= result["accuracy"] <= 1
+    ea = accumulator(tmp_path / "cnn")
+    assert [e.step for e in ea.Scalars("train/loss")] == [1, 2]
+    assert [e.step for e in ea.Scalars("test/accuracy")] == [2]
+    hists = {t for t in ea.Tags()["histograms"]}
+    assert hists == {f"{s}/{p}" for s in ("Conv1", "Conv2", "Dense") for p in ("weight", "bias")}
+    assert [e.step for e in ea.Histograms("Conv2/weight")] == [0, 2]
+    assert ea.Histograms("Conv2/weight")[0].histogram_value.num == 64 * 32 * 9
+    names = {n.name: n.op for n in ea.Graph().node}
+    assert names["Conv1/Conv2D"] == "Conv2D" and names["Conv2/MaxPool"] == "MaxPool"
+    assert names["Dense/Linear"] == "Linear" and names["Cost/SoftmaxCrossEntropy"] == "SoftmaxCrossEntropy"
+    with np.load(tmp_path / "cnn.npz") as z:
+        assert z["model/conv2.weight"].shape == (64, 32, 3, 3) and z["model/dense.weight"].shape == (10, 3136)
+
+
+# -- one epoch of the MLP on real data, read back by TensorBoard -----------------------------
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory):
+    if not all(data.find_file(REAL_DATA, n) for n in data.FILES):
+        pytest.skip(f"the real MNIST files are not in {REAL_DATA} (the repository's sibling "
+                    "shared/data/mnist); the real-data training needs them")
+    root = tmp_path_factory.mktemp("mnist")
+    result = run(["--data", str(REAL_DATA), "--limit", str(REAL_LIMIT), "--epochs", "1",
+                  "--logdir", str(root / "mlp"), "--save", str(root / "mlp.npz")])
+    return root, result
+
+
+def test_one_epoch_on_real_data_learns(real_run):
+    root, result = real_run
+    assert result["step"] == REAL_LIMIT // 100
+    assert result["accuracy"] > 0.9, result
+
+
+def test_event_file_holds_every_summary(real_run):
+    root, result = real_run
+    ea = accumulator(root / "mlp")
+    steps = REAL_LIMIT // 100
+    assert [e.step for e in ea.Scalars("train/loss")] == list(range(10, steps + 1, 10))
+    losses = [e.value for e in ea.Scalars("train/loss")]
+    assert losses[-1] < losses[0] < 2.5
+    (acc,) = ea.Scalars("test/accuracy")
+    assert acc.step == steps and acc.value == f32(result["accuracy"])
+    (loss,) = ea.Scalars("test/loss")
+    assert loss.step == steps and loss.value == f32(result["test_loss"])
+    assert set(ea.Tags()["histograms"]) == {f"{s}/{p}" for s in LAYERS for p in ("weight", "bias")}
+    for s in LAYERS:
+        assert [e.step for e in ea.Histograms(f"{s}/weight")] == [0, steps]
+    assert ea.Histograms("Layer1/weight")[-1].histogram_value.num == 784 * 512
+    assert ea.Histograms("Layer5/bias")[-1].histogram_value.num == 10
+    # The graph: one scope per layer plus the loss's.
+    nodes = {n.name: n for n in ea.Graph().node}
+    scopes = {name.split("/")[0] for name in nodes if "/" in name}
+    assert scopes == set(LAYERS) | {"Cost"}
+    assert list(nodes["Layer2/Linear"].input) == ["Layer1/Dropout", "Layer2/weight", "Layer2/bias"]
+    assert list(nodes["Cost/SoftmaxCrossEntropy"].input) == ["Layer5/Linear", "y"]
+
+
+def test_digit_grids_carry_the_predictions(real_run):
+    root, result = real_run
+    d = data.load_mnist(REAL_DATA, download=False)
+    model = program.MLP()
+    with np.load(root / "mlp.npz") as z:
+        model.load_state_dict({k[6:]: z[k] for k in z.files if k.startswith("model/")})
+    accuracy, _, preds = program.evaluate(model, d.test_images, d.test_labels)
+    assert accuracy == result["accuracy"]
+    ea = accumulator(root / "mlp")
+    tags = ea.Tags()["images"]
+    first = "test_digits/predicted " + " ".join(map(str, preds[:16]))
+    wrong = np.flatnonzero(preds != d.test_labels)[:16]
+    missed = ("misclassified/predicted " + " ".join(map(str, preds[wrong]))
+              + " (true " + " ".join(map(str, d.test_labels[wrong])) + ")")
+    assert sorted(tags) == sorted([first, missed])
+    for tag, idx in ((first, np.arange(16)), (missed, wrong)):
+        (img,) = ea.Images(tag)
+        assert img.step == REAL_LIMIT // 100 and (img.width, img.height) == (8 * 28, 2 * 28)
+        pixels = png_pixels(img.encoded_image_string)[..., 0]
+        tiles = pixels.reshape(2, 28, 8, 28).transpose(0, 2, 1, 3).reshape(16, 28, 28)
+        expected = np.round(d.test_images[idx].reshape(16, 28, 28) * 255)
+        np.testing.assert_allclose(tiles, expected, atol=1)
+
+
+def test_tensorboard_serves_the_run(real_run):
+    root, result = real_run
+    steps = REAL_LIMIT // 100
+    with tensorboard(root, load_fast=True) as tb:
+        acc = tb.wait_for(lambda: tb.json("/data/plugin/scalars/scalars", run="mlp", tag="test/accuracy"),
+                          lambda r: len(r) == 1)
+        assert acc[0][1:] == [steps, f32(result["accuracy"])]
+        loss = tb.wait_for(lambda: tb.json("/data/plugin/scalars/scalars", run="mlp", tag="train/loss"),
+                           lambda r: len(r) == steps // 10)
+        assert [p[1] for p in loss] == list(range(10, steps + 1, 10))
+        hist = tb.wait_for(lambda: tb.json("/data/plugin/histograms/histograms", run="mlp", tag="Layer3/weight"),
+                           lambda r: len(r) == 2)
+        assert [h[1] for h in hist] == [0, steps]
+        images = tb.wait_for(lambda: tb.json("/data/plugin/images/tags"), lambda r: len(r.get("mlp", {})) == 2)
+        assert any(t.startswith("misclassified/predicted ") for t in images["mlp"])
+        body = {"experimentName": "", "startIndex": 0, "sliceSize": 10, "includeMetrics": True, "colParams": [],
+                "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]}
+        groups = tb.wait_for(lambda: tb.post_json("/data/plugin/hparams/session_groups", body),
+                             lambda r: len(r.get("sessionGroups", [])) == 1)["sessionGroups"]
+        (group,) = groups
+        assert group["hparams"]["model"] == "mlp" and group["hparams"]["lr"] == 0.001
+        assert group["hparams"]["batch_size"] == 100 and group["hparams"]["train_images"] == REAL_LIMIT
+        metrics = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
+        assert metrics["hparam/accuracy"] == f32(result["accuracy"])
+        graph = tb.get("/data/plugin/graphs/graph", run="mlp", conceptual="false").decode()
+        for s in LAYERS:
+            assert f'name: "{s}/Linear"' in graph
