@@ -286,3 +286,33 @@ def test_step_counts_and_bias_correction_scalars_are_python_floats():
     assert isinstance(opt.state[id(p)]["step"], int)
     assert p.data.dtype == np.float32
     assert math.isclose(float(p.data[0]), 1 - 0.3, rel_tol=1e-5)
+
+
+@pytest.mark.parametrize("make", [
+    lambda ps: optim.Adam(ps, lr=0.01, weight_decay=0.1, amsgrad=True),
+    lambda ps: optim.AdamW(ps, lr=0.01),
+    lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
+    lambda ps: optim.RMSprop(ps, lr=0.01, momentum=0.5, centered=True),
+])
+def test_two_thread_split_is_bit_identical(make, monkeypatch):
+    # Large parameters are updated in two halves by two threads: elementwise, so no rounding changes.
+    def run(threads):
+        monkeypatch.setattr(optim, "NUM_THREADS", threads)
+        rng = np.random.default_rng(0)
+        big = npnn.Parameter(rng.standard_normal((301, 300)).astype(np.float32))  # above the split size
+        small = npnn.Parameter(rng.standard_normal(5).astype(np.float32))
+        opt = make([big, small])
+        for _ in range(3):
+            big.grad = rng.standard_normal(big.shape).astype(np.float32)
+            small.grad = rng.standard_normal(small.shape).astype(np.float32)
+            opt.step()
+        return big.data, small.data
+
+    (b1, s1), (b2, s2) = run(1), run(2)
+    assert big_enough(b1) and b1.dtype == np.float32
+    np.testing.assert_array_equal(b1, b2)
+    np.testing.assert_array_equal(s1, s2)
+
+
+def big_enough(a):
+    return a.size >= optim._MIN_SPLIT
