@@ -9,12 +9,14 @@ _PNG_COLOR_TYPE = {1: 0, 2: 4, 3: 2, 4: 6}  # gray, gray+alpha, RGB, RGBA
 
 
 def to_uint8(tensor: np.ndarray) -> np.ndarray:
-    """uint8 stays; bool and numbers are taken as [0, 1] intensities: *255, clipped, rounded (no wrap-around)."""
+    """uint8 stays; other numbers are [0, 1] intensities: *255, clipped, rounded (no wrap-around), NaN -> 0."""
     if tensor.dtype == np.uint8:
         return tensor
-    x = tensor.astype(np.float32) * np.float32(255.0)
+    with np.errstate(over="ignore", invalid="ignore"):  # huge values saturate, NaN becomes 0 below
+        x = tensor.astype(np.float32) * np.float32(255.0)
     np.clip(x, 0.0, 255.0, out=x)
     np.rint(x, out=x)
+    np.nan_to_num(x, copy=False, nan=0.0)
     return x.astype(np.uint8)
 
 

@@ -71,6 +71,8 @@ def test_to_uint8_scales_clips_rounds_without_wraparound():
     u = np.array([0, 7, 255], dtype=np.uint8)
     assert to_uint8(u) is u
     assert to_uint8(np.array([True, False])).tolist() == [255, 0]
+    assert to_uint8(np.array([np.nan, np.inf, -np.inf, 2.0])).tolist() == [0, 255, 0, 255]
+    assert to_uint8(np.array([1e6], dtype=np.float64)).tolist() == [255]
 
 
 def test_png_round_trip_and_structure():
