@@ -310,3 +310,39 @@ def test_console_script_is_installed_and_runs(logdir):
         pytest.skip(f"no {script}: the project is not pip-installed into this interpreter's environment")
     proc = subprocess.run([script, "inspect", str(logdir / "eval")], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout == run_main("inspect", logdir / "eval")[1]
+
+
+def test_inspect_of_every_summary_writer_kind_equals_event_accumulator(tmp_path):
+    """tbwriter's SummaryWriter writes each kind once per step; inspect agrees with TensorBoard."""
+    from tbwriter import SummaryWriter
+    from tbwriter.proto import graph_pb2
+
+    rng = np.random.default_rng(0)
+    with SummaryWriter(tmp_path / "run") as w:
+        graph = graph_pb2.GraphDef()
+        graph.node.add(name="x", op="Placeholder")
+        w.add_graph(graph)
+        for step in range(4):
+            w.add_scalar("loss", 1 / (step + 1), step)
+            w.add_histogram("weights", rng.normal(size=100), step)
+            w.add_image("sample", rng.random((3, 8, 8)), step)
+            w.add_text("note", f"step {step}", step)
+            w.add_pr_curve("pr", rng.random(20) > 0.5, rng.random(20), step)
+        w.add_custom_scalars({"losses": {"loss": ["Multiline", ["loss"]]}})
+        w.add_hparams({"lr": 0.1, "bn": True}, {"metric": 1.0})
+    code, out, err = run_main("inspect", tmp_path)
+    assert (code, err) == (0, "")
+    tags = parse_inspect(out)["run"]
+    acc = tb_tensors(tmp_path / "run")
+    kinds = {"scalars": "scalar", "histograms": "histogram", "images": "image", "text": "text",
+             "pr_curves": "pr_curve", "custom_scalars": "custom_scalars", "hparams": "hparams"}
+    theirs = {}
+    for tag in acc.Tags()["tensors"]:
+        plugin = acc.SummaryMetadata(tag).plugin_data.plugin_name
+        if plugin != "graphs":  # TensorBoard's own tensor for the graph; ours is <graph>
+            steps = [e.step for e in acc.Tensors(tag)]
+            theirs[tag] = (kinds[plugin], f"{min(steps)}..{max(steps)}" if len(steps) > 1 else str(steps[0]),
+                           len(steps))
+    assert {t: v for t, v in tags.items() if t != "<graph>"} == theirs
+    assert tags["<graph>"] == ("graph", "0", 1) and acc.Tags()["graph"] is True
+    assert {v[0] for v in theirs.values()} == set(kinds.values())
