@@ -18,7 +18,6 @@ create a new writer in the child instead.
 import itertools
 import os
 import socket
-import struct
 import threading
 import time
 import weakref

@@ -138,9 +138,14 @@ def test_file_size_limit_raises_at_the_next_call_naming_the_file(tmp_path):
 def test_full_filesystem_raises_enospc(tmp_path):
     mnt = tmp_path / "small"
     mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here ({r.stderr.strip() or r.returncode}); "
+    try:
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
+                           capture_output=True, text=True, timeout=30)
+        why = r.stderr.strip() or f"exit status {r.returncode}"
+    except OSError as e:
+        r, why = None, str(e)
+    if r is None or r.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({why}); "
                     "test_file_size_limit_raises_at_the_next_call_naming_the_file covers a full disk")
     try:
         w = tbwriter.SummaryWriter(mnt / "run", max_queue=100)
