@@ -85,6 +85,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    optim.NUM_THREADS = min(args.threads, 2)  # npnn's optimizer threads, like torch's intra-op ones
     npnn.manual_seed(0)
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
@@ -138,7 +139,7 @@ def main() -> None:
     ms = {k: 1e3 * float(np.median(v)) for k, v in times.items()}
     print(f"MLP 784-512x4-10, batch {BATCH}, dropout keep {1 - DROP}, Adam; {args.steps} steps each, "
           f"medians; torch {torch.__version__} threads={torch.get_num_threads()}, numpy {np.__version__} "
-          f"BLAS threads: {blas_threads()}; load average {os.getloadavg()[0]:.2f}")
+          f"BLAS threads: {blas_threads()}, npnn.optim threads={optim.NUM_THREADS}; load average {os.getloadavg()[0]:.2f}")
     print("npnn phases: " + ", ".join(f"{k} {1e3 * float(np.median(v)):.2f} ms" for k, v in phases.items()))
     print(f"npnn  {ms['npnn']:.2f} ms/step")
     print(f"torch {ms['torch']:.2f} ms/step")
