@@ -156,22 +156,40 @@ def _scalars(runs, problems: _Problems, tag_filter: Optional[re.Pattern]) -> Ite
 
 
 class _AtomicOutput:
-    """A text file written to a temp name beside the target and renamed over it on success."""
+    """A text file written to a temp name beside the target and renamed over it on success.
+
+    OSErrors from creating or committing it name the target path, not the temp file.
+    """
 
     def __init__(self, path: str):
         self.path = path
         directory = os.path.dirname(os.path.abspath(path))
-        fd, self.tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+        try:
+            fd, self.tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, path) from e
+        # mkstemp makes the file private (0600); give it the permissions open() would have
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         self.file = os.fdopen(fd, "w", newline="", encoding="utf-8")
 
     def commit(self) -> None:
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
-        os.replace(self.tmp, self.path)
+        """Flush, fsync and rename over the target."""
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+            os.replace(self.tmp, self.path)
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, self.path) from e
 
     def discard(self) -> None:
-        self.file.close()
+        """Close and remove the temp file."""
+        try:
+            self.file.close()
+        except OSError:
+            pass  # e.g. the disk filled: the file goes anyway
         try:
             os.unlink(self.tmp)
         except FileNotFoundError:
@@ -275,7 +293,13 @@ def main(argv: Optional[list[str]] = None, stdout: Optional[TextIO] = None, stde
             if out and not os.path.isdir(os.path.dirname(os.path.abspath(out))):
                 print(f"tbwriter export: error: output directory does not exist: {out}", file=stderr)
                 return 2
-        rows = _export(runs, args.csv, args.json, tag_filter, problems)
+        try:
+            rows = _export(runs, args.csv, args.json, tag_filter, problems)
+        except OSError as e:  # the output side: the inputs' errors are reported per file
+            target = e.filename or " / ".join(p for p in (args.csv, args.json) if p)
+            print(f"tbwriter export: error: cannot write {target}: "
+                  f"{e.strerror or e}", file=stderr)
+            return 2
         written = " and ".join(p for p in (args.csv, args.json) if p)
         print(f"{rows} scalars from {len(runs)} run{'s' * (len(runs) != 1)} written to {written}", file=stdout)
     return 1 if problems.errors else 0

@@ -346,3 +346,14 @@ def test_inspect_of_every_summary_writer_kind_equals_event_accumulator(tmp_path)
     assert {t: v for t, v in tags.items() if t != "<graph>"} == theirs
     assert tags["<graph>"] == ("graph", "0", 1) and acc.Tags()["graph"] is True
     assert {v[0] for v in theirs.values()} == set(kinds.values())
+
+
+def test_export_output_has_normal_permissions_and_unwritable_target_exits_2(logdir, tmp_path):
+    code, _, _ = run_main("export", logdir / "eval", "--csv", tmp_path / "o.csv")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert code == 0 and os.stat(tmp_path / "o.csv").st_mode & 0o777 == 0o666 & ~umask
+    (tmp_path / "taken").mkdir()  # a directory where the output file should go: rename fails
+    code, out, err = run_main("export", logdir / "eval", "--csv", tmp_path / "taken")
+    assert err == f"tbwriter export: error: cannot write {tmp_path / 'taken'}: Is a directory\n" and code == 2
+    assert sorted(os.listdir(tmp_path)) == ["o.csv", "taken"]  # temp file removed
