@@ -192,7 +192,11 @@ def _flush_loop(ref, stop: threading.Event, flush_secs: float):
         state = ref()
         if state is None:
             return
-        state.timer_flush()
+        try:
+            state.timer_flush()
+        except Exception as e:  # never die silently: the next call raises it
+            state.error = state.dead = EventFileError(None, f"tbwriter's flush thread failed: {e!r}", state.path)
+            return
         del state
 
 
