@@ -89,14 +89,8 @@ def _report_truncation(on_truncated: OnTruncated, truncation: Truncation) -> Non
     """Deliver a truncation to the caller's choice: "warn", "ignore" or a callable."""
     if on_truncated == "warn":
         warnings.warn(TruncatedRecordWarning(str(truncation)), stacklevel=4)
-    elif on_truncated == "ignore":
-        return
-    elif callable(on_truncated):
+    elif on_truncated != "ignore":
         on_truncated(truncation)
-    else:
-        raise ValueError(
-            f"on_truncated: expected 'warn', 'ignore' or a callable, got {on_truncated!r}"
-        )
 
 
 _CHUNK = 1 << 20  # bytes read at a time: memory stays ~1 MB plus the largest record
@@ -105,9 +99,7 @@ _CHUNK = 1 << 20  # bytes read at a time: memory stays ~1 MB plus the largest re
 def read_records(path: "str | os.PathLike", on_truncated: OnTruncated = "warn") -> Iterator[Record]:
     """Yield the verified records of one file; skip a truncated last one, raise on corruption."""
     if not (on_truncated in ("warn", "ignore") or callable(on_truncated)):
-        raise ValueError(
-            f"on_truncated: expected 'warn', 'ignore' or a callable, got {on_truncated!r}"
-        )
+        raise ValueError(f"on_truncated: expected 'warn', 'ignore' or a callable, got {on_truncated!r}")
     path = os.fspath(path)
     good_headers = set()  # headers already verified: event files repeat a few lengths endlessly
     with open(path, "rb", buffering=0) as f:
