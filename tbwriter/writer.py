@@ -50,6 +50,8 @@ def _step_field(step: int) -> bytes:
         return bytes((0x10, step))
     if step == 0:
         return b""
+    if not -(1 << 63) <= step < (1 << 63):
+        raise ValueError(f"global_step: expected an int64, got {step}")
     return b"\x10" + _varint(step)
 
 
@@ -177,9 +179,10 @@ class FileWriter:
     def add_summary(self, summary, global_step=None, walltime=None) -> None:
         """Write a Summary message (or its serialized bytes) at global_step."""
         if isinstance(summary, (bytes, bytearray)):
-            parsed = summary_pb2.Summary()
-            parsed.ParseFromString(bytes(summary))
-            summary, owned = parsed, True
+            try:
+                summary, owned = summary_pb2.Summary.FromString(bytes(summary)), True
+            except Exception as e:  # protobuf's DecodeError
+                raise ValueError(f"summary: the bytes are not a serialized Summary ({e})") from None
         elif isinstance(summary, summary_pb2.Summary):
             owned = False
         elif hasattr(summary, "SerializeToString"):  # a Summary of another protobuf module

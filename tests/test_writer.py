@@ -376,6 +376,10 @@ def test_file_writer_rejects_bad_input(tmp_path):
             fw.add_summary({"loss": 1.0}, 1)
         with pytest.raises(TypeError, match="event"):
             fw.add_event("event")
+        with pytest.raises(ValueError, match="summary"):
+            fw.add_summary(b"\xff\xff\xff", 1)
+        with pytest.raises(ValueError, match="global_step"):
+            fw.add_scalar_value("x", 1.0, 2 ** 64)
     with pytest.raises(TypeError, match="max_queue"):
         tbwriter.FileWriter(tmp_path, max_queue="10")
     with pytest.raises(ValueError, match="flush_secs"):
