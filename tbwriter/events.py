@@ -25,6 +25,9 @@ import weakref
 from tbwriter.proto import event_pb2
 from tbwriter.record import frame
 
+# O_EXCL: two writers can never open (and truncate) the same name.
+_OPEN_FLAGS = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND
+               | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
 _uid = itertools.count(1)  # distinguishes writers of one process created in the same second
 _live_states = weakref.WeakSet()  # every open file's state, so a fork can disable them in the child
 
@@ -45,8 +48,7 @@ def _create_file(logdir: str, filename_suffix: str):
             time.time(), host, os.getpid(), next(_uid), filename_suffix)
         path = os.path.join(logdir, name)
         try:
-            # O_EXCL: two writers can never open (and truncate) the same name.
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o666)
+            fd = os.open(path, _OPEN_FLAGS, 0o666)
         except FileExistsError:
             continue
         return path, fd
@@ -183,7 +185,8 @@ def _after_fork_in_child():
         state.after_fork_in_child()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _flush_loop(ref, stop: threading.Event, flush_secs: float):
