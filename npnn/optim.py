@@ -23,6 +23,7 @@ __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "NUM_THREADS"]
 NUM_THREADS = min(2, os.cpu_count() or 1)  # threads per step; set npnn.optim.NUM_THREADS = 1 to disable
 _MIN_SPLIT = 1 << 16  # elements: below this a thread hand-off costs more than it saves
 _pool: ThreadPoolExecutor | None = None
+_pool_pid = 0  # a forked child inherits _pool without its thread: it makes its own
 _scratch = threading.local()  # per-thread temporaries, grown on demand
 
 
@@ -45,7 +46,7 @@ def _run_all(tasks: list) -> None:
 
 def _execute(tasks: list) -> None:
     """Run the tasks; halves of large contiguous parameters go to a second thread."""
-    global _pool
+    global _pool, _pool_pid
     if NUM_THREADS < 2:
         _run_all(tasks)
         return
@@ -62,8 +63,9 @@ def _execute(tasks: list) -> None:
     if not theirs:
         _run_all(mine)
         return
-    if _pool is None:
+    if _pool is None or _pool_pid != os.getpid():
         _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="npnn-optim")
+        _pool_pid = os.getpid()
     future = _pool.submit(_run_all, theirs)
     try:
         _run_all(mine)

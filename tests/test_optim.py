@@ -316,3 +316,32 @@ def test_two_thread_split_is_bit_identical(make, monkeypatch):
 
 def big_enough(a):
     return a.size >= optim._MIN_SPLIT
+
+
+def test_forked_child_gets_its_own_thread_pool():
+    # A child forked after a threaded step inherits the pool object but not its thread.
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork start method on this platform")
+    p = npnn.Parameter(np.ones((300, 300), np.float32))
+    opt = optim.SGD([p], lr=0.5)
+    p.grad = np.ones_like(p.data)
+    opt.step()  # creates the pool in this process
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_child_step, args=(opt, p, queue))
+    child.start()
+    try:
+        result = queue.get(timeout=60)
+    finally:
+        child.join(timeout=5)
+        if child.is_alive():  # hung on the parent's dead pool: do not leave it behind
+            child.kill()
+    assert result == 0.0  # 1 - 0.5 - 0.5, done in the child with its own pool
+
+
+def _child_step(opt, p, queue):
+    p.grad = np.ones_like(p.data)
+    opt.step()
+    queue.put(float(p.data.max()))
