@@ -211,6 +211,14 @@ def test_no_network_gives_one_message_with_missing_files_and_where_to_put_them(r
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{mnist.TRAIN_LABELS}.gz"]
 
 
+def test_unwritable_directory_is_reported_before_downloading(server, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(MissingDataError, match=f"^MNIST files missing in {blocker / 'mnist'}: "
+                                               f"{mnist.TRAIN_IMAGES}, .*cannot download into it"):
+        load_mnist(blocker / "mnist", mirrors=[f"{server.url}/missing/"], checksums=SUMS, progress=False)
+
+
 def test_missing_without_download_names_the_files(tmp_path):
     with pytest.raises(MissingDataError, match=f"missing in {tmp_path}: {mnist.TRAIN_IMAGES}, "
                                                f"{mnist.TRAIN_LABELS}, {mnist.TEST_IMAGES}, {mnist.TEST_LABELS}"):

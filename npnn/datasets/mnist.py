@@ -197,9 +197,10 @@ def ensure_files(root: str | os.PathLike | None = None, *, download_missing: boo
     if download_missing:
         try:
             root.mkdir(parents=True, exist_ok=True)
+            tempfile.TemporaryFile(dir=root).close()  # writable? else say so before downloading
         except OSError as e:
-            raise MissingDataError(f"MNIST files missing in {root} and the directory cannot be "
-                                   f"created ({e}); pass --data DIR or set NPNN_DATA") from None
+            raise MissingDataError(f"MNIST files missing in {root}: {', '.join(missing)}; cannot "
+                                   f"download into it ({e}); pass --data DIR or set NPNN_DATA") from None
         mirrors, unreachable = tuple(mirrors), {}
         for name in missing:
             paths[name], reasons[name] = download_file(name, root, mirrors, checksums, progress,
