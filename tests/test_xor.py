@@ -72,7 +72,7 @@ def test_histograms_of_both_layers(tb):
     assert len(steps) >= 20 and steps == sorted(set(steps)) and set(steps) <= set(range(STEPS))
     wall, step, buckets = hist[-1]
     assert sum(b[2] for b in buckets) == pytest.approx(4.0)  # the four XOR inputs' hypotheses
-    assert all(0.0 <= b[0] and b[1] <= 1.0 for b in buckets if b[2] > 0)
+    assert all(0.0 <= b[0] <= 1.0 for b in buckets if b[2] > 0)  # sigmoid outputs
 
 
 def test_graph_has_the_labs_scopes(tb):
