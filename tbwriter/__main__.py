@@ -14,7 +14,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 from typing import Iterator, Optional, TextIO
 
 import numpy as np
@@ -156,22 +155,24 @@ def _scalars(runs, problems: _Problems, tag_filter: Optional[re.Pattern]) -> Ite
 
 
 class _AtomicOutput:
-    """A text file written to a temp name beside the target and renamed over it on success.
+    """A text file written under a temp name beside the target and renamed over it on success.
 
-    OSErrors from creating or committing it name the target path, not the temp file.
+    The temp name is fixed (.NAME.PID.tmp) so that discard() can remove it even when an
+    interrupt lands halfway through creating it. OSErrors name the target path.
     """
 
     def __init__(self, path: str):
         self.path = path
-        directory = os.path.dirname(os.path.abspath(path))
+        self.tmp = os.path.join(os.path.dirname(os.path.abspath(path)),
+                                f".{os.path.basename(path)}.{os.getpid()}.tmp")
+        self.file = None
+
+    def open(self) -> None:
+        """Create the temp file (permissions as open() would give: 0666 minus the umask)."""
         try:
-            fd, self.tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+            fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         except OSError as e:
-            raise OSError(e.errno, e.strerror, path) from e
-        # mkstemp makes the file private (0600); give it the permissions open() would have
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
+            raise OSError(e.errno, e.strerror, self.path) from e
         self.file = os.fdopen(fd, "w", newline="", encoding="utf-8")
 
     def commit(self) -> None:
@@ -185,9 +186,10 @@ class _AtomicOutput:
             raise OSError(e.errno, e.strerror, self.path) from e
 
     def discard(self) -> None:
-        """Close and remove the temp file."""
+        """Close and remove the temp file, if it got that far."""
         try:
-            self.file.close()
+            if self.file is not None:
+                self.file.close()
         except OSError:
             pass  # e.g. the disk filled: the file goes anyway
         try:
@@ -198,33 +200,33 @@ class _AtomicOutput:
 
 def _export(runs, csv_path: Optional[str], json_path: Optional[str], tag_filter, problems: _Problems) -> int:
     """Write every scalar as CSV and/or JSON Lines, streaming; return the number of rows."""
-    outputs = []
+    pending = []
     try:
-        if csv_path:
-            csv_out = _AtomicOutput(csv_path)
-            outputs.append(csv_out)
+        csv_out = _AtomicOutput(csv_path) if csv_path else None
+        json_out = _AtomicOutput(json_path) if json_path else None
+        pending = [out for out in (csv_out, json_out) if out]
+        for out in pending:
+            out.open()
+        if csv_out:
             writer = csv.writer(csv_out.file, lineterminator="\n")
             writer.writerow(["run", "tag", "step", "wall_time", "value"])
-        if json_path:
-            json_out = _AtomicOutput(json_path)
-            outputs.append(json_out)
         rows = 0
         for run, tag, step, wall_time, value, number in _scalars(runs, problems, tag_filter):
             text = _format_value(value, number)
-            if csv_path:
+            if csv_out:
                 writer.writerow([run, tag, step, repr(wall_time), text])
-            if json_path:
+            if json_out:
                 json_out.file.write(
                     f'{{"run": {json.dumps(run)}, "tag": {json.dumps(tag)}, "step": {step}, '
                     f'"wall_time": {_json_number(wall_time, repr(wall_time))}, '
                     f'"value": {_json_number(number, text)}}}\n')
             rows += 1
-        for out in outputs:
-            out.commit()
-        outputs = []
+        while pending:
+            pending[0].commit()
+            pending.pop(0)
         return rows
     finally:
-        for out in outputs:  # interrupted: leave nothing half-written behind
+        for out in pending:  # interrupted or failed: leave nothing half-written behind
             out.discard()
 
 
