@@ -220,20 +220,23 @@ def _non_negative_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of python -m npnn.mnist."""
-    p = argparse.ArgumentParser(prog="python -m npnn.mnist", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", choices=sorted(MODELS), default="mlp", help="network to train")
-    p.add_argument("--epochs", type=_positive(int), default=15, help="epochs to train (in total, with --resume)")
-    p.add_argument("--batch-size", type=_positive(int), default=100, help="training batch size")
-    p.add_argument("--lr", type=_positive(float), default=1e-3, help="Adam learning rate")
-    p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of init, dropout and shuffling")
+    p = argparse.ArgumentParser(prog="python -m npnn.mnist", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", choices=sorted(MODELS), default="mlp", help="network to train (default: mlp)")
+    p.add_argument("--epochs", type=_positive(int), default=15,
+                   help="epochs to train, in total when resuming (default: 15)")
+    p.add_argument("--batch-size", type=_positive(int), default=100, help="training batch size (default: 100)")
+    p.add_argument("--lr", type=_positive(float), default=1e-3, help="Adam learning rate (default: 0.001)")
+    p.add_argument("--seed", type=_non_negative_int, default=0,
+                   help="seed of init, dropout and shuffling (default: 0)")
     p.add_argument("--logdir", default=None, help="TensorBoard run directory (default logs/mnist_<model>)")
     p.add_argument("--data", default=None,
                    help="directory of the four MNIST files (default $NPNN_DATA, else ~/.cache/npnn/mnist); "
                         "missing files are downloaded there")
     p.add_argument("--save", default=None, metavar="PATH", help="write a checkpoint .npz after each epoch")
     p.add_argument("--resume", default=None, metavar="PATH", help="continue from a checkpoint written by --save")
-    p.add_argument("--log-every", type=_positive(int), default=10, help="steps between train/loss scalars")
+    p.add_argument("--log-every", type=_positive(int), default=10,
+                   help="steps between train/loss scalars (default: 10)")
     p.add_argument("--limit", type=_non_negative_int, default=0,
                    help="train on the first N training images only (0: all)")
     p.add_argument("--test-limit", type=_non_negative_int, default=0,
