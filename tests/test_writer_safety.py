@@ -87,6 +87,7 @@ def test_file_size_limit_raises_at_the_next_call_naming_the_file(tmp_path):
         import resource, signal, time
         import tbwriter
         from tbwriter.events import EventFileError, WriterStateError
+        from tbwriter.proto import summary_pb2
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG instead of being killed
         inline = tbwriter.FileWriter({str(tmp_path / "inline")!r}, max_queue=10, flush_secs=1000)
         timer = tbwriter.FileWriter({str(tmp_path / "timer")!r}, max_queue=10**9, flush_secs=0.05)
@@ -107,28 +108,39 @@ def test_file_size_limit_raises_at_the_next_call_naming_the_file(tmp_path):
             inline.flush()
         except EventFileError as e:
             print("after close", e.errno)
-        for i in range(2000):  # about 70 kB, all pending; the timer thread hits the limit
-            timer.add_scalar_value("d", i, i)
+        # All pending (max_queue is huge): only the timer thread writes, and hits the limit
+        # after about 20 kB; the add after that raises its error.
         deadline = time.monotonic() + 60
+        i = 0
         while True:
             try:
-                timer.add_scalar_value("d", 0, 0)
+                timer.add_scalar_value("d", i, i)
             except EventFileError as e:
                 print("timer", e.errno, e.filename == timer.event_writer.path)
                 break
+            i += 1
+            if i > 2000:
+                time.sleep(0.02)
             assert time.monotonic() < deadline, "the timer's error never surfaced"
-            time.sleep(0.02)
+        timer.close()  # already raised: closes quietly
+        closer = tbwriter.FileWriter({str(tmp_path / "closer")!r}, max_queue=10**9, flush_secs=0.2)
+        big = summary_pb2.Summary()
+        for i in range(3000):
+            big.value.add(tag=f"v{{i}}", simple_value=i)
+        closer.add_summary(big, 0)  # one record of ~40 kB
+        time.sleep(1.0)  # the timer hits the limit; close() is the next call
         try:
-            timer.close()
+            closer.close()
         except EventFileError as e:
-            print("close", e.errno)
+            print("close", e.errno, e.filename == closer.event_writer.path)
         print("done")
     """)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.split("\n")
     efbig = 27
-    assert lines[:6] == [f"inline {efbig} True True", f"again {efbig}", f"again {efbig}",
-                         f"after close {efbig}", f"timer {efbig} True", "done"], out.stdout
+    assert lines[:7] == [f"inline {efbig} True True", f"again {efbig}", f"again {efbig}",
+                         f"after close {efbig}", f"timer {efbig} True", f"close {efbig} True", "done"], out.stdout
+    assert len(read_records(event_files(tmp_path / "closer")[0])[0]) == 1  # file_version only
     for run in ("inline", "timer"):
         (path,) = event_files(tmp_path / run)
         assert os.path.getsize(path) <= 20000
