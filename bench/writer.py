@@ -1,10 +1,11 @@
 """tbwriter vs tensorboardX, side by side in one run: add_scalar, small and big add_histogram.
 
-Prints per-call medians over several interleaved repeats and the three ratios. Also measures
-the buffering design choice: inline buffered writes (what tbwriter does) against handing each
-record to a background writer thread through a queue.
+Prints per-call medians over several interleaved repeats and the three ratios, in wall-clock
+time and in process CPU time (all threads; steadier when other jobs share the machine).
+Also measures the buffering design choice: add_scalar with inline writes (what tbwriter
+does) against handing each full batch to a writer thread.
 
-    python bench/writer.py [--repeats 5]
+    python bench/writer.py [--repeats 7] [--scale 1.0]
 """
 import argparse
 import os
@@ -31,27 +32,32 @@ SMALL = np.array([0.1, -0.5, 2.0, 3.0], dtype=np.float32)  # the XOR lab's case:
 BIG = np.random.default_rng(0).standard_normal((512, 512)).astype(np.float32)
 
 
-def per_call(make_writer, call, n: int) -> float:
-    """Seconds per call of call(writer, i) over n calls, flush included (data in the OS)."""
+def per_call(make_writer, call, n: int) -> tuple:
+    """(wall, cpu) seconds per call of call(writer, i) over n calls, flush included (data in the OS)."""
     d = tempfile.mkdtemp(prefix="bench-writer-")
     w = make_writer(d)
     try:
         call(w, 0)  # first call: tag prefix, metadata, lazy imports
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         for i in range(1, n + 1):
             call(w, i)
         w.flush()
-        return (time.perf_counter() - t) / n
+        return (time.perf_counter() - t) / n, (time.process_time() - c) / n
     finally:
         w.close()
         shutil.rmtree(d, ignore_errors=True)
 
 
+def medians(samples: list) -> tuple:
+    """Median wall and median CPU seconds of (wall, cpu) samples."""
+    return statistics.median(s[0] for s in samples), statistics.median(s[1] for s in samples)
+
+
 CASES = [
     # name, call, calls per repeat for tbwriter, for tensorboardX
-    ("add_scalar", lambda w, i: w.add_scalar("loss", 0.5 / (i + 1), i), 200_000, 10_000),
-    ("add_histogram 4 values", lambda w, i: w.add_histogram("w", SMALL, i), 10_000, 1_000),
-    ("add_histogram 512x512 f32", lambda w, i: w.add_histogram("w", BIG, i), 15, 15),
+    ("add_scalar", lambda w, i: w.add_scalar("loss", 0.5 / (i + 1), i), 60_000, 4_000),
+    ("add_histogram 4 values", lambda w, i: w.add_histogram("w", SMALL, i), 5_000, 500),
+    ("add_histogram 512x512 f32", lambda w, i: w.add_histogram("w", BIG, i), 8, 8),
 ]
 
 
@@ -114,7 +120,7 @@ class ThreadedSummaryWriter(tbwriter.SummaryWriter):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--scale", type=float, default=1.0, help="multiply the call counts (e.g. 0.1 for a quick look)")
     args = ap.parse_args()
     if tensorboardX is None:
@@ -127,22 +133,23 @@ def main():
         for _ in range(args.repeats):
             ours.append(per_call(tbwriter.SummaryWriter, call, max(1, int(n_ours * args.scale))))
             peer.append(per_call(lambda d: tensorboardX.SummaryWriter(d), call, max(1, int(n_peer * args.scale))))
-        o, p = statistics.median(ours), statistics.median(peer)
-        ratios.append((name, p / o))
-        print(f"{name:28s} tbwriter {1 / o:12,.0f}/s ({o * 1e6:9.2f} us)   "
-              f"tensorboardX {1 / p:10,.0f}/s ({p * 1e6:9.2f} us)   ratio {p / o:6.1f}x")
+        (o, oc), (p, pc) = medians(ours), medians(peer)
+        ratios.append((name, p / o, pc / oc))
+        print(f"{name:26s} tbwriter {1 / o:9,.0f}/s ({o * 1e6:8.2f} us, cpu {oc * 1e6:8.2f} us)   "
+              f"tensorboardX {1 / p:7,.0f}/s ({p * 1e6:8.2f} us, cpu {pc * 1e6:8.2f} us)   "
+              f"ratio {p / o:5.1f}x (cpu {pc / oc:5.1f}x)")
 
-    # Design check: add_scalar with inline writes (tbwriter) vs batches handed to a writer thread.
-    n = max(1, int(100_000 * args.scale))
+    # Design check: add_scalar with inline writes (tbwriter) vs full batches handed to a writer thread.
+    n = max(1, int(60_000 * args.scale))
     scalar = CASES[0][1]
     inline, threaded = [], []
     for _ in range(args.repeats):
         inline.append(per_call(tbwriter.SummaryWriter, scalar, n))
         threaded.append(per_call(ThreadedSummaryWriter, scalar, n))
-    inline, threaded = statistics.median(inline), statistics.median(threaded)
-    print(f"{'buffering design':28s} add_scalar with inline writes {inline * 1e6:.2f} us, with a writer thread "
-          f"{threaded * 1e6:.2f} us: inline is {threaded / inline:.2f}x the speed")
-    print("ratios: " + ", ".join(f"{name} {r:.1f}x" for name, r in ratios))
+    (i, ic), (t, tc) = medians(inline), medians(threaded)
+    print(f"{'buffering design':26s} add_scalar inline writes {i * 1e6:.2f} us (cpu {ic * 1e6:.2f}), writer thread "
+          f"{t * 1e6:.2f} us (cpu {tc * 1e6:.2f}): inline is {t / i:.2f}x the speed (cpu {tc / ic:.2f}x)")
+    print("ratios (wall, cpu): " + ", ".join(f"{name} {r:.1f}x, {rc:.1f}x" for name, r, rc in ratios))
 
 
 if __name__ == "__main__":

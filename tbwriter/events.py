@@ -92,9 +92,9 @@ class _FileState:
         data = b"".join(buf[:n])
         del buf[:n]
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self.fd, view):]
+            done = os.write(self.fd, data)
+            while done < len(data):  # a short write: the rest, or the error, comes next
+                done += os.write(self.fd, memoryview(data)[done:])
             # A file whose directory was removed still takes writes, into nowhere; checked at
             # flush, timer and close only (fstat costs as much as the write).
             if check_deleted and os.fstat(self.fd).st_nlink == 0:
