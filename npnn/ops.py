@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import numpy as np
 
-from npnn.tensor import Tensor, _binary, _const, _nary, _unary, unbroadcast
+from npnn.tensor import Tensor, _add_reduce, _binary, _const, _nary, _unary, unbroadcast
 
 __all__ = [
     "add", "sub", "mul", "div", "pow", "neg", "matmul", "exp", "log", "sqrt", "abs",
@@ -23,6 +23,31 @@ _pyabs, _pysum, _pymax = abs, sum, max
 # Python numbers take the one-input fast path and never upcast (NEP 50). NumPy scalars are left
 # out on purpose (np.float64 subclasses float but would upcast float32): they become constants.
 _PY_NUMBERS = frozenset((int, float))
+
+# NumPy handles a Python number in an op at about twice the cost of a 0-d array (it must work
+# out the number's weak dtype each time), so constants are 0-d float32 arrays; with float64
+# data the result is still float64.
+_ZERO = np.zeros((), np.float32)
+_ONE = np.ones((), np.float32)
+_EXP_MAX = np.array(88.0, np.float32)
+
+_SCALARS: dict = {}  # (number, dtype) -> 0-d array of that dtype, for the scalar fast paths
+
+
+def _scalar(value, dtype):
+    """value as a cached read-only 0-d array of a float dtype (other dtypes: value unchanged)."""
+    key = (value, dtype)
+    s = _SCALARS.get(key)
+    if s is None:
+        if len(_SCALARS) > 4096:  # a program cycling through many numbers must not grow this
+            _SCALARS.clear()
+        if dtype.kind == "f":
+            s = np.array(value, dtype)
+            s.flags.writeable = False
+        else:
+            s = value
+        _SCALARS[key] = s
+    return s
 
 
 def _pass(g):
@@ -43,35 +68,35 @@ def _tensor_pair(a, b):
 
 
 # -- arithmetic -------------------------------------------------------------------------------
+# Tensor's operators always pass the Tensor as `a`; a Python number as `a` comes only from a
+# direct call such as ops.sub(1, t).
 
 def add(a, b) -> Tensor:
     """a + b with broadcasting."""
-    if type(b) in _PY_NUMBERS and isinstance(a, Tensor):
-        return _unary(a.data + b, a, _pass, "AddV2", (a, b))
+    if type(b) in _PY_NUMBERS:
+        return _unary(a.data + _scalar(b, a.data.dtype), a, _pass, "AddV2", (a, b))
     if type(a) in _PY_NUMBERS:
-        return _unary(b.data + a, b, _pass, "AddV2", (a, b))
+        return add(b, a)
     a, b = _tensor_pair(a, b)
-    sa, sb = a.data.shape, b.data.shape
 
     def backward(g):
-        return (unbroadcast(g, sa) if a.requires_grad else None,
-                unbroadcast(g, sb) if b.requires_grad else None)
+        return (unbroadcast(g, a.data.shape) if a.requires_grad else None,
+                unbroadcast(g, b.data.shape) if b.requires_grad else None)
 
     return _binary(a.data + b.data, a, b, backward, "AddV2")
 
 
 def sub(a, b) -> Tensor:
     """a - b with broadcasting."""
-    if type(b) in _PY_NUMBERS and isinstance(a, Tensor):
-        return _unary(a.data - b, a, _pass, "Sub", (a, b))
+    if type(b) in _PY_NUMBERS:
+        return _unary(a.data - _scalar(b, a.data.dtype), a, _pass, "Sub", (a, b))
     if type(a) in _PY_NUMBERS:
-        return _unary(a - b.data, b, _negate, "Sub", (a, b))
+        return _unary(_scalar(a, b.data.dtype) - b.data, b, _negate, "Sub", (a, b))
     a, b = _tensor_pair(a, b)
-    sa, sb = a.data.shape, b.data.shape
 
     def backward(g):
-        return (unbroadcast(g, sa) if a.requires_grad else None,
-                unbroadcast(-g, sb) if b.requires_grad else None)
+        return (unbroadcast(g, a.data.shape) if a.requires_grad else None,
+                unbroadcast(-g, b.data.shape) if b.requires_grad else None)
 
     return _binary(a.data - b.data, a, b, backward, "Sub")
 
@@ -81,7 +106,8 @@ def mul(a, b) -> Tensor:
     if type(a) in _PY_NUMBERS:
         a, b = b, a
     if type(b) in _PY_NUMBERS:
-        return _unary(a.data * b, a, lambda g: (g * b,), "Mul", (a, b))
+        s = _scalar(b, a.data.dtype)
+        return _unary(a.data * s, a, lambda g: (g * s,), "Mul", (a, b))
     a, b = _tensor_pair(a, b)
     A, B = a.data, b.data
 
@@ -94,12 +120,12 @@ def mul(a, b) -> Tensor:
 
 def div(a, b) -> Tensor:
     """a / b with broadcasting."""
-    if type(b) in _PY_NUMBERS and isinstance(a, Tensor):
-        inv = 1.0 / b
-        return _unary(a.data / b, a, lambda g: (g * inv,), "RealDiv", (a, b))
+    if type(b) in _PY_NUMBERS:
+        s = _scalar(b, a.data.dtype)
+        return _unary(a.data / s, a, lambda g: (g / s,), "RealDiv", (a, b))
     if type(a) in _PY_NUMBERS:
-        out = a / b.data
         B = b.data
+        out = _scalar(a, B.dtype) / B
         return _unary(out, b, lambda g: (-g * out / B,), "RealDiv", (a, b))
     a, b = _tensor_pair(a, b)
     A, B = a.data, b.data
@@ -230,17 +256,15 @@ def abs(x: Tensor) -> Tensor:
 
 
 def sigmoid(x: Tensor) -> Tensor:
-    """1 / (1 + e^-x), without overflow for any x (float32 finite at +-1000)."""
-    X = x.data
-    # exp(-x) overflows float32 below x = -88.7: clamp there; sigmoid(-88) is already ~6e-39.
-    t = np.maximum(X, -88.0 if X.dtype == np.float32 else -700.0)
-    np.negative(t, out=t)
-    np.exp(t, out=t)
-    t += 1
-    out = np.reciprocal(t, out=t)
+    """1 / (1 + e^-x), computed as u / (1 + u) with u = e^min(x, 88): no overflow for any x."""
+    # exp overflows float32 above 88.7; sigmoid(88) is 1 - 6e-39, so clamping there loses nothing.
+    u = np.minimum(x.data, _EXP_MAX)
+    np.exp(u, out=u)
+    d = u + _ONE
+    out = np.divide(u, d, out=u)
 
     def backward(g):
-        return (g * out * (1 - out),)
+        return (g * out / d,)  # sigmoid' = u / (1 + u)^2 = out / d, exact even where out is 1
 
     return _unary(out, x, backward, "Sigmoid")
 
@@ -248,13 +272,13 @@ def sigmoid(x: Tensor) -> Tensor:
 def tanh(x: Tensor) -> Tensor:
     """Hyperbolic tangent."""
     out = np.tanh(x.data)
-    return _unary(out, x, lambda g: (g * (1 - out * out),), "Tanh")
+    return _unary(out, x, lambda g: (g * (_ONE - out * out),), "Tanh")
 
 
 def relu(x: Tensor) -> Tensor:
     """max(x, 0)."""
     X = x.data
-    return _unary(np.maximum(X, 0), x, lambda g: (g * (X > 0),), "Relu")
+    return _unary(np.maximum(X, _ZERO), x, lambda g: (g * (X > _ZERO),), "Relu")
 
 
 def softmax(x: Tensor, axis: int = -1) -> Tensor:
@@ -338,26 +362,35 @@ def _norm_axis(axis, ndim):
     return tuple(int(a) % ndim if ndim else int(a) for a in axis)
 
 
-def _expand(g, axes, keepdims):
-    """Reinsert reduced axes into g so it broadcasts against the input."""
-    if keepdims or not axes:
-        return g
-    return np.expand_dims(g, axes)
+def _kept_shape(shape, axes):
+    """shape with the reduced axes kept as 1 (the shape of a keepdims result)."""
+    return tuple(1 if i in axes else n for i, n in enumerate(shape))
+
+
+def _spread(g, kept, shape, dtype, scale=None):
+    """A fresh array of `shape` holding g (reduced over some axes) broadcast back, times scale.
+
+    Fresh, not np.broadcast_to's read-only view: the engine may then accumulate into it, and
+    it avoids two pure-Python NumPy helpers (expand_dims, broadcast_to) on the hot path.
+    """
+    out = np.empty(shape, dtype)
+    if scale is None:
+        out[...] = g.reshape(kept)
+    else:
+        np.multiply(g.reshape(kept), scale, out=out)
+    return out
 
 
 def sum(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:
     """Sum over axis (None = all)."""
     X = x.data
-    shape = X.shape
-    axes = _norm_axis(axis, X.ndim)
-    out = X.sum(axis=axis, keepdims=keepdims)
+    shape, dtype = X.shape, X.dtype
+    kept = _kept_shape(shape, _norm_axis(axis, X.ndim))
+    # add.reduce skips ndarray.sum's Python wrapper; bool/int data need sum's integer result.
+    out = _add_reduce(X, axis, keepdims=keepdims) if dtype.kind == "f" else X.sum(axis, keepdims=keepdims)
     if not isinstance(out, np.ndarray):
         out = np.asarray(out)
-
-    def backward(g):
-        return (np.broadcast_to(_expand(g, axes, keepdims), shape),)
-
-    return _unary(out, x, backward, "Sum")
+    return _unary(out, x, lambda g: (_spread(g, kept, shape, dtype),), "Sum")
 
 
 def mean(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:
@@ -365,17 +398,13 @@ def mean(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:
     X = x.data
     if X.dtype.kind not in "fc":
         X = X.astype(np.float32)
-    shape = X.shape
+    shape, dtype = X.shape, X.dtype
     axes = _norm_axis(axis, X.ndim)
-    n = math.prod(shape[a] for a in axes)  # a Python int: float32 stays float32
-    out = X.mean(axis=axis, keepdims=keepdims)
-    if not isinstance(out, np.ndarray):
-        out = np.asarray(out)
-
-    def backward(g):
-        return (np.broadcast_to(_expand(g / n, axes, keepdims), shape),)
-
-    return _unary(out, x, backward, "Mean")
+    kept = _kept_shape(shape, axes)
+    inv_n = _scalar(1 / math.prod(shape[a] for a in axes), dtype)  # float32 stays float32
+    out = _add_reduce(X, axis, keepdims=keepdims)
+    out = np.multiply(out, inv_n, out=out) if isinstance(out, np.ndarray) else np.asarray(out * inv_n)
+    return _unary(out, x, lambda g: (_spread(g, kept, shape, dtype, inv_n),), "Mean")
 
 
 def max(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:
@@ -383,12 +412,12 @@ def max(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:
     X = x.data
     axes = _norm_axis(axis, X.ndim)
     m = X.max(axis=axis, keepdims=True)
-    out = m if keepdims else (m.reshape(()) if axis is None else np.squeeze(m, axis=axes))
+    out = m if keepdims else m.reshape(tuple(n for i, n in enumerate(m.shape) if i not in axes))
 
     def backward(g):
         mask = X == m
         share = mask / mask.sum(axis=axes, keepdims=True).astype(X.dtype)
-        return (_expand(g, axes, keepdims) * share,)
+        return (g.reshape(m.shape) * share,)
 
     return _unary(out, x, backward, "Max")
 

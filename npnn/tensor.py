@@ -8,6 +8,8 @@ npnn/ops.py and npnn/functional.py). Nothing else is recorded: the graph is the 
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 
 __all__ = ["Tensor", "Parameter", "no_grad", "enable_grad", "is_grad_enabled", "unbroadcast"]
@@ -185,7 +187,16 @@ class Tensor:
             if grad.shape != self.data.shape:
                 raise ValueError(f"backward(): grad has shape {grad.shape}, expected {self.data.shape}")
             owned = set()  # the caller's array: never written into
-        _run_backward(self, grad, owned)
+        # The walk allocates small tuples by the thousand and frees them all, creating no
+        # reference cycles: the cyclic GC would only rescan them, so it pauses meanwhile.
+        gc_was_on = gc.isenabled()
+        if gc_was_on:
+            gc.disable()
+        try:
+            _run_backward(self, grad, owned)
+        finally:
+            if gc_was_on:
+                gc.enable()
 
     # Operators and methods (__add__, sum, reshape, ...) are attached by npnn.ops.
 
@@ -247,8 +258,9 @@ def _run_backward(root: Tensor, grad: np.ndarray, owned: set) -> None:
         for p, pg in zip(node._parents, backward(g)):
             if pg is None or not p.requires_grad:
                 continue
-            if pg.dtype != p.data.dtype:  # mixed-precision inputs: grads keep each input's dtype
-                pg = pg.astype(p.data.dtype)
+            dtype = p.data.dtype
+            if pg.dtype is not dtype and pg.dtype != dtype:  # mixed precision: keep each input's
+                pg = pg.astype(dtype)
             pk = id(p)
             cur = grads.get(pk)
             if cur is None:
@@ -270,17 +282,23 @@ def _iadd(buf: np.ndarray, g: np.ndarray) -> np.ndarray:
     return buf + g
 
 
+_UNBROADCAST_AXES: dict = {}  # (grad shape, input shape) -> (axes to sum, reshape needed)
+_add_reduce = np.add.reduce
+
+
 def unbroadcast(g: np.ndarray, shape: tuple) -> np.ndarray:
     """Sum g over the axes broadcasting added or stretched so that it has `shape`."""
     if g.shape == shape:
         return g
-    lead = g.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(
-        lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
-    r = g.sum(axis=axes, keepdims=True)
-    if lead:
-        r = r.reshape(shape)
-    return r
+    key = (g.shape, shape)
+    plan = _UNBROADCAST_AXES.get(key)
+    if plan is None:  # worked out once per pair of shapes: the same shapes recur every step
+        lead = g.ndim - len(shape)
+        axes = tuple(range(lead)) + tuple(
+            lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
+        plan = _UNBROADCAST_AXES[key] = (axes, lead > 0)
+    r = _add_reduce(g, plan[0], keepdims=True)
+    return r.reshape(shape) if plan[1] else r
 
 
 _new = object.__new__

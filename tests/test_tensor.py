@@ -114,6 +114,11 @@ def test_ndarray_on_the_left_defers_to_tensor():
     np.testing.assert_allclose(x.grad, [2, 3])
 
 
+def test_sum_of_bool_counts():
+    assert Tensor(np.array([True, False, True])).sum().item() == 2
+    np.testing.assert_array_equal(Tensor(np.eye(3, dtype=np.int64)).sum(axis=0).data, [1, 1, 1])
+
+
 def test_mean_of_bool_is_float32():
     assert Tensor(np.array([True, False, True, True])).mean().item() == 0.75
     assert Tensor(np.array([True, False])).mean().dtype == np.float32
