@@ -324,3 +324,24 @@ def test_xor_trains_with_modules_and_sgd():
         opt.step()
     assert loss.item() < 0.05
     assert np.array_equal(model(xt).data > 0.5, y > 0.5)
+
+
+def test_deepcopy_and_pickle_keep_structure_and_values():
+    import copy
+    import pickle
+
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert [n for n, _ in clone.named_parameters()] == ["0.weight", "0.bias", "2.weight", "2.bias"]
+        for p, q in zip(model.parameters(), clone.parameters()):
+            assert p.data is not q.data
+            np.testing.assert_array_equal(p.data, q.data)
+        clone[0].weight = nn.Parameter(np.zeros((4, 3), np.float32))  # registration still works
+        assert dict(clone.named_parameters())["0.weight"] is clone[0].weight
+
+
+def test_parameters_created_in_a_name_scope_get_scoped_names():
+    with npnn.name_scope("Layer1"):
+        lin = nn.Linear(2, 2)
+    assert lin.weight.name == "Layer1/weight" and lin.bias.name == "Layer1/bias"
+    assert [n for n, _ in nn.Sequential(lin).named_parameters()] == ["0.weight", "0.bias"]
