@@ -161,7 +161,9 @@ def _small(flat: np.ndarray, tag: str):
     for v in vals:  # in input order: the same double roundings as TF
         total += v
         squares += v * v
-    if total - total != 0.0 or any(v != 0.0 and -limit < v < limit for v in vals):
+    smallest = min(map(abs, vals))
+    if total - total != 0.0 or (smallest < limit and (
+            smallest != 0.0 or any(v != 0.0 and -limit < v < limit for v in vals))):
         # NaN/Inf (or an overflow), or values where DAZ/FTZ matter: the exact replay of TF's loop.
         lo, hi, num, total, squares, idx = _reference_stats(vals, is_f32, tag)
         idx.sort()
@@ -175,11 +177,6 @@ def _small(flat: np.ndarray, tag: str):
     return lo, hi, num, total, squares, idx
 
 
-def _zero_like(flat: np.ndarray) -> np.ndarray:
-    """Mask of values TF treats as zero: +-0 and subnormals."""
-    return np.abs(flat) < (FLT_MIN if flat.dtype == np.float32 else DBL_MIN)
-
-
 def _min_max(flat: np.ndarray, tag: str):
     lo = flat.min()
     hi = flat.max()
@@ -187,74 +184,88 @@ def _min_max(flat: np.ndarray, tag: str):
     return float(lo), float(hi)
 
 
-def _min_max_sums(flat: np.ndarray, tag: str, maybe_tiny: bool, lo: float, hi: float):
-    """min, max, sum, sum_squares as TF's loop computes them, vectorized.
-
-    maybe_tiny: some |value| < 1e-12 may exist (then subnormals and FTZ need care)."""
-    is_f32 = flat.dtype == np.float32
-    if maybe_tiny:
-        zero = _zero_like(flat)
-        for_zero = None
-        if abs(lo) < (FLT_MIN if is_f32 else DBL_MIN) or abs(hi) < (FLT_MIN if is_f32 else DBL_MIN):
-            # TF keeps the first value that compares equal to the minimum: here the first zero-like.
-            first = float(flat[int(np.argmax(zero))])
-            for_zero = math.copysign(0.0, first) if is_f32 else first
-        if abs(lo) < (FLT_MIN if is_f32 else DBL_MIN):
-            lo = for_zero
-        if abs(hi) < (FLT_MIN if is_f32 else DBL_MIN):
-            hi = for_zero
-        has_subnormal = bool(np.any(zero & (flat != 0)))
-        if not is_f32 and np.any((flat != 0) & (np.abs(flat) < _SUM_SAFE)):
-            # A partial sum might land among subnormals, where FTZ would zero it: replay TF's loop.
-            _, _, _, total, squares, _ = _reference_stats(flat.tolist(), False, tag)
-            return lo, hi, total, squares
-        if has_subnormal:
-            flat = np.where(zero, 0.0, flat).astype(flat.dtype)
-    # Sum and sum of squares in input order, like TF's loop: the real and imaginary parts of one
-    # complex cumsum are two independent sequential double accumulations.
-    z = _buffer("z", flat.size, np.complex128)
-    np.copyto(z, flat)
-    with np.errstate(over="ignore"):  # huge values: TF's sums overflow to inf as well
-        np.multiply(z.real, z.real, out=z.imag)
-        np.cumsum(z, out=z)
-    # TF starts from +0.0, so an all-zero sum is +0.0 even when the first value is -0.0.
-    return lo, hi, float(z[-1].real) + 0.0, float(z[-1].imag) + 0.0
-
-
-# Work arrays reused between calls (per thread): fresh multi-megabyte arrays cost page faults
-# on every call, about a third of the time for a 512x512 input.
-_BUFFER_LIMIT = 1 << 21  # values; larger inputs get fresh arrays, so nothing huge stays alive
+# Values per chunk of the table path: its scratch arrays (~0.6 MB) stay in cache, which matters
+# most when other processes compete for memory bandwidth.
+_CHUNK = 1 << 14
 _buffers = threading.local()
 
 
-def _buffer(name: str, n: int, dtype) -> np.ndarray:
-    """A scratch array of n elements, reused by later calls of this thread for inputs up to _BUFFER_LIMIT."""
-    if n > _BUFFER_LIMIT:
-        return np.empty(n, dtype)
+def _scratch(n: int, ftype):
+    """This thread's reusable work arrays for chunks of up to n values."""
     cache = _buffers.__dict__
-    key = (name, np.dtype(dtype).str)
-    buf = cache.get(key)
-    if buf is None or buf.size < n:
-        buf = cache[key] = np.empty(max(n, 1024), dtype)
-    return buf[:n]
+    work = cache.get(ftype)
+    if work is None or work[0].size < n:
+        work = cache[ftype] = (np.empty(n, np.intp), np.empty(n, np.intp), np.empty(n, ftype),
+                               np.empty(n, bool), np.empty(n + 1, np.complex128))
+    return work
+
+
+def _fix_tiny(flat: np.ndarray, tag: str, lo: float, hi: float, total: float, squares: float):
+    """Apply TF's denormals-are-zero / flush-to-zero where values near zero exist (rare, slower)."""
+    is_f32 = flat.dtype == np.float32
+    tiny = FLT_MIN if is_f32 else DBL_MIN
+    zero = np.abs(flat) < tiny  # what TF compares as zero: +-0 and subnormals
+    if abs(lo) < tiny or abs(hi) < tiny:
+        # TF keeps the first value that compares equal to the minimum: here the first zero-like.
+        first = float(flat[int(np.argmax(zero))])
+        first = math.copysign(0.0, first) if is_f32 else first
+        lo = first if abs(lo) < tiny else lo
+        hi = first if abs(hi) < tiny else hi
+    if not is_f32 and np.any((flat != 0) & (np.abs(flat) < _SUM_SAFE)):
+        # A partial sum might land among subnormals, where FTZ would zero it: replay TF's loop.
+        _, _, _, total, squares, _ = _reference_stats(flat.tolist(), False, tag)
+    elif np.any(zero & (flat != 0)):
+        total, squares = _in_order_sums(np.where(zero, 0.0, flat).astype(flat.dtype))
+    return lo, hi, total, squares
+
+
+def _in_order_sums(flat: np.ndarray):
+    """sum and sum of squares accumulated in input order from +0.0, exactly as TF's loop."""
+    z = _scratch(min(flat.size, _CHUNK), flat.dtype.type)[4]
+    carry = 0j
+    for start in range(0, flat.size, _CHUNK):
+        carry = _sum_chunk(flat[start:start + _CHUNK], z, carry)
+    return carry.real + 0.0, carry.imag + 0.0
+
+
+def _sum_chunk(x: np.ndarray, z: np.ndarray, carry: complex) -> complex:
+    """Continue both running sums over x: the real and imaginary parts of one complex cumsum are
+    two independent sequential double accumulations; z[0] carries the previous chunk's totals."""
+    k = x.size
+    zz = z[:k + 1]
+    zz[0] = carry
+    np.copyto(zz[1:], x)
+    with np.errstate(over="ignore"):  # huge values: TF's sums overflow to inf as well
+        np.multiply(zz.real[1:], zz.real[1:], out=zz.imag[1:])
+        np.cumsum(zz, out=zz)
+    return complex(zz[k])
 
 
 _ZERO_BUCKETS = slice(bisect.bisect_right(EDGES, -1e-12), bisect.bisect_right(EDGES, 0.0) + 1)
 
 
 def _large(flat: np.ndarray, tag: str):
-    """Counts and statistics of many values with the bit-pattern table and one bincount."""
+    """Counts and statistics of many values: bit-pattern table, bincount and in-order sums per chunk."""
     lo, hi = _min_max(flat, tag)
     shift, base, cut, utype = _table(flat.dtype.type)
-    n = flat.size
-    key = np.right_shift(flat.view(utype), shift, out=_buffer("key", n, np.intp), casting="unsafe")
-    bucket = base.take(key, out=_buffer("bucket", n, np.intp))
-    over = np.greater_equal(flat, cut.take(key, out=_buffer("cut", n, flat.dtype)), out=_buffer("over", n, bool))
-    np.add(bucket, over, out=bucket)
-    counts = np.bincount(bucket, minlength=NUM_EDGES + 1)
+    key, bucket, cuts, over, z = _scratch(min(flat.size, _CHUNK), flat.dtype.type)
+    bits = flat.view(utype)
+    counts = np.zeros(NUM_EDGES + 1, dtype=np.intp)
+    carry = 0j  # TF's sums start at +0.0
+    for start in range(0, flat.size, _CHUNK):  # a loop over chunks; each chunk is vectorized
+        x = flat[start:start + _CHUNK]
+        k = x.size
+        kk = np.right_shift(bits[start:start + k], shift, out=key[:k], casting="unsafe")
+        bb = base.take(kk, out=bucket[:k])
+        oo = np.greater_equal(x, cut.take(kk, out=cuts[:k]), out=over[:k])
+        np.add(bb, oo, out=bb)
+        counts += np.bincount(bb, minlength=NUM_EDGES + 1)
+        carry = _sum_chunk(x, z, carry)
+    total, squares = carry.real + 0.0, carry.imag + 0.0
+    if counts[_ZERO_BUCKETS].any():
+        lo, hi, total, squares = _fix_tiny(flat, tag, lo, hi, total, squares)
     counts[NUM_EDGES - 1] += counts[NUM_EDGES]  # DBL_MAX itself (see _reference_stats)
     idx = np.flatnonzero(counts[:NUM_EDGES])
-    lo, hi, total, squares = _min_max_sums(flat, tag, bool(counts[_ZERO_BUCKETS].any()), lo, hi)
     return lo, hi, float(flat.size), total, squares, idx.tolist(), counts[idx].astype(np.float64).tolist()
 
 
@@ -330,7 +341,9 @@ def stats(values: np.ndarray, tag: str = ""):
     if flat.size <= SMALL:
         lo, hi, num, total, squares, _ = _small(flat, tag)
         return flat, lo, hi, num, total, squares
-    lo, hi, total, squares = _min_max_sums(flat, tag, True, *_min_max(flat, tag))
+    lo, hi = _min_max(flat, tag)
+    total, squares = _in_order_sums(flat)
+    lo, hi, total, squares = _fix_tiny(flat, tag, lo, hi, total, squares)
     return flat, lo, hi, float(flat.size), total, squares
 
 
