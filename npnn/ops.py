@@ -58,6 +58,10 @@ def _negate(g):
     return (-g,)
 
 
+def _pass2(g):
+    return g, g
+
+
 def _tensor_pair(a, b):
     """Both operands as Tensors; a non-Tensor side becomes a constant of the other's float dtype."""
     if not isinstance(b, Tensor):
@@ -78,12 +82,15 @@ def add(a, b) -> Tensor:
     if type(a) in _PY_NUMBERS:
         return add(b, a)
     a, b = _tensor_pair(a, b)
+    out = a.data + b.data
+    if a.data.shape == b.data.shape:  # the common case: both gradients are g itself
+        return _binary(out, a, b, _pass2, "AddV2")
 
     def backward(g):
         return (unbroadcast(g, a.data.shape) if a.requires_grad else None,
                 unbroadcast(g, b.data.shape) if b.requires_grad else None)
 
-    return _binary(a.data + b.data, a, b, backward, "AddV2")
+    return _binary(out, a, b, backward, "AddV2")
 
 
 def sub(a, b) -> Tensor:
@@ -171,27 +178,36 @@ def matmul(a, b) -> Tensor:
     """a @ b (NumPy matmul semantics, batched and 1-D included)."""
     a, b = _tensor_pair(a, b)
     A, B = a.data, b.data
+    if A.ndim == 2 and B.ndim == 2:
+        # ndarray.dot: same result as @ for matrices, with less call overhead on small ones.
+        if A.shape[1] != B.shape[0]:
+            raise ValueError(f"matmul: shapes {A.shape} and {B.shape} are not aligned "
+                             f"({A.shape[1]} != {B.shape[0]})")
+
+        def backward(g):
+            return (g.dot(B.T) if a.requires_grad else None,
+                    A.T.dot(g) if b.requires_grad else None)
+
+        return _binary(A.dot(B), a, b, backward, "MatMul")
     try:
         out = A @ B
     except ValueError:
         raise ValueError(f"matmul: shapes {A.shape} and {B.shape} are not aligned "
                          f"(inner dimensions must match)") from None
-    if A.ndim == 2 and B.ndim == 2:
-        def backward(g):
-            return (g @ B.T if a.requires_grad else None, A.T @ g if b.requires_grad else None)
-    else:
-        def backward(g):
-            a2 = A[None, :] if A.ndim == 1 else A
-            b2 = B[:, None] if B.ndim == 1 else B
-            g2 = g[..., None] if B.ndim == 1 else g  # restore the axes 1-D operands dropped
-            if A.ndim == 1:
-                g2 = g2[..., None, :]
-            ga = gb = None
-            if a.requires_grad:
-                ga = unbroadcast(g2 @ np.swapaxes(b2, -1, -2), a2.shape).reshape(A.shape)
-            if b.requires_grad:
-                gb = unbroadcast(np.swapaxes(a2, -1, -2) @ g2, b2.shape).reshape(B.shape)
-            return ga, gb
+
+    def backward(g):
+        a2 = A[None, :] if A.ndim == 1 else A
+        b2 = B[:, None] if B.ndim == 1 else B
+        g2 = g[..., None] if B.ndim == 1 else g  # restore the axes 1-D operands dropped
+        if A.ndim == 1:
+            g2 = g2[..., None, :]
+        ga = gb = None
+        if a.requires_grad:
+            ga = unbroadcast(g2 @ np.swapaxes(b2, -1, -2), a2.shape).reshape(A.shape)
+        if b.requires_grad:
+            gb = unbroadcast(np.swapaxes(a2, -1, -2) @ g2, b2.shape).reshape(B.shape)
+        return ga, gb
+
     return _binary(out, a, b, backward, "MatMul" if out.ndim <= 2 else "BatchMatMulV2")
 
 

@@ -216,52 +216,62 @@ class Parameter(Tensor):
         return "Parameter" + super().__repr__()[len("Tensor"):]
 
 
-def _toposort(root: Tensor) -> list:
-    """Nodes reachable from root that require grad, parents before children (no recursion)."""
-    order = []
-    seen = {id(root)}
-    stack = [(root, iter(root._parents))]
-    while stack:
-        node, parents = stack[-1]
-        for p in parents:
-            if p.requires_grad and id(p) not in seen:
-                seen.add(id(p))
-                stack.append((p, iter(p._parents)))
-                break
-        else:
-            stack.pop()
-            order.append(node)
-    return order
+def _consumer_counts(root: Tensor) -> dict:
+    """For each node reachable from root that requires grad, how many reachable ops use it."""
+    pending = {id(root): 0}
+    stack = [root]
+    while stack:  # an explicit stack, not recursion: a 10,000-op chain is fine
+        for p in stack.pop()._parents:
+            if p.requires_grad:
+                k = id(p)
+                if k in pending:
+                    pending[k] += 1
+                else:
+                    pending[k] = 1
+                    stack.append(p)
+    return pending
 
 
 def _run_backward(root: Tensor, grad: np.ndarray, owned: set) -> None:
     """Walk the tape from root, summing gradients HIPS-style and filling leaves' .grad.
+
+    Order (Kahn's algorithm): a node's VJP runs once every op that consumed it has handed
+    back its share, counted beforehand by _consumer_counts.
 
     The first gradient reaching a node is kept by reference; a second one allocates a sum that
     the engine owns, and later ones are added into that buffer in place. An array is owned when
     a VJP made it fresh (base is None and it is not the gradient it was given): only those may
     be written into or handed to a leaf without a copy.
     """
+    pending = _consumer_counts(root)
     grads = {id(root): grad}
-    for node in reversed(_toposort(root)):
+    ready = [root]
+    while ready:
+        node = ready.pop()
         key = id(node)
         g = grads.pop(key, None)
-        if g is None:
-            continue
         backward = node._backward
         if backward is None:  # a leaf: accumulate into .grad like PyTorch
-            if node.grad is None:
-                node.grad = g if key in owned else g.copy()
-            else:
-                node.grad = _iadd(node.grad, g)
+            if g is not None:
+                if node.grad is None:
+                    node.grad = g if key in owned else g.copy()
+                else:
+                    node.grad = _iadd(node.grad, g)
             continue
-        for p, pg in zip(node._parents, backward(g)):
-            if pg is None or not p.requires_grad:
+        parents = node._parents
+        for p, pg in zip(parents, backward(g) if g is not None else (None,) * len(parents)):
+            if not p.requires_grad:
+                continue
+            pk = id(p)
+            left = pending[pk] - 1
+            pending[pk] = left
+            if not left:
+                ready.append(p)
+            if pg is None:
                 continue
             dtype = p.data.dtype
             if pg.dtype is not dtype and pg.dtype != dtype:  # mixed precision: keep each input's
                 pg = pg.astype(dtype)
-            pk = id(p)
             cur = grads.get(pk)
             if cur is None:
                 grads[pk] = pg
@@ -282,7 +292,7 @@ def _iadd(buf: np.ndarray, g: np.ndarray) -> np.ndarray:
     return buf + g
 
 
-_UNBROADCAST_AXES: dict = {}  # (grad shape, input shape) -> (axes to sum, reshape needed)
+_UNBROADCAST_PLANS: dict = {}  # (grad shape, input shape) -> (axes to sum, keepdims, reshape)
 _add_reduce = np.add.reduce
 
 
@@ -291,14 +301,16 @@ def unbroadcast(g: np.ndarray, shape: tuple) -> np.ndarray:
     if g.shape == shape:
         return g
     key = (g.shape, shape)
-    plan = _UNBROADCAST_AXES.get(key)
+    plan = _UNBROADCAST_PLANS.get(key)
     if plan is None:  # worked out once per pair of shapes: the same shapes recur every step
         lead = g.ndim - len(shape)
-        axes = tuple(range(lead)) + tuple(
-            lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
-        plan = _UNBROADCAST_AXES[key] = (axes, lead > 0)
-    r = _add_reduce(g, plan[0], keepdims=True)
-    return r.reshape(shape) if plan[1] else r
+        stretched = tuple(lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
+        axes = tuple(range(lead)) + stretched
+        # Only leading axes (a bias): reducing them without keepdims gives `shape` directly.
+        plan = _UNBROADCAST_PLANS[key] = (axes, bool(stretched), bool(stretched and lead))
+    axes, keepdims, reshape = plan
+    r = _add_reduce(g, axes, keepdims=keepdims)
+    return r.reshape(shape) if reshape else r
 
 
 _new = object.__new__
