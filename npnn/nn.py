@@ -288,8 +288,8 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5):
         super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"p: expected a drop probability in [0, 1), got {p!r} (keep_prob 0.7 is p=0.3)")
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"p: expected a drop probability in [0, 1], got {p!r} (keep_prob 0.7 is p=0.3)")
         self.p = float(p)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -142,7 +142,7 @@ def test_activation_and_flatten_modules():
 @pytest.mark.parametrize("make, arg", [
     (lambda: nn.Linear(0, 3), "in_features"),
     (lambda: nn.Linear(3, -1), "out_features"),
-    (lambda: nn.Dropout(1.0), "p"),
+    (lambda: nn.Dropout(1.5), "p"),
     (lambda: nn.Conv2d(1, 2, 0), "kernel_size"),
     (lambda: nn.Conv2d(1, 2, 3, padding=-1), "padding"),
     (lambda: nn.MaxPool2d((2, 2, 2)), "kernel_size"),
