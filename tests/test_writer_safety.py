@@ -193,8 +193,8 @@ def test_permission_denied_names_the_directory():
     try:
         os.chmod(base, 0o755)
         locked = os.path.join(base, "locked")
-        os.mkdir(locked, 0o755)
-        # As root nothing is denied, so the child drops to an unprivileged user first.
+        os.mkdir(locked, 0o555)  # nobody may create files in it
+        # As root nothing is denied, so then the child drops to an unprivileged user first.
         out = run_child(f"""
             import os
             import tbwriter
