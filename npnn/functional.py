@@ -51,7 +51,7 @@ def linear(x, weight, bias=None) -> Tensor:
     if W.ndim != 2 or X.shape[-1] != W.shape[1]:
         raise ValueError(f"linear: input shape {X.shape} does not fit weight shape {W.shape} "
                          f"(expected weight [out_features, {X.shape[-1]}])")
-    out = X @ W.T
+    out = X.dot(W.T) if X.ndim == 2 else X @ W.T  # dot: less overhead on small matrices
     if bias is not None:
         if bias.data.shape != (W.shape[0],):
             raise ValueError(f"linear: bias shape {bias.data.shape} does not match weight shape "
@@ -60,9 +60,9 @@ def linear(x, weight, bias=None) -> Tensor:
     flat = X.ndim != 2  # 1-D and batched inputs: the weight gradient sums over all rows
 
     def backward(g):
-        gx = g @ W if x.requires_grad else None
+        gx = g.dot(W) if x.requires_grad else None
         g2 = g.reshape(-1, g.shape[-1]) if flat else g
-        gw = g2.T @ (X.reshape(-1, X.shape[-1]) if flat else X) if weight.requires_grad else None
+        gw = g2.T.dot(X.reshape(-1, X.shape[-1]) if flat else X) if weight.requires_grad else None
         if bias is None:
             return gx, gw
         return gx, gw, (g2.sum(axis=0) if bias.requires_grad else None)
