@@ -38,7 +38,8 @@ def _masked(data: bytes) -> int:
 
 def read_records(path: str) -> tuple:
     """(records, clean): every CRC-valid record; clean is False if the tail is torn."""
-    data = open(path, "rb").read()
+    with open(path, "rb") as f:
+        data = f.read()
     out, pos = [], 0
     while pos < len(data):
         if pos + 12 > len(data):

@@ -73,6 +73,7 @@ def test_flushed_records_survive_kill_9(tmp_path, seed):
     finally:
         proc.kill()
         proc.wait()
+        proc.stdout.close()
     n = check_scalar_file(path, "k", lambda s: s * 0.5)
     assert n >= flushed > 0
     # TensorBoard's own loader reads the same records, a torn tail or not.
