@@ -62,6 +62,10 @@ def _pass2(g):
     return g, g
 
 
+def _pass_negate(g):
+    return g, -g
+
+
 def _tensor_pair(a, b):
     """Both operands as Tensors; a non-Tensor side becomes a constant of the other's float dtype."""
     if not isinstance(b, Tensor):
@@ -100,6 +104,8 @@ def sub(a, b) -> Tensor:
     if type(a) in _PY_NUMBERS:
         return _unary(_scalar(a, b.data.dtype) - b.data, b, _negate, "Sub", (a, b))
     a, b = _tensor_pair(a, b)
+    if a.data.shape == b.data.shape:
+        return _binary(a.data - b.data, a, b, _pass_negate, "Sub")
 
     def backward(g):
         return (unbroadcast(g, a.data.shape) if a.requires_grad else None,
@@ -117,10 +123,13 @@ def mul(a, b) -> Tensor:
         return _unary(a.data * s, a, lambda g: (g * s,), "Mul", (a, b))
     a, b = _tensor_pair(a, b)
     A, B = a.data, b.data
-
-    def backward(g):
-        return (unbroadcast(g * B, A.shape) if a.requires_grad else None,
-                unbroadcast(g * A, B.shape) if b.requires_grad else None)
+    if A.shape == B.shape:  # no broadcasting: skip unbroadcast's calls
+        def backward(g):
+            return (g * B if a.requires_grad else None, g * A if b.requires_grad else None)
+    else:
+        def backward(g):
+            return (unbroadcast(g * B, A.shape) if a.requires_grad else None,
+                    unbroadcast(g * A, B.shape) if b.requires_grad else None)
 
     return _binary(A * B, a, b, backward, "Mul")
 
