@@ -217,12 +217,15 @@ class Parameter(Tensor):
 
 
 def _consumer_counts(root: Tensor) -> dict:
-    """For each node reachable from root that requires grad, how many reachable ops use it."""
+    """For each op output reachable from root that requires grad, how many reachable ops use it.
+
+    Leaves are left out: their gradients go straight into .grad as they arrive.
+    """
     pending = {id(root): 0}
     stack = [root]
     while stack:  # an explicit stack, not recursion: a 10,000-op chain is fine
         for p in stack.pop()._parents:
-            if p.requires_grad:
+            if p.requires_grad and p._backward is not None:
                 k = id(p)
                 if k in pending:
                     pending[k] += 1
@@ -232,35 +235,45 @@ def _consumer_counts(root: Tensor) -> dict:
     return pending
 
 
+def _accumulate_leaf(leaf: Tensor, g: np.ndarray, owned: bool) -> None:
+    """Add g into leaf.grad like PyTorch's AccumulateGrad (copying g unless the engine owns it)."""
+    dtype = leaf.data.dtype
+    if g.dtype is not dtype and g.dtype != dtype:  # mixed precision: .grad keeps the leaf's dtype
+        g = g.astype(dtype)
+        owned = True
+    if leaf.grad is None:
+        leaf.grad = g if owned else g.copy()
+    else:
+        leaf.grad = _iadd(leaf.grad, g)
+
+
 def _run_backward(root: Tensor, grad: np.ndarray, owned: set) -> None:
     """Walk the tape from root, summing gradients HIPS-style and filling leaves' .grad.
 
-    Order (Kahn's algorithm): a node's VJP runs once every op that consumed it has handed
-    back its share, counted beforehand by _consumer_counts.
+    Order (Kahn's algorithm): an op's VJP runs once every op that consumed its output has
+    handed back its share, counted beforehand by _consumer_counts.
 
     The first gradient reaching a node is kept by reference; a second one allocates a sum that
     the engine owns, and later ones are added into that buffer in place. An array is owned when
     a VJP made it fresh (base is None and it is not the gradient it was given): only those may
     be written into or handed to a leaf without a copy.
     """
+    if root._backward is None:
+        _accumulate_leaf(root, grad, id(root) in owned)
+        return
     pending = _consumer_counts(root)
     grads = {id(root): grad}
     ready = [root]
     while ready:
         node = ready.pop()
-        key = id(node)
-        g = grads.pop(key, None)
-        backward = node._backward
-        if backward is None:  # a leaf: accumulate into .grad like PyTorch
-            if g is not None:
-                if node.grad is None:
-                    node.grad = g if key in owned else g.copy()
-                else:
-                    node.grad = _iadd(node.grad, g)
-            continue
+        g = grads.pop(id(node), None)
         parents = node._parents
-        for p, pg in zip(parents, backward(g) if g is not None else (None,) * len(parents)):
+        for p, pg in zip(parents, node._backward(g) if g is not None else (None,) * len(parents)):
             if not p.requires_grad:
+                continue
+            if p._backward is None:  # a leaf: straight into .grad
+                if pg is not None:
+                    _accumulate_leaf(p, pg, pg.base is None and pg is not g)
                 continue
             pk = id(p)
             left = pending[pk] - 1
@@ -269,16 +282,13 @@ def _run_backward(root: Tensor, grad: np.ndarray, owned: set) -> None:
                 ready.append(p)
             if pg is None:
                 continue
-            dtype = p.data.dtype
-            if pg.dtype is not dtype and pg.dtype != dtype:  # mixed precision: keep each input's
-                pg = pg.astype(dtype)
             cur = grads.get(pk)
             if cur is None:
                 grads[pk] = pg
                 if pg.base is None and pg is not g:
                     owned.add(pk)
             elif pk in owned:
-                cur += pg
+                cur += pg  # same_kind casting: a float64 share adds into a float32 buffer
             else:
                 grads[pk] = cur + pg
                 owned.add(pk)
