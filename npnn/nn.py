@@ -22,7 +22,7 @@ from npnn.tensor import Parameter, Tensor
 
 __all__ = [
     "Module", "Parameter", "Linear", "Conv2d", "MaxPool2d", "Dropout", "ReLU", "Sigmoid", "Tanh",
-    "Flatten", "Identity", "Sequential",
+    "Flatten", "Identity", "ModuleList", "Sequential",
 ]
 
 
@@ -346,11 +346,49 @@ class Flatten(Module):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
 
 
-class Sequential(Module):
-    """Modules applied in order; children named "0", "1", ...; indexable and sliceable."""
+class ModuleList(Module):
+    """A list of modules, registered as children "0", "1", ...; indexable, no forward of its own."""
+
+    def __init__(self, modules=()):
+        super().__init__()
+        for m in modules:
+            self.append(m)
+
+    def append(self, module: Module) -> "ModuleList":
+        """Add a module at the end."""
+        if not isinstance(module, Module):
+            raise TypeError(f"module: expected a Module, got {type(module).__name__}")
+        setattr(self, str(len(self._modules)), module)
+        return self
+
+    def extend(self, modules) -> "ModuleList":
+        """Add several modules at the end."""
+        for m in modules:
+            self.append(m)
+        return self
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._modules.values())
+
+    def __getitem__(self, index):
+        items = list(self._modules.values())
+        if isinstance(index, slice):
+            return type(self)(items[index]) if type(self) is ModuleList else Sequential(*items[index])
+        try:
+            return items[index]
+        except (IndexError, TypeError):
+            raise IndexError(f"index: {index!r} out of range for {type(self).__name__} "
+                             f"of length {len(items)}") from None
+
+
+class Sequential(ModuleList):
+    """Modules applied in order; children named "0", "1", ... (or an OrderedDict's keys); indexable."""
 
     def __init__(self, *modules):
-        super().__init__()
+        Module.__init__(self)
         if len(modules) == 1 and isinstance(modules[0], (OrderedDict, dict)):
             items = list(modules[0].items())
         else:
@@ -364,25 +402,3 @@ class Sequential(Module):
         for m in self._modules.values():
             x = m(x)
         return x
-
-    def append(self, module: Module) -> "Sequential":
-        """Add a module at the end."""
-        if not isinstance(module, Module):
-            raise TypeError(f"module: expected a Module, got {type(module).__name__}")
-        setattr(self, str(len(self._modules)), module)
-        return self
-
-    def __len__(self) -> int:
-        return len(self._modules)
-
-    def __iter__(self) -> Iterator[Module]:
-        return iter(self._modules.values())
-
-    def __getitem__(self, index):
-        items = list(self._modules.values())
-        if isinstance(index, slice):
-            return Sequential(*items[index])
-        try:
-            return items[index]
-        except (IndexError, TypeError):
-            raise IndexError(f"index: {index!r} out of range for Sequential of length {len(items)}") from None

@@ -345,3 +345,26 @@ def test_parameters_created_in_a_name_scope_get_scoped_names():
         lin = nn.Linear(2, 2)
     assert lin.weight.name == "Layer1/weight" and lin.bias.name == "Layer1/bias"
     assert [n for n, _ in nn.Sequential(lin).named_parameters()] == ["0.weight", "0.bias"]
+
+
+def test_module_list_registers_children():
+    class Deep(nn.Module):
+        def __init__(self, n):
+            super().__init__()
+            self.layers = nn.ModuleList(nn.Linear(3, 3) for _ in range(n))
+
+        def forward(self, x):
+            for layer in self.layers:
+                x = F.relu(layer(x))
+            return x
+
+    deep = Deep(3)
+    assert len(deep.layers) == 3 and deep.layers[-1] is list(deep.layers)[2]
+    assert [n for n, _ in deep.named_parameters()][:3] == ["layers.0.weight", "layers.0.bias", "layers.1.weight"]
+    deep.layers.extend([nn.Linear(3, 3)])
+    assert len(list(deep.parameters())) == 8 and isinstance(deep.layers[1:], nn.ModuleList)
+    assert deep(npnn.Tensor(np.ones((2, 3), np.float32))).shape == (2, 3)
+    with pytest.raises(TypeError, match="module"):
+        deep.layers.append(np.tanh)
+    with pytest.raises(NotImplementedError):
+        deep.layers(npnn.Tensor(np.ones(3, np.float32)))
