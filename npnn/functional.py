@@ -212,7 +212,7 @@ def mse_loss(input, target) -> Tensor:
 
 
 def dropout(x, p: float = 0.5, training: bool = True) -> Tensor:
-    """Zero each element with probability p, scale the rest by 1/(1-p); identity when not training."""
+    """Zero each element with probability p, scale the rest by 1/(1-p); identity if not training."""
     if not 0 <= p <= 1:
         raise ValueError(f"dropout: p must be in [0, 1], got {p}")
     x = _tensor(x, "x")

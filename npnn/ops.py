@@ -412,7 +412,10 @@ def sum(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:
     shape, dtype = X.shape, X.dtype
     kept = _kept_shape(shape, _norm_axis(axis, X.ndim))
     # add.reduce skips ndarray.sum's Python wrapper; bool/int data need sum's integer result.
-    out = _add_reduce(X, axis, keepdims=keepdims) if dtype.kind == "f" else X.sum(axis, keepdims=keepdims)
+    if dtype.kind == "f":
+        out = _add_reduce(X, axis, keepdims=keepdims)
+    else:
+        out = X.sum(axis, keepdims=keepdims)
     if not isinstance(out, np.ndarray):
         out = np.asarray(out)
     return _unary(out, x, lambda g: (_spread(g, kept, shape, dtype),), "Sum")
@@ -428,7 +431,10 @@ def mean(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:
     kept = _kept_shape(shape, axes)
     inv_n = _scalar(1 / math.prod(shape[a] for a in axes), dtype)  # float32 stays float32
     out = _add_reduce(X, axis, keepdims=keepdims)
-    out = np.multiply(out, inv_n, out=out) if isinstance(out, np.ndarray) else np.asarray(out * inv_n)
+    if isinstance(out, np.ndarray):
+        out = np.multiply(out, inv_n, out=out)
+    else:
+        out = np.asarray(out * inv_n)
     return _unary(out, x, lambda g: (_spread(g, kept, shape, dtype, inv_n),), "Mean")
 
 
@@ -475,7 +481,7 @@ def flatten(x: Tensor, start_dim: int = 1) -> Tensor:
 
 
 def _is_basic_index(idx) -> bool:
-    """True when idx selects each element at most once (slices, ints, None, Ellipsis, bool masks)."""
+    """True when idx picks each element at most once (slices, ints, None, Ellipsis, bool masks)."""
     if not isinstance(idx, tuple):
         idx = (idx,)
     for i in idx:

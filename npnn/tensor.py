@@ -66,7 +66,7 @@ class enable_grad(no_grad):
 
 
 def _as_array(data, dtype=None) -> np.ndarray:
-    """ndarray for Tensor data: Python numbers and lists become float32, ndarrays keep their dtype."""
+    """ndarray for Tensor data: Python numbers and lists become float32; ndarrays keep dtype."""
     if isinstance(data, Tensor):
         data = data.data
     if dtype is not None:
@@ -160,7 +160,8 @@ class Tensor:
     def requires_grad_(self, flag: bool = True) -> "Tensor":
         """Set requires_grad in place (leaves only); return self."""
         if flag and self.data.dtype.kind not in _FLOAT_KINDS:
-            raise TypeError(f"requires_grad=True needs floating-point data, got dtype {self.data.dtype}")
+            raise TypeError(
+                f"requires_grad=True needs floating-point data, got dtype {self.data.dtype}")
         self.requires_grad = bool(flag)
         return self
 
@@ -183,9 +184,11 @@ class Tensor:
             grad = np.ones_like(self.data)
             owned = {id(self)}
         else:
-            grad = np.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=self.data.dtype)
+            grad = np.asarray(grad.data if isinstance(grad, Tensor) else grad,
+                              dtype=self.data.dtype)
             if grad.shape != self.data.shape:
-                raise ValueError(f"backward(): grad has shape {grad.shape}, expected {self.data.shape}")
+                raise ValueError(
+                    f"backward(): grad has shape {grad.shape}, expected {self.data.shape}")
             owned = set()  # the caller's array: never written into
         # The walk allocates small tuples by the thousand and frees them all, creating no
         # reference cycles: the cyclic GC would only rescan them, so it pauses meanwhile.
@@ -314,7 +317,8 @@ def unbroadcast(g: np.ndarray, shape: tuple) -> np.ndarray:
     plan = _UNBROADCAST_PLANS.get(key)
     if plan is None:  # worked out once per pair of shapes: the same shapes recur every step
         lead = g.ndim - len(shape)
-        stretched = tuple(lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
+        stretched = tuple(lead + i for i, n in enumerate(shape)
+                          if n == 1 and g.shape[lead + i] != 1)
         axes = tuple(range(lead)) + stretched
         # Only leading axes (a bias): reducing them without keepdims gives `shape` directly.
         plan = _UNBROADCAST_PLANS[key] = (axes, bool(stretched), bool(stretched and lead))

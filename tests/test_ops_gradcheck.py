@@ -105,7 +105,8 @@ def test_scalar_and_array_operands(name, fn):
     ("log_softmax", npnn.log_softmax, None),
     ("log_softmax0", lambda x: npnn.log_softmax(x, axis=0), None),
     ("T", lambda x: x.T, None), ("transpose", lambda x: x.transpose(1, 0, 2), None),
-    ("reshape", lambda x: x.reshape(4, 6), None), ("reshape_tuple", lambda x: x.reshape((-1,)), None),
+    ("reshape", lambda x: x.reshape(4, 6), None),
+    ("reshape_tuple", lambda x: x.reshape((-1,)), None),
     ("flatten", lambda x: x.flatten(), None),
 ])
 def test_unary(name, fn, low):
