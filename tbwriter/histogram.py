@@ -151,10 +151,8 @@ def _reference_stats(vals: list, is_f32: bool, tag: str):
 
 def _small(flat: np.ndarray, tag: str):
     """Counts and statistics of a few values with plain Python, exactly as Histogram::Add does."""
-    vals = flat.tolist()
-    if flat.dtype.kind != "f":
-        vals = [float(v) for v in vals]  # Python's int -> float rounds to nearest, like the C++ cast
-    is_f32 = flat.dtype == np.float32
+    vals = flat.tolist()  # flat is float32 or float64 (_as_float): Python floats, exact
+    is_f32 = flat.dtype.char == "f"
     limit = FLT_MIN if is_f32 else _SQUARE_SAFE
     total = 0.0
     squares = 0.0
