@@ -99,6 +99,13 @@ def main() -> None:
     topt = torch.optim.Adam(tmodel.parameters(), lr=1e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
     xn = npnn.Tensor(x)
+    # Same network in both? Without dropout the first losses must agree to float32 rounding.
+    model.eval()
+    tmodel.eval()
+    with npnn.no_grad(), torch.no_grad():
+        same = (F.cross_entropy(model(xn), y).item(), loss_fn(tmodel(xt), yt).item())
+    model.train()
+    tmodel.train()
     phases = {"forward": [], "backward": [], "step": []}
 
     def npnn_step() -> float:
@@ -140,6 +147,7 @@ def main() -> None:
     print(f"MLP 784-512x4-10, batch {BATCH}, dropout keep {1 - DROP}, Adam; {args.steps} steps each, "
           f"medians; torch {torch.__version__} threads={torch.get_num_threads()}, numpy {np.__version__} "
           f"BLAS threads: {blas_threads()}, npnn.optim threads={optim.NUM_THREADS}; load average {os.getloadavg()[0]:.2f}")
+    print(f"initial loss without dropout: npnn {same[0]:.6f}, torch {same[1]:.6f}")
     print("npnn phases: " + ", ".join(f"{k} {1e3 * float(np.median(v)):.2f} ms" for k, v in phases.items()))
     print(f"npnn  {ms['npnn']:.2f} ms/step")
     print(f"torch {ms['torch']:.2f} ms/step")
