@@ -44,6 +44,9 @@ def cases(n: int, seed: int = 0):
     yield "subnormal-f64-large", np.tile(sub64, 20)
     yield "subnormal-f64-large-rev", np.tile(sub64[::-1], 20)
     yield "tiny-partial-sums-f64", np.array([3e-308, -2.9e-308, 1e-300, -1e-300] * 15)
+    yield "subnormal-squares-f64-small", np.array([1e-160, -3e-155, 2e-200, 1e-170])
+    yield "subnormal-squares-f64-large", np.array([1e-160, -3e-155, 2e-200, 1e-170] * 30)
+    yield "subnormal-squares-f64-mixed", np.array([1e-160, 0.0, 1e-3, -3e-155] * 30)
     sub32 = np.array([1e-45, -1e-45, 1e-40, -3e-39, 0.0, -0.0, 1.2e-38, 2e-38], dtype=np.float32)
     yield "subnormal-f32-small", sub32
     yield "subnormal-f32-neg-first", sub32[[1, 0, 3, 2]]

@@ -209,24 +209,27 @@ def _fix_tiny(flat: np.ndarray, tag: str, lo: float, hi: float, total: float, sq
         first = math.copysign(0.0, first) if is_f32 else first
         lo = first if abs(lo) < tiny else lo
         hi = first if abs(hi) < tiny else hi
-    if not is_f32 and np.any((flat != 0) & (np.abs(flat) < _SUM_SAFE)):
+    nonzero = flat != 0
+    if not is_f32 and np.any(nonzero & (np.abs(flat) < _SUM_SAFE)):
         # A partial sum might land among subnormals, where FTZ would zero it: replay TF's loop.
         _, _, _, total, squares, _ = _reference_stats(flat.tolist(), False, tag)
-    elif np.any(zero & (flat != 0)):
+    elif not is_f32 and np.any(nonzero & (np.abs(flat) < _SQUARE_SAFE)):
+        total, squares = _in_order_sums(flat, flush_squares=True)  # subnormal squares become 0
+    elif np.any(zero & nonzero):
         total, squares = _in_order_sums(np.where(zero, 0.0, flat).astype(flat.dtype))
     return lo, hi, total, squares
 
 
-def _in_order_sums(flat: np.ndarray):
+def _in_order_sums(flat: np.ndarray, flush_squares: bool = False):
     """sum and sum of squares accumulated in input order from +0.0, exactly as TF's loop."""
     z = _scratch(min(flat.size, _CHUNK), flat.dtype.type)[4]
     carry = 0j
     for start in range(0, flat.size, _CHUNK):
-        carry = _sum_chunk(flat[start:start + _CHUNK], z, carry)
+        carry = _sum_chunk(flat[start:start + _CHUNK], z, carry, flush_squares)
     return carry.real + 0.0, carry.imag + 0.0
 
 
-def _sum_chunk(x: np.ndarray, z: np.ndarray, carry: complex) -> complex:
+def _sum_chunk(x: np.ndarray, z: np.ndarray, carry: complex, flush_squares: bool = False) -> complex:
     """Continue both running sums over x: the real and imaginary parts of one complex cumsum are
     two independent sequential double accumulations; z[0] carries the previous chunk's totals."""
     k = x.size
@@ -235,6 +238,9 @@ def _sum_chunk(x: np.ndarray, z: np.ndarray, carry: complex) -> complex:
     np.copyto(zz[1:], x)
     with np.errstate(over="ignore"):  # huge values: TF's sums overflow to inf as well
         np.multiply(zz.real[1:], zz.real[1:], out=zz.imag[1:])
+        if flush_squares:
+            squares = zz.imag[1:]
+            squares[squares < DBL_MIN] = 0.0
         np.cumsum(zz, out=zz)
     return complex(zz[k])
 

@@ -165,6 +165,10 @@ def test_float16_including_subnormals():
 
 def test_tiny_float64_partial_sums_flush_like_tf():
     assert_identical(np.array([3e-308, -2.9e-308, 1e-300, -1e-300] * 20))
+    for vals in ([1e-160, -3e-155, 2e-200, 1e-170], [1e-160, 0.0, 1e-3, -3e-155]):
+        for n in (1, 30):  # subnormal squares are flushed: sum_squares 0.0, not 1e-318
+            assert_identical(np.array(vals * n))
+    assert H.tf_histogram(np.full(100, 1e-160)).sum_squares == 0.0
 
 
 def test_dbl_max_counts_in_last_bucket():
