@@ -244,10 +244,14 @@ def _accumulate_leaf(leaf: Tensor, g: np.ndarray, owned: bool) -> None:
     if g.dtype is not dtype and g.dtype != dtype:  # mixed precision: .grad keeps the leaf's dtype
         g = g.astype(dtype)
         owned = True
-    if leaf.grad is None:
+    buf = leaf.grad
+    if buf is None:
         leaf.grad = g if owned else g.copy()
-    else:
-        leaf.grad = _iadd(leaf.grad, g)
+        return
+    try:
+        buf += g  # the leaf's own buffer
+    except ValueError:  # a read-only .grad someone assigned: replace it
+        leaf.grad = buf + g
 
 
 def _run_backward(root: Tensor, grad: np.ndarray, owned: set) -> None:
@@ -295,14 +299,6 @@ def _run_backward(root: Tensor, grad: np.ndarray, owned: set) -> None:
             else:
                 grads[pk] = cur + pg
                 owned.add(pk)
-
-
-def _iadd(buf: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """buf += g when buf is writable (a leaf's own .grad), else a new sum."""
-    if buf.flags.writeable:
-        buf += g
-        return buf
-    return buf + g
 
 
 _UNBROADCAST_PLANS: dict = {}  # (grad shape, input shape) -> (axes to sum, keepdims, reshape)
