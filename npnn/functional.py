@@ -59,7 +59,7 @@ def linear(x, weight, bias=None) -> Tensor:
         out += bias.data  # out is fresh: add the bias in place
     flat = X.ndim != 2  # 1-D and batched inputs: the weight gradient sums over all rows
 
-    def backward(g):
+    def backward(g, node):
         gx = g.dot(W) if x.requires_grad else None
         g2 = g.reshape(-1, g.shape[-1]) if flat else g
         gw = g2.T.dot(X.reshape(-1, X.shape[-1]) if flat else X) if weight.requires_grad else None
@@ -87,7 +87,7 @@ def binary_cross_entropy(probs, targets) -> Tensor:
     out = -(Y * log_p + (1 - Y) * log_1p).sum() / n
     eps = 1e-12
 
-    def backward(g):
+    def backward(g, node):
         # d/dp = (p - y) / (p (1 - p)), the denominator floored like PyTorch's BCE backward.
         return ((g / n) * (P - Y) / np.maximum(P * (1 - P), eps),)
 
@@ -103,7 +103,7 @@ def binary_cross_entropy_with_logits(logits, targets) -> Tensor:
     n = X.size
     out = (np.maximum(X, 0) - X * Y + np.log1p(np.exp(-np.abs(X)))).sum() / n
 
-    def backward(g):
+    def backward(g, node):
         e = np.exp(-np.abs(X))  # sigmoid(x) from e^-|x|, which never overflows
         s = np.where(X >= 0, 1 / (1 + e), e / (1 + e))
         return ((g / n) * (s - Y),)
@@ -153,7 +153,7 @@ def cross_entropy(logits, labels) -> Tensor:
     else:
         out = -(onehot * logp).sum() / n
 
-    def backward(g):
+    def backward(g, node):
         probs = e / s  # softmax, fresh: adjusted in place below
         if idx is not None:
             probs[rows, idx] -= 1
@@ -179,7 +179,7 @@ def nll_loss(log_probs, labels) -> Tensor:
     rows = np.arange(n)
     out = -(X[rows, idx].sum() if idx is not None else (onehot * X).sum()) / n
 
-    def backward(g):
+    def backward(g, node):
         if idx is None:
             return (onehot * (-g / n),)
         gx = np.zeros_like(X)
@@ -204,7 +204,7 @@ def mse_loss(input, target) -> Tensor:
     n = d.size
     out = np.asarray((d * d).sum() / n, dtype=A.dtype)
 
-    def backward(g):
+    def backward(g, node):
         gd = d * (2 * g / n)
         return (gd if a.requires_grad else None, -gd if b.requires_grad else None)
 
@@ -225,7 +225,7 @@ def dropout(x, p: float = 0.5, training: bool = True) -> Tensor:
         keep = _random.generator().random(X.shape, dtype=np.float32) >= p
         mask = keep.astype(X.dtype)
         mask *= 1.0 / (1.0 - p)
-    return _unary(X * mask, x, lambda g: (g * mask,), "Dropout")
+    return _unary(X * mask, x, lambda g, node: (g * mask,), "Dropout")
 
 
 def _pair(v, name: str) -> tuple:
@@ -276,7 +276,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0) -> Tensor:
         out += bias.data[:, None]
     out = np.ascontiguousarray(out.reshape(o, n, ho, wo).transpose(1, 0, 2, 3))
 
-    def backward(g):
+    def backward(g, node):
         g_o = g.transpose(1, 0, 2, 3).reshape(o, n * ho * wo)  # [o, n*ho*wo], a small copy
         gw = (g_o @ cols.T).reshape(W.shape) if weight.requires_grad else None
         gx = None
@@ -318,7 +318,7 @@ def max_pool2d(x, kernel_size, stride=None) -> Tensor:
         cc, d = X[:, :, 1:he:2, 0:we:2], X[:, :, 1:he:2, 1:we:2]
         out = np.maximum(np.maximum(a, b), np.maximum(cc, d))
 
-        def backward(g):
+        def backward(g, node):
             gx = np.zeros_like(X)
             taken = np.zeros(out.shape, dtype=bool)
             for (i, j), part in (((0, 0), a), ((0, 1), b), ((1, 0), cc), ((1, 1), d)):
@@ -334,7 +334,7 @@ def max_pool2d(x, kernel_size, stride=None) -> Tensor:
     arg = flat.argmax(axis=-1)
     out = np.take_along_axis(flat, arg[..., None], axis=-1)[..., 0]
 
-    def backward(g):
+    def backward(g, node):
         gx = np.zeros_like(X)
         for k in range(kh * kw):
             i, j = divmod(k, kw)

@@ -1,8 +1,10 @@
 """Tensor ops: each forward in NumPy with its VJP right below it, and Tensor's operators.
 
-A VJP closure receives the output's gradient `g` and returns one gradient per tensor input
+A VJP `vjp(g, node)` receives the output's gradient `g` and the output Tensor `node` (its
+inputs in node._parents, saved values in node._ctx) and returns one gradient per tensor input
 (None where the input needs none). It never writes into `g` and never returns one fresh array
-twice: the engine in npnn/tensor.py relies on both to accumulate in place safely.
+twice: the engine in npnn/tensor.py relies on both to accumulate in place safely. Hot ops use
+module-level VJPs; the rest use closures, which read more easily.
 """
 
 from __future__ import annotations
@@ -50,20 +52,61 @@ def _scalar(value, dtype):
     return s
 
 
-def _pass(g):
+def _pass(g, node):
     return (g,)
 
 
-def _negate(g):
+def _negate(g, node):
     return (-g,)
 
 
-def _pass2(g):
+def _pass2(g, node):
     return g, g
 
 
-def _pass_negate(g):
+def _pass_negate(g, node):
     return g, -g
+
+
+# The hot ops' VJPs are module functions of (g, node), not closures: they read the inputs from
+# node._parents, the output from node.data and anything else from node._ctx, so an op allocates
+# no function, cell or closure tuple, and a long tape gives the cyclic GC less to scan.
+
+def _add_vjp(g, node):
+    a, b = node._parents
+    return (unbroadcast(g, a.data.shape) if a.requires_grad else None,
+            unbroadcast(g, b.data.shape) if b.requires_grad else None)
+
+
+def _sub_vjp(g, node):
+    a, b = node._parents
+    return (unbroadcast(g, a.data.shape) if a.requires_grad else None,
+            unbroadcast(-g, b.data.shape) if b.requires_grad else None)
+
+
+def _mul_vjp(g, node):
+    a, b = node._parents
+    return (g * b.data if a.requires_grad else None, g * a.data if b.requires_grad else None)
+
+
+def _mul_broadcast_vjp(g, node):
+    a, b = node._parents
+    return (unbroadcast(g * b.data, a.data.shape) if a.requires_grad else None,
+            unbroadcast(g * a.data, b.data.shape) if b.requires_grad else None)
+
+
+def _scale_vjp(g, node):
+    return (g * node._ctx,)
+
+
+def _div_scalar_vjp(g, node):
+    return (g / node._ctx,)
+
+
+def _matmul_vjp(g, node):
+    a, b = node._parents
+    return (g.dot(b.data.T) if a.requires_grad else None,
+            a.data.T.dot(g) if b.requires_grad else None)
 
 
 def _tensor_pair(a, b):
@@ -86,15 +129,9 @@ def add(a, b) -> Tensor:
     if type(a) in _PY_NUMBERS:
         return add(b, a)
     a, b = _tensor_pair(a, b)
-    out = a.data + b.data
-    if a.data.shape == b.data.shape:  # the common case: both gradients are g itself
-        return _binary(out, a, b, _pass2, "AddV2")
-
-    def backward(g):
-        return (unbroadcast(g, a.data.shape) if a.requires_grad else None,
-                unbroadcast(g, b.data.shape) if b.requires_grad else None)
-
-    return _binary(out, a, b, backward, "AddV2")
+    # Same shapes, the common case: both gradients are g itself.
+    return _binary(a.data + b.data, a, b,
+                   _pass2 if a.data.shape == b.data.shape else _add_vjp, "AddV2")
 
 
 def sub(a, b) -> Tensor:
@@ -104,14 +141,8 @@ def sub(a, b) -> Tensor:
     if type(a) in _PY_NUMBERS:
         return _unary(_scalar(a, b.data.dtype) - b.data, b, _negate, "Sub", (a, b))
     a, b = _tensor_pair(a, b)
-    if a.data.shape == b.data.shape:
-        return _binary(a.data - b.data, a, b, _pass_negate, "Sub")
-
-    def backward(g):
-        return (unbroadcast(g, a.data.shape) if a.requires_grad else None,
-                unbroadcast(-g, b.data.shape) if b.requires_grad else None)
-
-    return _binary(a.data - b.data, a, b, backward, "Sub")
+    return _binary(a.data - b.data, a, b,
+                   _pass_negate if a.data.shape == b.data.shape else _sub_vjp, "Sub")
 
 
 def mul(a, b) -> Tensor:
@@ -120,36 +151,26 @@ def mul(a, b) -> Tensor:
         a, b = b, a
     if type(b) in _PY_NUMBERS:
         s = _scalar(b, a.data.dtype)
-        return _unary(a.data * s, a, lambda g: (g * s,), "Mul", (a, b))
+        return _unary(a.data * s, a, _scale_vjp, "Mul", (a, b), s)
     a, b = _tensor_pair(a, b)
-    # The VJPs read a.data and b.data when they run (the arrays are not replaced meanwhile):
-    # fewer captured cells mean fewer objects for the cyclic GC to scan on long tapes.
-    if a.data.shape == b.data.shape:  # no broadcasting: skip unbroadcast's calls
-        def backward(g):
-            return (g * b.data if a.requires_grad else None,
-                    g * a.data if b.requires_grad else None)
-    else:
-        def backward(g):
-            return (unbroadcast(g * b.data, a.data.shape) if a.requires_grad else None,
-                    unbroadcast(g * a.data, b.data.shape) if b.requires_grad else None)
-
-    return _binary(a.data * b.data, a, b, backward, "Mul")
+    return _binary(a.data * b.data, a, b,
+                   _mul_vjp if a.data.shape == b.data.shape else _mul_broadcast_vjp, "Mul")
 
 
 def div(a, b) -> Tensor:
     """a / b with broadcasting."""
     if type(b) in _PY_NUMBERS:
         s = _scalar(b, a.data.dtype)
-        return _unary(a.data / s, a, lambda g: (g / s,), "RealDiv", (a, b))
+        return _unary(a.data / s, a, _div_scalar_vjp, "RealDiv", (a, b), s)
     if type(a) in _PY_NUMBERS:
         B = b.data
         out = _scalar(a, B.dtype) / B
-        return _unary(out, b, lambda g: (-g * out / B,), "RealDiv", (a, b))
+        return _unary(out, b, lambda g, node: (-g * out / B,), "RealDiv", (a, b))
     a, b = _tensor_pair(a, b)
     A, B = a.data, b.data
     out = A / B
 
-    def backward(g):
+    def backward(g, node):
         ga = g / B
         return (unbroadcast(ga, A.shape) if a.requires_grad else None,
                 unbroadcast(-ga * out, B.shape) if b.requires_grad else None)
@@ -162,18 +183,18 @@ def pow(a, b) -> Tensor:
     if type(b) in _PY_NUMBERS and isinstance(a, Tensor):
         A = a.data
         if b == 2:
-            return _unary(A * A, a, lambda g: (g * (2 * A),), "Pow", (a, b))
+            return _unary(A * A, a, lambda g, node: (g * (2 * A),), "Pow", (a, b))
         out = A ** b
-        return _unary(out, a, lambda g: (g * (b * A ** (b - 1)),), "Pow", (a, b))
+        return _unary(out, a, lambda g, node: (g * (b * A ** (b - 1)),), "Pow", (a, b))
     if type(a) in _PY_NUMBERS:
         out = a ** b.data
         loga = math.log(a) if a > 0 else float("nan")
-        return _unary(out, b, lambda g: (g * out * loga,), "Pow", (a, b))
+        return _unary(out, b, lambda g, node: (g * out * loga,), "Pow", (a, b))
     a, b = _tensor_pair(a, b)
     A, B = a.data, b.data
     out = A ** B
 
-    def backward(g):
+    def backward(g, node):
         return (unbroadcast(g * B * A ** (B - 1), A.shape) if a.requires_grad else None,
                 unbroadcast(g * out * np.log(A), B.shape) if b.requires_grad else None)
 
@@ -194,12 +215,7 @@ def matmul(a, b) -> Tensor:
         if A.shape[1] != B.shape[0]:
             raise ValueError(f"matmul: shapes {A.shape} and {B.shape} are not aligned "
                              f"({A.shape[1]} != {B.shape[0]})")
-
-        def backward(g):
-            return (g.dot(b.data.T) if a.requires_grad else None,
-                    a.data.T.dot(g) if b.requires_grad else None)
-
-        return _binary(A.dot(B), a, b, backward, "MatMul")
+        return _binary(A.dot(B), a, b, _matmul_vjp, "MatMul")
     return _matmul_nd(a, b)
 
 
@@ -212,7 +228,7 @@ def _matmul_nd(a: Tensor, b: Tensor) -> Tensor:
         raise ValueError(f"matmul: shapes {A.shape} and {B.shape} are not aligned "
                          f"(inner dimensions must match)") from None
 
-    def backward(g):
+    def backward(g, node):
         a2 = A[None, :] if A.ndim == 1 else A
         b2 = B[:, None] if B.ndim == 1 else B
         g2 = g[..., None] if B.ndim == 1 else g  # restore the axes 1-D operands dropped
@@ -234,7 +250,7 @@ def maximum(a, b) -> Tensor:
     A, B = a.data, b.data
     take_a = A >= B
 
-    def backward(g):
+    def backward(g, node):
         return (unbroadcast(np.where(take_a, g, 0), A.shape) if a.requires_grad else None,
                 unbroadcast(np.where(take_a, 0, g), B.shape) if b.requires_grad else None)
 
@@ -247,7 +263,7 @@ def minimum(a, b) -> Tensor:
     A, B = a.data, b.data
     take_a = A <= B
 
-    def backward(g):
+    def backward(g, node):
         return (unbroadcast(np.where(take_a, g, 0), A.shape) if a.requires_grad else None,
                 unbroadcast(np.where(take_a, 0, g), B.shape) if b.requires_grad else None)
 
@@ -259,33 +275,39 @@ def clip(x: Tensor, low=None, high=None) -> Tensor:
     X = x.data
     out = np.clip(X, low, high)
     inside = out == X
-    return _unary(out, x, lambda g: (g * inside,), "ClipByValue")
+    return _unary(out, x, lambda g, node: (g * inside,), "ClipByValue")
 
 
 # -- elementwise functions --------------------------------------------------------------------
 
+def _exp_vjp(g, node):
+    return (g * node.data,)
+
+
 def exp(x: Tensor) -> Tensor:
     """e ** x."""
-    out = np.exp(x.data)
-    return _unary(out, x, lambda g: (g * out,), "Exp")
+    return _unary(np.exp(x.data), x, _exp_vjp, "Exp")
+
+
+def _log_vjp(g, node):
+    return (g / node._parents[0].data,)
 
 
 def log(x: Tensor) -> Tensor:
     """Natural logarithm (log 0 = -inf and log of negatives = nan, as NumPy, not hidden)."""
-    X = x.data
-    return _unary(np.log(X), x, lambda g: (g / X,), "Log")
+    return _unary(np.log(x.data), x, _log_vjp, "Log")
 
 
 def sqrt(x: Tensor) -> Tensor:
     """Square root."""
     out = np.sqrt(x.data)
-    return _unary(out, x, lambda g: (g / (2 * out),), "Sqrt")
+    return _unary(out, x, lambda g, node: (g / (2 * out),), "Sqrt")
 
 
 def abs(x: Tensor) -> Tensor:
     """|x| (gradient sign(x), 0 at 0)."""
     X = x.data
-    return _unary(np.abs(X), x, lambda g: (g * np.sign(X),), "Abs")
+    return _unary(np.abs(X), x, lambda g, node: (g * np.sign(X),), "Abs")
 
 
 def sigmoid(x: Tensor) -> Tensor:
@@ -294,24 +316,30 @@ def sigmoid(x: Tensor) -> Tensor:
     u = np.minimum(x.data, _EXP_MAX)
     np.exp(u, out=u)
     d = u + _ONE
-    out = np.divide(u, d, out=u)
+    return _unary(np.divide(u, d, out=u), x, _sigmoid_vjp, "Sigmoid", None, d)
 
-    def backward(g):
-        return (g * out / d,)  # sigmoid' = u / (1 + u)^2 = out / d, exact even where out is 1
 
-    return _unary(out, x, backward, "Sigmoid")
+def _sigmoid_vjp(g, node):
+    return (g * node.data / node._ctx,)  # sigmoid' = u / (1 + u)^2 = out / d, exact near 1
+
+
+def _tanh_vjp(g, node):
+    out = node.data
+    return (g * (_ONE - out * out),)
 
 
 def tanh(x: Tensor) -> Tensor:
     """Hyperbolic tangent."""
-    out = np.tanh(x.data)
-    return _unary(out, x, lambda g: (g * (_ONE - out * out),), "Tanh")
+    return _unary(np.tanh(x.data), x, _tanh_vjp, "Tanh")
+
+
+def _relu_vjp(g, node):
+    return (g * (node._parents[0].data > _ZERO),)
 
 
 def relu(x: Tensor) -> Tensor:
     """max(x, 0)."""
-    X = x.data
-    return _unary(np.maximum(X, _ZERO), x, lambda g: (g * (X > _ZERO),), "Relu")
+    return _unary(np.maximum(x.data, _ZERO), x, _relu_vjp, "Relu")
 
 
 def softmax(x: Tensor, axis: int = -1) -> Tensor:
@@ -319,7 +347,7 @@ def softmax(x: Tensor, axis: int = -1) -> Tensor:
     e = np.exp(x.data - x.data.max(axis=axis, keepdims=True))
     out = e / e.sum(axis=axis, keepdims=True)
 
-    def backward(g):
+    def backward(g, node):
         gs = g * out
         return (gs - out * gs.sum(axis=axis, keepdims=True),)
 
@@ -331,7 +359,7 @@ def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
     z = x.data - x.data.max(axis=axis, keepdims=True)
     out = z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
 
-    def backward(g):
+    def backward(g, node):
         return (g - np.exp(out) * g.sum(axis=axis, keepdims=True),)
 
     return _unary(out, x, backward, "LogSoftmax")
@@ -345,7 +373,7 @@ def where(condition, a, b) -> Tensor:
     a, b = _tensor_pair(a, b)
     A, B = a.data, b.data
 
-    def backward(g):
+    def backward(g, node):
         return (unbroadcast(np.where(c, g, 0), A.shape) if a.requires_grad else None,
                 unbroadcast(np.where(c, 0, g), B.shape) if b.requires_grad else None)
 
@@ -361,7 +389,7 @@ def concatenate(tensors, axis: int = 0) -> Tensor:
     ax = axis % out.ndim
     cuts = np.cumsum([t.data.shape[ax] for t in ts])[:-1]
 
-    def backward(g):
+    def backward(g, node):
         return tuple(np.split(g, cuts, axis=ax))
 
     return _nary(out, ts, backward, "ConcatV2")
@@ -378,7 +406,7 @@ def stack(tensors, axis: int = 0) -> Tensor:
     out = np.stack([t.data for t in ts], axis=axis)
     ax = axis % out.ndim
 
-    def backward(g):
+    def backward(g, node):
         return tuple(np.take(g, i, axis=ax) for i in range(len(ts)))
 
     return _nary(out, ts, backward, "Pack")
@@ -426,7 +454,12 @@ def sum(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:
         out = X.sum(axis, keepdims=keepdims)
     if not isinstance(out, np.ndarray):
         out = np.asarray(out)
-    return _unary(out, x, lambda g: (_spread(g, kept, shape, dtype),), "Sum")
+    return _unary(out, x, _sum_vjp, "Sum", None, kept)
+
+
+def _sum_vjp(g, node):
+    X = node._parents[0].data
+    return (_spread(g, node._ctx, X.shape, X.dtype),)
 
 
 def mean(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:
@@ -443,7 +476,12 @@ def mean(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:
         out = np.multiply(out, inv_n, out=out)
     else:
         out = np.asarray(out * inv_n)
-    return _unary(out, x, lambda g: (_spread(g, kept, shape, dtype, inv_n),), "Mean")
+    return _unary(out, x, _mean_vjp, "Mean", None, (kept, inv_n, shape, dtype))
+
+
+def _mean_vjp(g, node):
+    kept, inv_n, shape, dtype = node._ctx
+    return (_spread(g, kept, shape, dtype, inv_n),)
 
 
 def max(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:
@@ -453,7 +491,7 @@ def max(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:
     m = X.max(axis=axis, keepdims=True)
     out = m if keepdims else m.reshape(tuple(n for i, n in enumerate(m.shape) if i not in axes))
 
-    def backward(g):
+    def backward(g, node):
         mask = X == m
         share = mask / mask.sum(axis=axes, keepdims=True).astype(X.dtype)
         return (g.reshape(m.shape) * share,)
@@ -470,7 +508,7 @@ def reshape(x: Tensor, *shape) -> Tensor:
         out = x.data.reshape(shape)
     except ValueError:
         raise ValueError(f"reshape: cannot reshape shape {old} into {shape}") from None
-    return _unary(out, x, lambda g: (g.reshape(old),), "Reshape")
+    return _unary(out, x, lambda g, node: (g.reshape(old),), "Reshape")
 
 
 def transpose(x: Tensor, *axes) -> Tensor:
@@ -479,7 +517,7 @@ def transpose(x: Tensor, *axes) -> Tensor:
         axes = tuple(axes[0])
     axes = axes or None
     inv = None if axes is None else tuple(np.argsort(axes))
-    return _unary(x.data.transpose(axes), x, lambda g: (g.transpose(inv),), "Transpose")
+    return _unary(x.data.transpose(axes), x, lambda g, node: (g.transpose(inv),), "Transpose")
 
 
 def flatten(x: Tensor, start_dim: int = 1) -> Tensor:
@@ -519,7 +557,7 @@ def getitem(x: Tensor, idx) -> Tensor:
     out = X[idx]
     basic = _is_basic_index(idx)
 
-    def backward(g):
+    def backward(g, node):
         gx = np.zeros_like(X)
         if basic:
             gx[idx] = g
@@ -538,7 +576,7 @@ def cast(x: Tensor, dtype) -> Tensor:
     src = X.dtype
     if out.dtype.kind != "f" or src.kind != "f":
         return _unary(out, _no_grad_view(x), _pass, "Cast", (x,))
-    return _unary(out, x, lambda g: (g.astype(src),), "Cast")
+    return _unary(out, x, lambda g, node: (g.astype(src),), "Cast")
 
 
 def _no_grad_view(x: Tensor) -> Tensor:

@@ -1,9 +1,10 @@
 """Tensor, the tape and backward: the reverse-mode engine every npnn op builds on.
 
-An op computes its output with NumPy and hands `_unary` / `_binary` / `_nary` a closure that
-maps the output's gradient to its inputs' gradients (its VJP, written next to the forward in
-npnn/ops.py and npnn/functional.py). Nothing else is recorded: the graph is the chain of
-`_parents` tuples, walked once by `backward` in an iterative topological order.
+An op computes its output with NumPy and hands `_unary` / `_binary` / `_nary` its VJP, a
+function `vjp(g, node)` mapping the output's gradient to its inputs' gradients (written next
+to the forward in npnn/ops.py and npnn/functional.py), plus anything the VJP needs saved
+(`node._ctx`). Nothing else is recorded: the graph is the chain of `_parents` tuples, walked
+once by `backward` in topological order (Kahn's algorithm, no recursion).
 """
 
 from __future__ import annotations
@@ -84,7 +85,8 @@ def _as_array(data, dtype=None) -> np.ndarray:
 class Tensor:
     """An ndarray with an optional gradient and the op that produced it (float32 by default)."""
 
-    __slots__ = ("data", "grad", "requires_grad", "name", "_parents", "_backward", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "name", "_parents", "_backward", "_ctx",
+                 "__weakref__")
     __array_ufunc__ = None  # ndarray <op> Tensor defers to Tensor's reflected operators
     __hash__ = object.__hash__  # __eq__ is elementwise; identity hashing keeps sets/dicts working
 
@@ -98,6 +100,7 @@ class Tensor:
         self.name = None if name is None else _scope + name
         self._parents = ()
         self._backward = None
+        self._ctx = None
 
     # -- properties -------------------------------------------------------------------------
     @property
@@ -275,7 +278,7 @@ def _run_backward(root: Tensor, grad: np.ndarray, owned: set) -> None:
         node = ready.pop()
         g = grads.pop(id(node), None)
         parents = node._parents
-        for p, pg in zip(parents, node._backward(g) if g is not None else (None,) * len(parents)):
+        for p, pg in zip(parents, node._backward(g, node) if g is not None else (None,) * len(parents)):
             if not p.requires_grad:
                 continue
             if p._backward is None:  # a leaf: straight into .grad
@@ -327,7 +330,7 @@ _new = object.__new__
 
 
 def _result(data: np.ndarray, parents: tuple, needs_grad: bool, backward, op: str,
-            inputs) -> Tensor:
+            inputs, ctx=None) -> Tensor:
     """The output Tensor of an op; it joins the tape only if an input needs a gradient."""
     t = _new(Tensor)
     t.data = data
@@ -337,23 +340,25 @@ def _result(data: np.ndarray, parents: tuple, needs_grad: bool, backward, op: st
         t.requires_grad = True
         t._parents = parents
         t._backward = backward
+        t._ctx = ctx
     else:
         t.requires_grad = False
         t._parents = ()
         t._backward = None
+        t._ctx = None
     if _tracer is not None:
         _tracer.record(op, inputs or parents, t)
     return t
 
 
-def _unary(data: np.ndarray, x: Tensor, backward, op: str, inputs=None) -> Tensor:
+def _unary(data: np.ndarray, x: Tensor, backward, op: str, inputs=None, ctx=None) -> Tensor:
     """Wrap an op's output with one tensor input; `inputs` lists constants too, for tracing."""
-    return _result(data, (x,), x.requires_grad, backward, op, inputs)
+    return _result(data, (x,), x.requires_grad, backward, op, inputs, ctx)
 
 
-def _binary(data: np.ndarray, a: Tensor, b: Tensor, backward, op: str) -> Tensor:
+def _binary(data: np.ndarray, a: Tensor, b: Tensor, backward, op: str, ctx=None) -> Tensor:
     """Wrap an op's output with two tensor inputs; backward returns (grad_a, grad_b)."""
-    return _result(data, (a, b), a.requires_grad or b.requires_grad, backward, op, None)
+    return _result(data, (a, b), a.requires_grad or b.requires_grad, backward, op, None, ctx)
 
 
 def _nary(data: np.ndarray, parents: tuple, backward, op: str, inputs=None) -> Tensor:
@@ -376,4 +381,5 @@ def _const(value, like_dtype=None) -> Tensor:
     t.requires_grad = False
     t._parents = ()
     t._backward = None
+    t._ctx = None
     return t
