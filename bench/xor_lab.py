@@ -197,6 +197,8 @@ def main() -> None:
     """Parse flags, run every available program --repeat times, print the table and the ratios."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeat", type=int, default=3, help="runs per program (medians are reported)")
+    p.add_argument("--slow-repeat", type=int, default=1,
+                   help="runs of the PyTorch programs that log (each takes 20-30 s; default 1)")
     p.add_argument("--steps", type=int, default=10001, help="training steps (the lab: 10001)")
     p.add_argument("--tf-python", default=os.environ.get("NPNN_BENCH_TF_PYTHON"),
                    help="python with tensorflow for the TF1 peer (default: $NPNN_BENCH_TF_PYTHON)")
@@ -241,16 +243,22 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="xor-lab-bench-"))
     try:
         # Interleave the programs so that machine noise spreads over all of them alike.
-        for _ in range(args.repeat):
+        slow = {"torch-tbx", "torch-tb"}
+        for i in range(args.repeat):
             for n in results:
+                if n in slow and i >= args.slow_repeat:
+                    continue
                 cmd = [a.replace("{logdir}", str(tmp / n)) for a in programs[n][0]]
                 results[n].append(run_child(cmd, tmp / n))
+                r = results[n][-1]
+                print(f"  {n}: {r['wall']:.2f} s, {r['size'] / 1e6:.2f} MB", file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
     med = {n: {k: statistics.median(r[k] for r in rs) for k in ("wall", "size", "loop") if k in rs[0]}
            | {"accuracy": rs[-1].get("accuracy")} for n, rs in results.items()}
-    print(f"XOR lab, {args.steps} steps, median of {args.repeat} (whole process, wall seconds)")
+    print(f"XOR lab, {args.steps} steps, medians of {args.repeat} runs ({args.slow_repeat} for PyTorch + writers); "
+          f"whole process, wall seconds; load average {os.getloadavg()[0]:.1f}")
     print(f"{'program':48} {'process s':>9} {'loop s':>7} {'events MB':>9} {'accuracy':>8}")
     for n in order:
         label = programs[n][1]
