@@ -254,7 +254,7 @@ def _accumulate_leaf(leaf: Tensor, g: np.ndarray, owned: bool) -> None:
     try:
         buf += g  # the leaf's own buffer
     except ValueError:  # a read-only .grad someone assigned: replace it
-        leaf.grad = buf + g
+        leaf.grad = np.asarray(buf + g)
 
 
 def _run_backward(root: Tensor, grad: np.ndarray, owned: set) -> None:
@@ -283,6 +283,8 @@ def _run_backward(root: Tensor, grad: np.ndarray, owned: set) -> None:
                 continue
             if p._backward is None:  # a leaf: straight into .grad
                 if pg is not None:
+                    if type(pg) is not _ndarray:  # a NumPy scalar from a 0-d VJP
+                        pg = np.array(pg)
                     _accumulate_leaf(p, pg, pg.base is None and pg is not g)
                 continue
             pk = id(p)
@@ -292,6 +294,8 @@ def _run_backward(root: Tensor, grad: np.ndarray, owned: set) -> None:
                 ready.append(p)
             if pg is None:
                 continue
+            if type(pg) is not _ndarray:  # a NumPy scalar from a 0-d VJP: += needs an array
+                pg = np.array(pg)
             cur = grads.get(pk)
             if cur is None:
                 grads[pk] = pg
@@ -300,7 +304,8 @@ def _run_backward(root: Tensor, grad: np.ndarray, owned: set) -> None:
             elif pk in owned:
                 cur += pg  # same_kind casting: a float64 share adds into a float32 buffer
             else:
-                grads[pk] = cur + pg
+                total = cur + pg
+                grads[pk] = total if type(total) is _ndarray else np.array(total)
                 owned.add(pk)
 
 
@@ -312,6 +317,8 @@ def unbroadcast(g: np.ndarray, shape: tuple) -> np.ndarray:
     """Sum g over the axes broadcasting added or stretched so that it has `shape`."""
     if g.shape == shape:
         return g
+    if g.shape[1:] == shape:  # a bias added to a batch: sum over the first axis only
+        return _add_reduce(g, 0)
     key = (g.shape, shape)
     plan = _UNBROADCAST_PLANS.get(key)
     if plan is None:  # worked out once per pair of shapes: the same shapes recur every step
@@ -327,11 +334,14 @@ def unbroadcast(g: np.ndarray, shape: tuple) -> np.ndarray:
 
 
 _new = object.__new__
+_ndarray = np.ndarray
 
 
 def _result(data: np.ndarray, parents: tuple, needs_grad: bool, backward, op: str,
             inputs, ctx=None) -> Tensor:
     """The output Tensor of an op; it joins the tape only if an input needs a gradient."""
+    if type(data) is not _ndarray:  # NumPy ops on 0-d arrays return scalars: keep arrays
+        data = np.asarray(data)
     t = _new(Tensor)
     t.data = data
     t.grad = None

@@ -168,6 +168,35 @@ def test_leaf_grad_is_writable_after_broadcast_backward():
     np.testing.assert_array_equal(x.grad, np.full((2, 3), 2.0))
 
 
+def test_zero_dim_fan_out_accumulates():
+    # NumPy returns scalars, not 0-d arrays, from ops on 0-d arrays: accumulation must not
+    # lose the shares that arrive after the first.
+    x = Tensor(np.array([1.0, 2.0, 3.0]), requires_grad=True)
+    m = x.mean()
+    (m * m + m * 3.0 + m).backward()
+    np.testing.assert_allclose(x.grad, np.full(3, (2 * 2 + 3 + 1) / 3))
+    assert isinstance((-m).data, np.ndarray) and (-m).shape == ()
+
+
+def test_zero_dim_parameter_accumulates_across_calls():
+    s = Tensor(np.array(2.0), requires_grad=True)
+    for _ in range(2):
+        (s * np.ones(3)).sum().backward()
+        (s * 2.0).backward()
+    assert isinstance(s.grad, np.ndarray) and s.grad.shape == ()
+    assert s.grad == 2 * (3 + 2)
+
+
+def test_read_only_grad_is_replaced_not_written():
+    x = Tensor(np.ones(2), requires_grad=True)
+    frozen = np.zeros(2)
+    frozen.flags.writeable = False
+    x.grad = frozen
+    (x * 2).sum().backward()
+    np.testing.assert_array_equal(x.grad, [2, 2])
+    np.testing.assert_array_equal(frozen, [0, 0])
+
+
 def test_long_chain_has_no_recursion_limit():
     x = Tensor(np.float32(1.0), requires_grad=True)
     y = x
