@@ -317,6 +317,8 @@ def unbroadcast(g: np.ndarray, shape: tuple) -> np.ndarray:
     """Sum g over the axes broadcasting added or stretched so that it has `shape`."""
     if g.shape == shape:
         return g
+    if not shape:  # a 0-d input: a 0-d array, not the NumPy scalar a full reduction gives
+        return np.array(_add_reduce(g, None))
     if g.shape[1:] == shape:  # a bias added to a batch: sum over the first axis only
         return _add_reduce(g, 0)
     key = (g.shape, shape)
