@@ -67,6 +67,16 @@ def test_scalars_do_not_upcast_float32():
         assert y.dtype == np.float32, y
 
 
+def test_scalar_operands_keep_numpy_semantics():
+    ints = Tensor(np.arange(3))
+    assert (ints + 1).dtype == np.int64 and (ints * 2).data.tolist() == [0, 2, 4]
+    assert (ints * 0.5).data.tolist() == [0, 0.5, 1.0]  # int * float -> float, as NumPy
+    x = Tensor(np.ones(2, np.float32))
+    for k in range(5000):  # many distinct numbers: the constant cache stays bounded and right
+        assert (x * float(k)).data[0] == k
+    assert np.isnan((x * float("nan")).data).all()
+
+
 def test_float64_stays_float64():
     x = Tensor(np.ones(3), requires_grad=True)
     y = npnn.sigmoid(x * 2 + 1).sum()
