@@ -132,16 +132,22 @@ def _labels(labels, logits: np.ndarray, fn: str):
     return L, None
 
 
+def _scores_and_labels(scores, labels, fn: str, arg: str):
+    """scores as an [N, C] Tensor, with labels as int indices or as a one-hot matrix."""
+    x = _tensor(scores, arg)
+    if x.data.ndim != 2:
+        raise ValueError(f"{fn}: {arg} must be [N, C], got shape {x.data.shape}")
+    idx, onehot = _labels(labels, x.data, fn)
+    return x, idx, onehot
+
+
 def cross_entropy(logits, labels) -> Tensor:
     """Mean over the batch of -log softmax(logits)[label]; softmax and NLL fused in one node.
 
     logits: [N, C]; labels: int class indices [N] or one-hot / probabilities [N, C].
     """
-    x = _tensor(logits, "logits")
+    x, idx, onehot = _scores_and_labels(logits, labels, "cross_entropy", "logits")
     X = x.data
-    if X.ndim != 2:
-        raise ValueError(f"cross_entropy: logits must be [N, C], got shape {X.shape}")
-    idx, onehot = _labels(labels, X, "cross_entropy")
     n = X.shape[0]
     z = X - X.max(axis=1, keepdims=True)
     e = np.exp(z)
@@ -170,11 +176,8 @@ def cross_entropy(logits, labels) -> Tensor:
 
 def nll_loss(log_probs, labels) -> Tensor:
     """Mean over the batch of -log_probs[label] (pair with log_softmax)."""
-    x = _tensor(log_probs, "log_probs")
+    x, idx, onehot = _scores_and_labels(log_probs, labels, "nll_loss", "log_probs")
     X = x.data
-    if X.ndim != 2:
-        raise ValueError(f"nll_loss: log_probs must be [N, C], got shape {X.shape}")
-    idx, onehot = _labels(labels, X, "nll_loss")
     n = X.shape[0]
     rows = np.arange(n)
     out = -(X[rows, idx].sum() if idx is not None else (onehot * X).sum()) / n
