@@ -320,12 +320,15 @@ def sigmoid(x: Tensor) -> Tensor:
 
 
 def _sigmoid_vjp(g, node):
-    return (g * node.data / node._ctx,)  # sigmoid' = u / (1 + u)^2 = out / d, exact near 1
+    t = g * node.data  # sigmoid' = u / (1 + u)^2 = out / d, exact even where out rounds to 1
+    return (np.divide(t, node._ctx, out=t),)
 
 
 def _tanh_vjp(g, node):
     out = node.data
-    return (g * (_ONE - out * out),)
+    t = out * out  # fresh: the rest happens in place
+    np.subtract(_ONE, t, out=t)
+    return (np.multiply(t, g, out=t),)
 
 
 def tanh(x: Tensor) -> Tensor:
@@ -336,7 +339,8 @@ def tanh(x: Tensor) -> Tensor:
 def _relu_vjp(g, node):
     # sign(max(x, 0)) is the 0/1 mask as floats: a float * float multiply runs about twice
     # as fast as float * bool, which casts first.
-    return (g * np.sign(node.data),)
+    mask = np.sign(node.data)
+    return (np.multiply(mask, g, out=mask),)
 
 
 def relu(x: Tensor) -> Tensor:

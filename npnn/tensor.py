@@ -282,10 +282,18 @@ def _run_backward(root: Tensor, grad: np.ndarray, owned: set) -> None:
             if not p.requires_grad:
                 continue
             if p._backward is None:  # a leaf: straight into .grad
-                if pg is not None:
-                    if type(pg) is not _ndarray:  # a NumPy scalar from a 0-d VJP
-                        pg = np.array(pg)
-                    _accumulate_leaf(p, pg, pg.base is None and pg is not g)
+                if pg is None:
+                    continue
+                buf = p.grad
+                if buf is not None and type(pg) is _ndarray and pg.dtype is buf.dtype:
+                    try:  # the common case, inline: add into the leaf's own buffer
+                        buf += pg
+                        continue
+                    except ValueError:  # read-only or odd-shaped .grad: the general path
+                        pass
+                if type(pg) is not _ndarray:  # a NumPy scalar from a 0-d VJP
+                    pg = np.array(pg)
+                _accumulate_leaf(p, pg, pg.base is None and pg is not g)
                 continue
             pk = id(p)
             left = pending[pk] - 1
