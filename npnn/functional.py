@@ -7,19 +7,16 @@ cross_entropy).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from npnn import random as _random
-from npnn.tensor import Tensor, _binary, _const, _nary, _unary, unbroadcast
+from npnn.ops import log_softmax, relu, sigmoid, softmax, tanh  # re-exported, as torch's F does
+from npnn.tensor import Tensor, _binary, _const, _nary, _unary
 
 __all__ = ["linear", "binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy",
            "mse_loss", "nll_loss", "dropout", "conv2d", "max_pool2d", "relu", "sigmoid", "tanh",
            "softmax", "log_softmax"]
-
-from npnn.ops import log_softmax, relu, sigmoid, softmax, tanh  # noqa: E402  (re-exports)
 
 
 def _tensor(x, name: str) -> Tensor:

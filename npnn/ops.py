@@ -20,7 +20,6 @@ __all__ = [
     "sum", "mean", "max", "reshape", "transpose", "getitem", "maximum", "minimum", "clip",
 ]
 
-_pyabs, _pysum, _pymax = abs, sum, max
 
 # Python numbers take the one-input fast path and never upcast (NEP 50). NumPy scalars are left
 # out on purpose (np.float64 subclasses float but would upcast float32): they become constants.
