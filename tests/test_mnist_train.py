@@ -140,7 +140,7 @@ def test_resume_continues_exactly(tmp_path, monkeypatch):
     assert resumed["accuracy"] == straight["accuracy"]
     with np.load(tmp_path / "a.npz") as a, np.load(tmp_path / "b.npz") as b:
         assert sorted(a.files) == sorted(b.files)
-        assert "model/layer1.weight" in a.files and "optim/0/exp_avg" in a.files
+        assert "model/layer1.weight" in a.files and "optim/0/m" in a.files
         for k in a.files:
             np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".ckpt-")] == []  # no temp files
