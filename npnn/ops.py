@@ -123,11 +123,12 @@ def _tensor_pair(a, b):
 
 def add(a, b) -> Tensor:
     """a + b with broadcasting."""
-    if type(b) in _PY_NUMBERS:
-        return _unary(a.data + _scalar(b, a.data.dtype), a, _pass, "AddV2", (a, b))
-    if type(a) in _PY_NUMBERS:
-        return add(b, a)
-    a, b = _tensor_pair(a, b)
+    if not (isinstance(b, Tensor) and isinstance(a, Tensor)):  # Tensor + Tensor skips all this
+        if type(b) in _PY_NUMBERS:
+            return _unary(a.data + _scalar(b, a.data.dtype), a, _pass, "AddV2", (a, b))
+        if type(a) in _PY_NUMBERS:
+            return add(b, a)
+        a, b = _tensor_pair(a, b)
     # Same shapes, the common case: both gradients are g itself.
     return _binary(a.data + b.data, a, b,
                    _pass2 if a.data.shape == b.data.shape else _add_vjp, "AddV2")
@@ -135,23 +136,25 @@ def add(a, b) -> Tensor:
 
 def sub(a, b) -> Tensor:
     """a - b with broadcasting."""
-    if type(b) in _PY_NUMBERS:
-        return _unary(a.data - _scalar(b, a.data.dtype), a, _pass, "Sub", (a, b))
-    if type(a) in _PY_NUMBERS:
-        return _unary(_scalar(a, b.data.dtype) - b.data, b, _negate, "Sub", (a, b))
-    a, b = _tensor_pair(a, b)
+    if not (isinstance(b, Tensor) and isinstance(a, Tensor)):
+        if type(b) in _PY_NUMBERS:
+            return _unary(a.data - _scalar(b, a.data.dtype), a, _pass, "Sub", (a, b))
+        if type(a) in _PY_NUMBERS:
+            return _unary(_scalar(a, b.data.dtype) - b.data, b, _negate, "Sub", (a, b))
+        a, b = _tensor_pair(a, b)
     return _binary(a.data - b.data, a, b,
                    _pass_negate if a.data.shape == b.data.shape else _sub_vjp, "Sub")
 
 
 def mul(a, b) -> Tensor:
     """a * b with broadcasting."""
-    if type(a) in _PY_NUMBERS:
-        a, b = b, a
-    if type(b) in _PY_NUMBERS:
-        s = _scalar(b, a.data.dtype)
-        return _unary(a.data * s, a, _scale_vjp, "Mul", (a, b), s)
-    a, b = _tensor_pair(a, b)
+    if not (isinstance(b, Tensor) and isinstance(a, Tensor)):
+        if type(a) in _PY_NUMBERS:
+            a, b = b, a
+        if type(b) in _PY_NUMBERS:
+            s = _scalar(b, a.data.dtype)
+            return _unary(a.data * s, a, _scale_vjp, "Mul", (a, b), s)
+        a, b = _tensor_pair(a, b)
     return _binary(a.data * b.data, a, b,
                    _mul_vjp if a.data.shape == b.data.shape else _mul_broadcast_vjp, "Mul")
 
