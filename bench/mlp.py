@@ -149,9 +149,12 @@ def main() -> None:
           f"BLAS threads: {blas_threads()}, npnn.optim threads={optim.NUM_THREADS}; load average {os.getloadavg()[0]:.2f}")
     print(f"initial loss without dropout: npnn {same[0]:.6f}, torch {same[1]:.6f}")
     print("npnn phases: " + ", ".join(f"{k} {1e3 * float(np.median(v)):.2f} ms" for k, v in phases.items()))
-    print(f"npnn  {ms['npnn']:.2f} ms/step")
-    print(f"torch {ms['torch']:.2f} ms/step")
-    print(f"ratio npnn/torch {ms['npnn'] / ms['torch']:.2f} (target <= 0.8)")
+    # The fastest tenth of the steps shows each library nearest to an idle machine.
+    fast = {k: 1e3 * float(np.percentile(v, 10)) for k, v in times.items()}
+    print(f"npnn  {ms['npnn']:.2f} ms/step (10th percentile {fast['npnn']:.2f})")
+    print(f"torch {ms['torch']:.2f} ms/step (10th percentile {fast['torch']:.2f})")
+    print(f"ratio npnn/torch {ms['npnn'] / ms['torch']:.2f} of medians, "
+          f"{fast['npnn'] / fast['torch']:.2f} of 10th percentiles (target <= 0.8)")
 
 
 if __name__ == "__main__":
