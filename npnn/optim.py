@@ -22,6 +22,7 @@ __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "NUM_THREADS"]
 
 NUM_THREADS = min(2, os.cpu_count() or 1)  # threads per step; set npnn.optim.NUM_THREADS = 1 to disable
 _MIN_SPLIT = 1 << 16  # elements: below this a thread hand-off costs more than it saves
+_FUSE_MAX = 1 << 12  # elements: groups of parameters up to this size update as one flat array
 _pool: ThreadPoolExecutor | None = None
 _pool_pid = 0  # a forked child inherits _pool without its thread: it makes its own
 _scratch = threading.local()  # per-thread temporaries, grown on demand
@@ -147,8 +148,12 @@ class Optimizer:
 
     def step(self) -> None:
         """Update every parameter that has a gradient."""
+        self._step_groups(self.param_groups)
+
+    def _step_groups(self, groups: list) -> None:
+        """The per-parameter update (kernel per parameter, large ones split across threads)."""
         tasks = []
-        for group in self.param_groups:
+        for group in groups:
             for p in group["params"]:
                 g = p.grad
                 if g is None:
@@ -278,6 +283,7 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False):
+        self._plans = {}  # id(param group) -> flat buffers of _step_fused, or (params, None)
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
                                       weight_decay=weight_decay, amsgrad=amsgrad))
 
@@ -289,6 +295,113 @@ class Adam(Optimizer):
         _check("betas[1]", group["betas"][1], 0.0, 1.0)
         _check("eps", group["eps"])
         _check("weight_decay", group["weight_decay"])
+
+    def step(self) -> None:
+        """Update every parameter that has a gradient."""
+        rest = None
+        for group in self.param_groups:
+            if not self._step_fused(group):
+                if rest is None:
+                    rest = []
+                rest.append(group)
+        if rest:
+            self._step_groups(rest)
+
+    def _step_fused(self, group: dict) -> bool:
+        """Update a group of small parameters as one flat array; False if the group does not qualify.
+
+        Small parameters (XOR's 2x2 weights) spend their time in the ~10 NumPy calls per
+        parameter, not in arithmetic: here the moments live in one flat buffer (the state's
+        "m" and "s" are views into it), the gradients are gathered into one, and the same ufunc
+        sequence as _kernel runs once; each parameter then adds its slice. Elementwise float
+        ops are correctly rounded, so the result is bit-identical to the per-parameter path.
+        """
+        if group["amsgrad"] or group["weight_decay"]:
+            return False
+        plan = self._plans.get(id(group))
+        params = group["params"]
+        if plan is None or plan[0] is not params or plan[1] is not self.state:
+            if plan is not None and plan[0] is params and plan[1] is None:
+                return False  # known not to qualify
+            if any(p.grad is None for p in params):
+                return False  # parameters without a gradient get no state: the per-parameter path
+            plan = self._plan(group)
+            if plan is None:
+                return False
+        _, _, entries, gflat, m, s, tmp, k = plan
+        if len(entries) != len(params):
+            return False
+        grads = []
+        t = None
+        for q, (p, st, shape, mv, sv, tv) in zip(params, entries):
+            g = p.grad
+            if (q is not p or g is None or g.shape != shape or p.data.shape != shape or g.dtype is not tmp.dtype
+                    or st["m"] is not mv or st["s"] is not sv):
+                return False
+            if t is None:
+                t = st["step"]
+            elif st["step"] != t:
+                return False
+            grads.append(g.reshape(-1))
+        t += 1
+        for e in entries:
+            e[1]["step"] = t
+        lr, eps = float(group["lr"]), float(group["eps"])
+        beta1, beta2 = float(group["betas"][0]), float(group["betas"][1])
+        root = math.sqrt(1.0 - beta2 ** t) / math.sqrt(1.0 - beta2)  # as in _prepare
+        step = lr * (1.0 - beta1) * root / (1.0 - beta1 ** t)
+        g = np.concatenate(grads, out=gflat) if len(grads) > 1 else grads[0]
+        # The scalars as 0-d arrays of the parameters' dtype: a NumPy op converts a Python float
+        # to that dtype (NEP 50) anyway, the same rounding as this assignment, but takes twice
+        # as long doing it.
+        b1, b2, e, neg_step = k
+        b1[()] = beta1
+        b2[()] = beta2
+        e[()] = eps * root
+        neg_step[()] = -step
+        # _kernel's sequence with weight_decay 0, decay 1 and no amsgrad
+        m *= b1
+        m += g
+        np.multiply(g, g, out=tmp)
+        s *= b2
+        s += tmp
+        np.sqrt(s, out=tmp)
+        tmp += e
+        np.divide(m, tmp, out=tmp)
+        tmp *= neg_step
+        for e in entries:
+            data = e[0].data
+            data += e[5]
+        return True
+
+    def _plan(self, group: dict):
+        """Flat buffers and per-parameter views for _step_fused (None when the group is not all small)."""
+        params = group["params"]
+        self._plans[id(group)] = (params, None)  # "does not qualify" unless built below
+        sizes = [p.data.size for p in params]
+        dtypes = {p.data.dtype for p in params}
+        if len(dtypes) != 1 or sum(sizes) > _FUSE_MAX:
+            return None
+        dtype = dtypes.pop()
+        n = sum(sizes)
+        m, s, tmp, gflat = (np.zeros(n, dtype) for _ in range(4))
+        entries = []
+        off = 0
+        for p, k in zip(params, sizes):
+            shape = p.data.shape
+            st = self.state.get(id(p))
+            if st is None:
+                st = self.state[id(p)] = {"step": 0}
+            mv, sv = m[off:off + k].reshape(shape), s[off:off + k].reshape(shape)
+            if "m" in st:  # moments from earlier steps or load_state_dict: move them in
+                mv[...] = st["m"]
+                sv[...] = st["s"]
+            st["m"], st["s"] = mv, sv
+            entries.append((p, st, shape, mv, sv, tmp[off:off + k].reshape(shape)))
+            off += k
+        plan = (params, self.state, entries, gflat, m, s, tmp, tuple(np.zeros((), dtype) for _ in range(4)))
+        self._plans[id(group)] = plan
+        return plan
 
     def _prepare(self, data, state, group):
         lr, eps, wd = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])

@@ -345,3 +345,25 @@ def _child_step(opt, p, queue):
     p.grad = np.ones_like(p.data)
     opt.step()
     queue.put(float(p.data.max()))
+
+
+def test_small_params_fused_path_is_bit_identical_to_per_parameter_path():
+    rng = np.random.default_rng(3)
+    shapes = [(2, 2), (2,), (2, 1), (1,)]
+    init = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    fused = [npnn.Parameter(a.copy()) for a in init]
+    plain = [npnn.Parameter(a.copy()) for a in init]
+    opt_f, opt_p = optim.Adam(fused, lr=0.05), optim.Adam(plain, lr=0.05)
+    for step in range(50):
+        for pf, pp in zip(fused, plain):
+            pf.grad = rng.standard_normal(pf.data.shape).astype(np.float32)
+            pp.grad = pf.grad.copy()
+        if step == 20:  # a state restored mid-run moves into the flat buffers
+            opt_f.load_state_dict(opt_f.state_dict())
+        opt_f.step()
+        opt_p._step_groups(opt_p.param_groups)  # the per-parameter kernel
+        assert opt_f._plans[id(opt_f.param_groups[0])][1] is opt_f.state  # the fused path ran
+    for pf, pp in zip(fused, plain):
+        assert pf.data.dtype == np.float32
+        np.testing.assert_array_equal(pf.data, pp.data)
+        np.testing.assert_array_equal(opt_f.state[id(pf)]["s"], opt_p.state[id(pp)]["s"])
