@@ -15,12 +15,16 @@ pile up a new tag per step). Values are built with tbwriter.summary's functions.
 
 from __future__ import annotations
 
+import math
+import struct
+
 import numpy as np
 
 from npnn import tensor as _t
 from npnn.tensor import Tensor
 from tbwriter import summary as _tbs
-from tbwriter.histogram import tf_histogram as _tf_histogram
+from tbwriter.histogram import _varint
+from tbwriter.histogram import tf_histogram_bytes as _tf_histogram_bytes
 from tbwriter.proto.summary_pb2 import Summary
 
 __all__ = ["scalar", "histogram", "image", "text", "merge", "merge_all", "get_collection",
@@ -107,33 +111,69 @@ def text(name: str, tensor, collections=None) -> SummaryOp:
     return _record(name, _TEXT, tensor, collections)
 
 
-def _evaluate_into(out: Summary, ops) -> None:
-    """Append every op's current value to `out`; the per-step hot loop of merge_all."""
-    add = out.value.add
+_F32 = struct.Struct("<f").pack
+_TAGS: dict = {}  # tag -> its serialized Summary.Value.tag field
+
+
+def _tag_field(tag: str) -> bytes:
+    b = _TAGS.get(tag)
+    if b is None:
+        if len(_TAGS) > 4096:
+            _TAGS.clear()
+        t = tag.encode("utf-8")
+        b = _TAGS[tag] = b"\x0a" + _varint(len(t)) + t
+    return b
+
+
+def _evaluate(ops) -> bytes:
+    """Every op's current value as a serialized Summary; the per-step hot loop of merge_all.
+
+    A Summary's bytes are its Values' entries one after the other, so the Values are encoded
+    here directly (histograms by tbwriter.histogram, the rest by tbwriter.summary) and joined:
+    protobuf's Python field setters would cost more than the histograms themselves.
+    """
+    chunks = []
+    append = chunks.append
     for op in ops:
         kind = op.kind
         t = op.tensor
         data = t.data if type(t) is Tensor or isinstance(t, Tensor) else op.value()
         if kind is _HISTOGRAM:
-            # Fill the Value's histo in place: no intermediate Summary to copy (hot path).
-            _tf_histogram(data, op.tag, add(tag=op.tag).histo)
+            h = _tf_histogram_bytes(data, op.tag)
+            value = b"".join((_tag_field(op.tag), b"\x2a", _varint(len(h)), h))
         elif kind is _SCALAR:
             if type(data) is not np.ndarray:
                 data = np.asarray(data)
             if data.size != 1:
                 raise ValueError(f"scalar {op.tag!r}: tensor must hold exactly one value, got shape {data.shape}")
-            add(tag=op.tag, simple_value=float(data.reshape(())))
+            x = float(data.reshape(()))
+            try:
+                f = _F32(x)
+            except OverflowError:  # finite but beyond float32: +-inf, as protobuf's float field
+                f = _F32(math.copysign(math.inf, x))
+            value = _tag_field(op.tag) + b"\x15" + f
         elif kind is _IMAGE:
             max_outputs, fmt = op.options
             data = np.asarray(data)
             if data.ndim == len(fmt) and fmt[0] == "N":
                 data = data[:max_outputs]
-            out.value.extend(_tbs.images(op.tag, data, dataformats=fmt).value)
+            append(_tbs.images(op.tag, data, dataformats=fmt).SerializeToString())
+            continue
         else:
             if not isinstance(data, (str, bytes)):
                 data = np.asarray(data).reshape(-1)[0] if np.size(data) == 1 else data
                 data = data.decode() if isinstance(data, bytes) else data
-            out.value.extend(_tbs.text(op.tag, data if isinstance(data, (str, bytes)) else str(data)).value)
+            append(_tbs.text(op.tag, data if isinstance(data, (str, bytes)) else str(data)).SerializeToString())
+            continue
+        append(b"\x0a")
+        append(_varint(len(value)))
+        append(value)
+    return b"".join(chunks)
+
+
+def _evaluate_into(out: Summary, ops) -> None:
+    """Append every op's current value to `out`."""
+    out.MergeFromString(_evaluate(ops))
 
 
 def merge(summaries) -> Summary:
@@ -142,9 +182,7 @@ def merge(summaries) -> Summary:
     for i, op in enumerate(ops):
         if not isinstance(op, SummaryOp):
             raise TypeError(f"summaries[{i}]: expected a SummaryOp (from npnn.summary.*), got {type(op).__name__}")
-    out = Summary()
-    _evaluate_into(out, ops)
-    return out
+    return Summary.FromString(_evaluate(ops))
 
 
 def merge_all(key: str = _DEFAULT) -> Summary:
@@ -152,9 +190,7 @@ def merge_all(key: str = _DEFAULT) -> Summary:
     ops = _collections.get(key)
     if ops is None:
         raise KeyError(f"key: no summary collection named {key!r}; known: {sorted(_collections)}")
-    out = Summary()
-    _evaluate_into(out, ops.values())
-    return out
+    return Summary.FromString(_evaluate(ops.values()))
 
 
 def get_collection(key: str = _DEFAULT) -> list:

@@ -16,6 +16,7 @@ one `np.bincount`.
 import bisect
 import functools
 import math
+import struct
 import sys
 import threading
 
@@ -313,27 +314,83 @@ def _encode_sorted(idx: list):
     return limits, counts
 
 
-def tf_histogram(values: np.ndarray, tag: str = "", out=None) -> histogram_pb2.HistogramProto:
-    """HistogramProto with TF's default buckets, identical to tf.compat.v1.summary.histogram's.
+# Serialized HistogramProto, built with struct instead of field by field (protobuf's Python
+# setters cost ~1 us each): min..sum_squares as fixed64 fields 1-5, then bucket_limit (6) and
+# bucket (7) packed. Parsing these bytes gives the same message as setting the fields.
+_STATS = struct.Struct("<BdBdBdBdBd").pack
+_PACKED = {}  # count of doubles -> struct packing them
 
-    Fills `out` (an empty HistogramProto, e.g. inside a Summary) when given, saving a copy."""
+
+def _varint(n: int) -> bytes:
+    """Protobuf base-128 varint of a non-negative int (negative int64: two's complement)."""
+    if n < 0:
+        n += 1 << 64
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _buckets_bytes(limits: list, counts: list) -> bytes:
+    """bucket_limit and bucket as packed repeated double fields."""
+    n = len(limits)
+    pack = _PACKED.get(n)
+    if pack is None:
+        pack = _PACKED[n] = struct.Struct(f"<{n}d").pack
+    size = _varint(8 * n)
+    return b"".join((b"\x32", size, pack(*limits), b"\x3a", size, pack(*counts)))
+
+
+_ENCODED = {}  # sorted bucket indices of a small histogram -> _buckets_bytes (values drift slowly)
+_TINY = (bisect.bisect_right(EDGES, -1e-12), bisect.bisect_right(EDGES, 0.0))  # |v| < 1e-12 lands here
+_LAST = NUM_EDGES - 1
+
+
+def _small_bytes(flat: np.ndarray, tag: str) -> bytes:
+    """_small and _encode_sorted, serialized; the common case (no NaN/Inf, DBL_MAX or |v| < 1e-12) inline."""
+    vals = flat.tolist()
+    idx = sorted(map(_bucket_of, vals))
+    total = 0.0
+    squares = 0.0
+    for v in vals:  # in input order: the same double roundings as TF
+        total += v
+        squares += v * v
+    # Bucket 0 holds only -inf, bucket NUM_EDGES DBL_MAX, +inf and NaN; values near zero (where
+    # DAZ/FTZ may matter) land in _TINY: all of them take _small's exact replay instead.
+    i = bisect.bisect_left(idx, _TINY[0])
+    if idx[0] == 0 or idx[-1] > _LAST or (i < len(idx) and idx[i] <= _TINY[1]) or total - total != 0.0:
+        lo, hi, num, total, squares, idx = _small(flat, tag)
+    else:
+        lo, hi, num = min(vals), max(vals), float(len(vals))
+    key = tuple(idx)
+    buckets = _ENCODED.get(key)
+    if buckets is None:
+        if len(_ENCODED) > 4096:  # bounded: values wandering over many buckets must not grow it
+            _ENCODED.clear()
+        buckets = _ENCODED[key] = _buckets_bytes(*_encode_sorted(idx))
+    return _STATS(0x09, lo, 0x11, hi, 0x19, num, 0x21, total, 0x29, squares) + buckets
+
+
+def tf_histogram_bytes(values: np.ndarray, tag: str = "") -> bytes:
+    """tf_histogram(values, tag) serialized (parses to the same HistogramProto; zeros may be explicit)."""
     flat = _as_float(values)
     if flat.size == 0:
         raise ValueError(f"histogram {tag!r}: values is empty")
     if flat.size <= SMALL:
-        lo, hi, num, total, squares, idx = _small(flat, tag)
-        limits, buckets = _encode_sorted(idx)
-    else:
-        lo, hi, num, total, squares, idx, counts = _large(flat, tag)
-        limits, buckets = _encode(idx, counts)
+        return _small_bytes(flat, tag)
+    lo, hi, num, total, squares, idx, counts = _large(flat, tag)
+    return _STATS(0x09, lo, 0x11, hi, 0x19, num, 0x21, total, 0x29, squares) + _buckets_bytes(*_encode(idx, counts))
+
+
+def tf_histogram(values: np.ndarray, tag: str = "", out=None) -> histogram_pb2.HistogramProto:
+    """HistogramProto with TF's default buckets, identical to tf.compat.v1.summary.histogram's.
+
+    Fills `out` (an empty HistogramProto, e.g. inside a Summary) when given, saving a copy."""
+    data = tf_histogram_bytes(values, tag)
     h = histogram_pb2.HistogramProto() if out is None else out
-    h.min = lo
-    h.max = hi
-    h.num = num
-    h.sum = total
-    h.sum_squares = squares
-    h.bucket_limit.extend(limits)
-    h.bucket.extend(buckets)
+    h.MergeFromString(data)
     return h
 
 

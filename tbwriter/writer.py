@@ -17,6 +17,7 @@ from crc32c import crc32c
 
 from tbwriter import summary as _summary
 from tbwriter.events import EventFileWriter, WriterStateError
+from tbwriter.histogram import _varint  # the histogram encoder's, shared
 from tbwriter.proto import event_pb2, graph_pb2, summary_pb2
 from tbwriter.record import frame, masked_crc32c
 
@@ -30,18 +31,6 @@ _MASK = 0xA282EAD8
 _HEAD_STEP1 = struct.Struct("<BdBB").pack  # wall_time, then a 1-byte step varint
 _HEAD_STEP2 = struct.Struct("<BdBBB").pack  # wall_time, then a 2-byte step varint
 _HEADERS = {}  # record length -> its 12-byte header (length, masked CRC of length)
-
-
-def _varint(n: int) -> bytes:
-    """Protobuf base-128 varint of a non-negative int (negative int64: two's complement)."""
-    if n < 0:
-        n += 1 << 64
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def _step_field(step: int) -> bytes:

@@ -136,3 +136,23 @@ def test_merged_every_step_read_back_by_tensorboard(tmp_path):
     hist = acc.Histograms("Layer1/W1")
     assert len(hist) == 20 and hist[3].histogram_value.max == pytest.approx(0.5 ** 4)
     assert hist[3].histogram_value.num == 2
+
+
+def test_merge_all_bytes_equal_protobuf_built_summary():
+    rng = np.random.default_rng(5)
+    vals = [rng.standard_normal((4, 2)).astype(np.float32), np.array([0.0, -0.0, 1e-40], np.float32),
+            rng.standard_normal(1000), np.arange(3, dtype=np.int32)]
+    for i, v in enumerate(vals):
+        summary.histogram(f"h{i}", v)
+    summary.scalar("big", np.float64(1e300))  # beyond float32: +inf, as the protobuf setter gives
+    summary.scalar("s", Tensor(np.float32(0.25)))
+    summary.text("t", "hello")
+    want = Summary()
+    for i, v in enumerate(vals):
+        want.value.extend(tbs.histogram(f"h{i}", v).value)
+    want.value.add(tag="big", simple_value=1e300)
+    want.value.add(tag="s", simple_value=0.25)
+    want.value.extend(tbs.text("t", "hello").value)
+    got = summary.merge_all()
+    assert got.SerializeToString() == want.SerializeToString()
+    assert got.value[4].simple_value == float("inf")
