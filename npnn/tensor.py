@@ -4,12 +4,14 @@ An op computes its output with NumPy and hands `_unary` / `_binary` / `_nary` it
 function `vjp(g, node)` mapping the output's gradient to its inputs' gradients (written next
 to the forward in npnn/ops.py and npnn/functional.py), plus anything the VJP needs saved
 (`node._ctx`). Nothing else is recorded: the graph is the chain of `_parents` tuples, walked
-once by `backward` in topological order (Kahn's algorithm, no recursion).
+once by `backward` in topological order (newest op first, by a heap; no recursion).
 """
 
 from __future__ import annotations
 
 import gc
+import heapq
+import itertools
 
 import numpy as np
 
@@ -85,7 +87,7 @@ def _as_array(data, dtype=None) -> np.ndarray:
 class Tensor:
     """An ndarray with an optional gradient and the op that produced it (float32 by default)."""
 
-    __slots__ = ("data", "grad", "requires_grad", "name", "_parents", "_backward", "_ctx",
+    __slots__ = ("data", "grad", "requires_grad", "name", "_parents", "_backward", "_ctx", "_seq",
                  "__weakref__")
     __array_ufunc__ = None  # ndarray <op> Tensor defers to Tensor's reflected operators
     __hash__ = object.__hash__  # __eq__ is elementwise; identity hashing keeps sets/dicts working
@@ -184,7 +186,7 @@ class Tensor:
                 raise RuntimeError(
                     f"backward(): grad can be implicit only for a one-element tensor, got shape "
                     f"{self.data.shape}; pass grad= of that shape")
-            grad = np.ones_like(self.data)
+            grad = np.ones(self.data.shape, self.data.dtype)
             owned = {id(self)}
         else:
             grad = np.asarray(grad.data if isinstance(grad, Tensor) else grad,
@@ -222,25 +224,6 @@ class Parameter(Tensor):
         return "Parameter" + super().__repr__()[len("Tensor"):]
 
 
-def _consumer_counts(root: Tensor) -> dict:
-    """For each op output reachable from root that requires grad, how many reachable ops use it.
-
-    Leaves are left out: their gradients go straight into .grad as they arrive.
-    """
-    pending = {id(root): 0}
-    stack = [root]
-    while stack:  # an explicit stack, not recursion: a 10,000-op chain is fine
-        for p in stack.pop()._parents:
-            if p.requires_grad and p._backward is not None:
-                k = id(p)
-                if k in pending:
-                    pending[k] += 1
-                else:
-                    pending[k] = 1
-                    stack.append(p)
-    return pending
-
-
 def _accumulate_leaf(leaf: Tensor, g: np.ndarray, owned: bool) -> None:
     """Add g into leaf.grad like PyTorch's AccumulateGrad (copying g unless the engine owns it)."""
     dtype = leaf.data.dtype
@@ -257,11 +240,17 @@ def _accumulate_leaf(leaf: Tensor, g: np.ndarray, owned: bool) -> None:
         leaf.grad = np.asarray(buf + g)
 
 
+_MISSING = object()
+
+
 def _run_backward(root: Tensor, grad: np.ndarray, owned: set) -> None:
     """Walk the tape from root, summing gradients HIPS-style and filling leaves' .grad.
 
-    Order (Kahn's algorithm): an op's VJP runs once every op that consumed its output has
-    handed back its share, counted beforehand by _consumer_counts.
+    Order: every op output carries a creation number (`_seq`), and an op's inputs always exist
+    before it, so running the VJPs from the newest node to the oldest is a topological order.
+    A heap of the nodes reached so far pops the newest: when a node comes out, every reachable
+    node newer than it (all its consumers) has run, since the first unrun node on a path from
+    root to such a consumer would be in the heap and newer still. One pass, no counting walk.
 
     The first gradient reaching a node is kept by reference; a second one allocates a sum that
     the engine owns, and later ones are added into that buffer in place. An array is owned when
@@ -271,12 +260,13 @@ def _run_backward(root: Tensor, grad: np.ndarray, owned: set) -> None:
     if root._backward is None:
         _accumulate_leaf(root, grad, id(root) in owned)
         return
-    pending = _consumer_counts(root)
     grads = {id(root): grad}
-    ready = [root]
-    while ready:
-        node = ready.pop()
-        g = grads.pop(id(node), None)
+    heap = [(-root._seq, root)]  # creation numbers are unique: Tensors are never compared
+    pop = heapq.heappop
+    push = heapq.heappush
+    while heap:
+        node = pop(heap)[1]
+        g = grads.pop(id(node))
         parents = node._parents
         for p, pg in zip(parents, node._backward(g, node) if g is not None else (None,) * len(parents)):
             if not p.requires_grad:
@@ -296,15 +286,14 @@ def _run_backward(root: Tensor, grad: np.ndarray, owned: set) -> None:
                 _accumulate_leaf(p, pg, pg.base is None and pg is not g)
                 continue
             pk = id(p)
-            left = pending[pk] - 1
-            pending[pk] = left
-            if not left:
-                ready.append(p)
+            cur = grads.get(pk, _MISSING)
+            if cur is _MISSING:  # first reached: schedule it
+                push(heap, (-p._seq, p))
+                cur = grads[pk] = None
             if pg is None:
                 continue
             if type(pg) is not _ndarray:  # a NumPy scalar from a 0-d VJP: += needs an array
                 pg = np.array(pg)
-            cur = grads.get(pk)
             if cur is None:
                 grads[pk] = pg
                 if pg.base is None and pg is not g:
@@ -344,6 +333,7 @@ def unbroadcast(g: np.ndarray, shape: tuple) -> np.ndarray:
 
 
 _new = object.__new__
+_next_seq = itertools.count(1).__next__  # atomic under the GIL: unique across threads
 _ndarray = np.ndarray
 
 
@@ -361,6 +351,7 @@ def _result(data: np.ndarray, parents: tuple, needs_grad: bool, backward, op: st
         t._parents = parents
         t._backward = backward
         t._ctx = ctx
+        t._seq = _next_seq()  # creation order: backward's topological order
     else:
         t.requires_grad = False
         t._parents = ()
