@@ -23,6 +23,7 @@ import numpy as np
 from npnn import tensor as _t
 from npnn.tensor import Tensor
 from tbwriter import summary as _tbs
+from tbwriter.histogram import VARINTS as _VARINTS
 from tbwriter.histogram import _varint
 from tbwriter.histogram import tf_histogram_bytes as _tf_histogram_bytes
 from tbwriter.proto.summary_pb2 import Summary
@@ -112,16 +113,23 @@ def text(name: str, tensor, collections=None) -> SummaryOp:
 
 
 _F32 = struct.Struct("<f").pack
-_TAGS: dict = {}  # tag -> its serialized Summary.Value.tag field
+_PREFIXES: dict = {}  # (tag, kind) -> the serialized start of its Summary.Value
 
 
-def _tag_field(tag: str) -> bytes:
-    b = _TAGS.get(tag)
+def _prefix(tag: str, kind: str) -> bytes:
+    """Value.tag and the key of the value field: histo (5) or, for scalars, the whole entry head."""
+    key = (tag, kind)
+    b = _PREFIXES.get(key)
     if b is None:
-        if len(_TAGS) > 4096:
-            _TAGS.clear()
+        if len(_PREFIXES) > 4096:
+            _PREFIXES.clear()
         t = tag.encode("utf-8")
-        b = _TAGS[tag] = b"\x0a" + _varint(len(t)) + t
+        tag_field = b"\x0a" + _varint(len(t)) + t
+        if kind is _SCALAR:  # Summary.value entry, Value.tag, simple_value key: 4 float bytes follow
+            b = b"\x0a" + _varint(len(tag_field) + 5) + tag_field + b"\x15"
+        else:
+            b = tag_field + b"\x2a"
+        b = _PREFIXES[key] = b
     return b
 
 
@@ -134,40 +142,46 @@ def _evaluate(ops) -> bytes:
     """
     chunks = []
     append = chunks.append
+    varints = _VARINTS
+    small = len(varints)
     for op in ops:
         kind = op.kind
         t = op.tensor
         data = t.data if type(t) is Tensor or isinstance(t, Tensor) else op.value()
         if kind is _HISTOGRAM:
             h = _tf_histogram_bytes(data, op.tag)
-            value = b"".join((_tag_field(op.tag), b"\x2a", _varint(len(h)), h))
+            prefix = _prefix(op.tag, kind)
+            n = len(h)
+            hn = varints[n] if n < small else _varint(n)
+            n += len(prefix) + len(hn)
+            append(b"\x0a")
+            append(varints[n] if n < small else _varint(n))
+            append(prefix)
+            append(hn)
+            append(h)
         elif kind is _SCALAR:
             if type(data) is not np.ndarray:
                 data = np.asarray(data)
             if data.size != 1:
                 raise ValueError(f"scalar {op.tag!r}: tensor must hold exactly one value, got shape {data.shape}")
-            x = float(data.reshape(()))
+            x = data.item() if data.dtype.kind == "f" else float(data.reshape(()))
             try:
                 f = _F32(x)
             except OverflowError:  # finite but beyond float32: +-inf, as protobuf's float field
                 f = _F32(math.copysign(math.inf, x))
-            value = _tag_field(op.tag) + b"\x15" + f
+            append(_prefix(op.tag, kind))
+            append(f)
         elif kind is _IMAGE:
             max_outputs, fmt = op.options
             data = np.asarray(data)
             if data.ndim == len(fmt) and fmt[0] == "N":
                 data = data[:max_outputs]
             append(_tbs.images(op.tag, data, dataformats=fmt).SerializeToString())
-            continue
         else:
             if not isinstance(data, (str, bytes)):
                 data = np.asarray(data).reshape(-1)[0] if np.size(data) == 1 else data
                 data = data.decode() if isinstance(data, bytes) else data
             append(_tbs.text(op.tag, data if isinstance(data, (str, bytes)) else str(data)).SerializeToString())
-            continue
-        append(b"\x0a")
-        append(_varint(len(value)))
-        append(value)
     return b"".join(chunks)
 
 

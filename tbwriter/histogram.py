@@ -333,6 +333,9 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
+VARINTS = [_varint(n) for n in range(1 << 12)]  # small lengths' varints, looked up on hot paths
+
+
 def _buckets_bytes(limits: list, counts: list) -> bytes:
     """bucket_limit and bucket as packed repeated double fields."""
     n = len(limits)
