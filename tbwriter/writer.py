@@ -17,9 +17,9 @@ from crc32c import crc32c
 
 from tbwriter import summary as _summary
 from tbwriter.events import EventFileWriter, WriterStateError
-from tbwriter.histogram import _varint  # the histogram encoder's, shared
+from tbwriter.histogram import VARINTS, _varint  # the histogram encoder's, shared
 from tbwriter.proto import event_pb2, graph_pb2, summary_pb2
-from tbwriter.record import frame, masked_crc32c
+from tbwriter.record import masked_crc32c
 
 __all__ = ["SummaryWriter", "FileWriter", "WriterStateError"]
 
@@ -187,19 +187,35 @@ class FileWriter:
         s = self._state
         if s.dead is not None:
             s.raise_dead()
-        seen = self._meta_tags
-        for i, v in enumerate(summary.value):
-            if v.HasField("metadata"):
-                if v.tag not in seen:
-                    seen.add(v.tag)
-                    continue
-                if not owned:  # never modify the caller's message
-                    summary = summary_pb2.Summary.FromString(summary.SerializeToString())
-                    owned = True
-                summary.value[i].ClearField("metadata")
-        event = _event_bytes(time.time() if walltime is None else _as_walltime(walltime), step, b"\x2a",
-                             summary.SerializeToString())
-        s.append(frame(event))
+        data = summary.SerializeToString()
+        known = _PLAIN.pop(id(summary), None)
+        if known is None or known[0] is not summary or known[1] != data:
+            # Visiting the Values costs ~1 us each (protobuf wraps each in a Python object):
+            # skipped above for a Summary whose bytes are known to hold no metadata.
+            seen = self._meta_tags
+            changed = False
+            for i, v in enumerate(summary.value):
+                if v.HasField("metadata"):
+                    if v.tag not in seen:
+                        seen.add(v.tag)
+                        continue
+                    if not owned:  # never modify the caller's message
+                        summary = summary_pb2.Summary.FromString(data)
+                        owned = True
+                    summary.value[i].ClearField("metadata")
+                    changed = True
+            if changed:
+                data = summary.SerializeToString()
+        if walltime is None and 0 <= step < 128:
+            head = _HEAD_STEP1(0x09, time.time(), 0x10, step) if step else _HEAD.pack(0x09, time.time())
+        else:
+            head = _HEAD.pack(0x09, time.time() if walltime is None else _as_walltime(walltime)) + _step_field(step)
+        n = len(data)
+        event = b"".join((head, b"\x2a", VARINTS[n] if n < 4096 else _varint(n), data))
+        n = len(event)
+        crc = crc32c(event)
+        s.append(b"".join((_HEADERS.get(n) or _frame_header(n), event,
+                           _U32.pack((((crc >> 15) | (crc << 17)) + _MASK) & 0xFFFFFFFF))))
 
     def add_graph(self, graph, global_step=None, walltime=None) -> None:
         """Write a GraphDef (or an object with as_graph_def()) for the graph dashboard."""
@@ -237,6 +253,21 @@ class FileWriter:
 
     def __exit__(self, *exc):
         self.close()
+
+
+_PLAIN = {}  # id(summary) -> (summary, its bytes), for Summaries made from bytes without metadata
+
+
+def note_plain_summary(summary, data: bytes) -> None:
+    """Tell writers that `summary` was parsed from `data`, which holds no Value.metadata.
+
+    The writer then skips its per-Value metadata check if the Summary still serializes to
+    `data` when written (any change since falls back to the check). For builders of
+    per-step summaries such as npnn.summary.merge_all.
+    """
+    if len(_PLAIN) > 64:  # summaries never written must not pile up
+        _PLAIN.clear()
+    _PLAIN[id(summary)] = (summary, data)
 
 
 def _frame_header(n: int) -> bytes:
