@@ -470,21 +470,34 @@ def _sum_vjp(g, node):
     return (_spread(g, node._ctx, X.shape, X.dtype),)
 
 
+_MEAN_PLANS: dict = {}  # (shape, dtype, axis, keepdims) -> _mean_vjp's context and the result's shape
+
+
 def mean(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:
     """Mean over axis (None = all); integer and bool data average to float32."""
     X = x.data
     if X.dtype.kind not in "fc":
         X = X.astype(np.float32)
     shape, dtype = X.shape, X.dtype
-    axes = _norm_axis(axis, X.ndim)
-    kept = _kept_shape(shape, axes)
-    inv_n = _scalar(1 / math.prod(shape[a] for a in axes), dtype)  # float32 stays float32
-    out = _add_reduce(X, axis, keepdims=keepdims)
-    if isinstance(out, np.ndarray):
-        out = np.multiply(out, inv_n, out=out)
-    else:
-        out = np.asarray(out * inv_n)
-    return _unary(out, x, _mean_vjp, "Mean", None, (kept, inv_n, shape, dtype))
+    try:
+        key = (shape, dtype, axis, keepdims)
+        plan = _MEAN_PLANS.get(key)
+    except TypeError:  # an unhashable axis (a list)
+        key = plan = None
+    if plan is None:  # worked out once per shape: the same shapes recur every step
+        axes = _norm_axis(axis, X.ndim)
+        kept = _kept_shape(shape, axes)
+        inv_n = _scalar(1 / math.prod(shape[a] for a in axes), dtype)  # float32 stays float32
+        out_shape = kept if keepdims else tuple(n for i, n in enumerate(shape) if i not in axes)
+        plan = ((kept, inv_n, shape, dtype), out_shape)
+        if key is not None:
+            if len(_MEAN_PLANS) > 4096:
+                _MEAN_PLANS.clear()
+            _MEAN_PLANS[key] = plan
+    ctx, out_shape = plan
+    out = np.empty(out_shape, dtype)  # reduce into an array: a full reduction gives no NumPy scalar
+    _add_reduce(X, axis, out=out, keepdims=keepdims)
+    return _unary(np.multiply(out, ctx[1], out=out), x, _mean_vjp, "Mean", None, ctx)
 
 
 def _mean_vjp(g, node):
@@ -600,7 +613,12 @@ def _compare(ufunc, op):
     """A comparison operator: a bool Tensor, no gradient."""
     def compare(a, b):
         a_data = a.data
-        b_data = b.data if isinstance(b, Tensor) else b
+        if isinstance(b, Tensor):
+            b_data = b.data
+        elif type(b) in _PY_NUMBERS:  # as a cached 0-d array of a's float dtype (NEP 50's cast)
+            b_data = _scalar(b, a_data.dtype)
+        else:
+            b_data = b
         out = ufunc(a_data, b_data)
         inputs = (a, b)
         return _unary(out, _no_grad_view(a), None, op, inputs)
