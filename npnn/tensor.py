@@ -186,7 +186,8 @@ class Tensor:
                 raise RuntimeError(
                     f"backward(): grad can be implicit only for a one-element tensor, got shape "
                     f"{self.data.shape}; pass grad= of that shape")
-            grad = np.ones(self.data.shape, self.data.dtype)
+            grad = np.empty(self.data.shape, self.data.dtype)
+            grad.fill(1)  # np.ones' Python wrapper costs more than the array
             owned = {id(self)}
         else:
             grad = np.asarray(grad.data if isinstance(grad, Tensor) else grad,
@@ -275,21 +276,32 @@ def _run_backward(root: Tensor, grad: np.ndarray, owned: set) -> None:
                 if pg is None:
                     continue
                 buf = p.grad
-                if buf is not None and type(pg) is _ndarray and pg.dtype is buf.dtype:
-                    try:  # the common case, inline: add into the leaf's own buffer
-                        buf += pg
-                        continue
-                    except ValueError:  # read-only or odd-shaped .grad: the general path
-                        pass
+                if type(pg) is _ndarray:
+                    if buf is None:
+                        if pg.dtype is p.data.dtype:  # after zero_grad: keep a fresh array, copy others
+                            p.grad = pg if pg.base is None and pg is not g else pg.copy()
+                            continue
+                    elif pg.dtype is buf.dtype:
+                        try:  # the common case, inline: add into the leaf's own buffer
+                            buf += pg
+                            continue
+                        except ValueError:  # read-only or odd-shaped .grad: the general path
+                            pass
                 if type(pg) is not _ndarray:  # a NumPy scalar from a 0-d VJP
                     pg = np.array(pg)
                 _accumulate_leaf(p, pg, pg.base is None and pg is not g)
                 continue
             pk = id(p)
             cur = grads.get(pk, _MISSING)
-            if cur is _MISSING:  # first reached: schedule it
+            if cur is _MISSING:  # first reached: schedule it, keeping its first share
                 push(heap, (-p._seq, p))
-                cur = grads[pk] = None
+                if pg is not None:
+                    if type(pg) is not _ndarray:  # a NumPy scalar from a 0-d VJP: += needs an array
+                        pg = np.array(pg)
+                    if pg.base is None and pg is not g:
+                        owned.add(pk)
+                grads[pk] = pg
+                continue
             if pg is None:
                 continue
             if type(pg) is not _ndarray:  # a NumPy scalar from a 0-d VJP: += needs an array
