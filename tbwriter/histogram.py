@@ -349,6 +349,7 @@ def _buckets_bytes(limits: list, counts: list) -> bytes:
 _ENCODED = {}  # sorted bucket indices of a small histogram -> _buckets_bytes (values drift slowly)
 _TINY = (bisect.bisect_right(EDGES, -1e-12), bisect.bisect_right(EDGES, 0.0))  # |v| < 1e-12 lands here
 _LAST = NUM_EDGES - 1
+_FLOAT32 = np.dtype(np.float32)
 
 
 def _small_bytes(flat: np.ndarray, tag: str) -> bytes:
@@ -378,6 +379,8 @@ def _small_bytes(flat: np.ndarray, tag: str) -> bytes:
 
 def tf_histogram_bytes(values: np.ndarray, tag: str = "") -> bytes:
     """tf_histogram(values, tag) serialized (parses to the same HistogramProto; zeros may be explicit)."""
+    if type(values) is np.ndarray and values.dtype is _FLOAT32 and 0 < values.size <= SMALL:
+        return _small_bytes(values.ravel(), tag)  # the per-step case, without _as_float's checks
     flat = _as_float(values)
     if flat.size == 0:
         raise ValueError(f"histogram {tag!r}: values is empty")
