@@ -331,9 +331,8 @@ class Adam(Optimizer):
         _, _, entries, gflat, m, s, tmp, k = plan
         if len(entries) != len(params):
             return False
-        grads = []
         t = None
-        for q, (p, st, shape, mv, sv, tv) in zip(params, entries):
+        for q, (p, st, shape, mv, sv, tv, gv) in zip(params, entries):
             g = p.grad
             if (q is not p or g is None or g.shape != shape or p.data.shape != shape or g.dtype is not tmp.dtype
                     or st["m"] is not mv or st["s"] is not sv):
@@ -342,7 +341,7 @@ class Adam(Optimizer):
                 t = st["step"]
             elif st["step"] != t:
                 return False
-            grads.append(g.reshape(-1))
+            gv[...] = g  # gathered into the flat buffer (cheaper than one concatenate)
         t += 1
         for e in entries:
             e[1]["step"] = t
@@ -350,7 +349,7 @@ class Adam(Optimizer):
         beta1, beta2 = float(group["betas"][0]), float(group["betas"][1])
         root = math.sqrt(1.0 - beta2 ** t) / math.sqrt(1.0 - beta2)  # as in _prepare
         step = lr * (1.0 - beta1) * root / (1.0 - beta1 ** t)
-        g = np.concatenate(grads, out=gflat) if len(grads) > 1 else grads[0]
+        g = gflat
         # The scalars as 0-d arrays of the parameters' dtype: a NumPy op converts a Python float
         # to that dtype (NEP 50) anyway, the same rounding as this assignment, but takes twice
         # as long doing it.
@@ -397,7 +396,7 @@ class Adam(Optimizer):
                 mv[...] = st["m"]
                 sv[...] = st["s"]
             st["m"], st["s"] = mv, sv
-            entries.append((p, st, shape, mv, sv, tmp[off:off + k].reshape(shape)))
+            entries.append((p, st, shape, mv, sv, tmp[off:off + k].reshape(shape), gflat[off:off + k].reshape(shape)))
             off += k
         plan = (params, self.state, entries, gflat, m, s, tmp, tuple(np.zeros((), dtype) for _ in range(4)))
         self._plans[id(group)] = plan
