@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import numpy as np
 
-from npnn.tensor import Tensor, _add_reduce, _binary, _const, _nary, _unary, unbroadcast
+from npnn.tensor import Tensor, _add_reduce, _binary, _const, _nary, _result, _unary, unbroadcast
 
 __all__ = [
     "add", "sub", "mul", "div", "pow", "neg", "matmul", "exp", "log", "sqrt", "abs",
@@ -596,17 +596,8 @@ def cast(x: Tensor, dtype) -> Tensor:
     out = X.astype(dtype)
     src = X.dtype
     if out.dtype.kind != "f" or src.kind != "f":
-        return _unary(out, _no_grad_view(x), _pass, "Cast", (x,))
+        return _result(out, (x,), False, _pass, "Cast", (x,))  # cut from the tape
     return _unary(out, x, lambda g, node: (g.astype(src),), "Cast")
-
-
-def _no_grad_view(x: Tensor) -> Tensor:
-    """x itself when it needs no grad, else a detached leaf (ops to non-float types are cut)."""
-    if not x.requires_grad:
-        return x
-    t = _const(x.data)
-    t.name = x.name
-    return t
 
 
 def _compare(ufunc, op):
@@ -621,7 +612,7 @@ def _compare(ufunc, op):
             b_data = b
         out = ufunc(a_data, b_data)
         inputs = (a, b)
-        return _unary(out, _no_grad_view(a), None, op, inputs)
+        return _result(out, (a,), False, None, op, inputs)  # no gradient: never on the tape
     compare.__name__ = op
     return compare
 
