@@ -5,8 +5,10 @@ parameter) and a ``_kernel`` (the update on flat arrays through ``out=``, into i
 and scratch buffers). A step thus allocates nothing and never upcasts: Python floats keep
 float32 in NumPy 2. Large parameters are split in two halves updated by two threads
 (``NUM_THREADS``; NumPy's ufunc loops release the GIL), the way PyTorch's CPU kernels use
-their intra-op threads. ``zero_grad()`` sets ``.grad`` to None (PyTorch's default): the
-next backward then hands its first gradient over without a memset or an add.
+their intra-op threads. Adam's groups of small parameters (XOR's) instead update as one flat
+array (``Adam._step_fused``), bit-identical to the per-parameter kernel. ``zero_grad()`` sets
+``.grad`` to None (PyTorch's default): the next backward then hands its first gradient over
+without a memset or an add.
 """
 
 from __future__ import annotations
