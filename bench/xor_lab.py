@@ -90,7 +90,7 @@ def child_torch(logdir: str, steps: int, writer_kind: str) -> None:
     _report(loop, accuracy.item(), cost.item())
 
 
-def child_tf1(logdir: str, steps: int) -> None:
+def child_tf1(logdir: str, steps: int, seed: int = 777) -> None:
     """The lab as the course wrote it: TensorFlow 1 graph mode through tf.compat.v1."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
@@ -98,7 +98,7 @@ def child_tf1(logdir: str, steps: int) -> None:
 
     tf1 = tf.compat.v1
     tf1.disable_eager_execution()
-    tf1.set_random_seed(777)
+    tf1.set_random_seed(seed)
     x_data = np.array(X_DATA, dtype=np.float32)
     y_data = np.array(Y_DATA, dtype=np.float32)
     X = tf1.placeholder(tf.float32, [None, 2], name="x")
@@ -193,6 +193,29 @@ def run_child(cmd: list, logdir: Path) -> dict:
     return {"wall": wall, "size": size, **report}
 
 
+def compare_sizes(programs: dict, absent: dict, seeds: list) -> None:
+    """Event-file bytes of the npnn and TF1 labs for each seed, and the ratio of their medians."""
+    if "tf1" in absent:
+        raise SystemExit(f"TF1 is absent: {absent['tf1']}")
+    tmp = Path(tempfile.mkdtemp(prefix="xor-lab-sizes-"))
+    sizes = {"npnn": [], "tf1": []}
+    try:
+        for seed in seeds:
+            acc = {}
+            for n in sizes:
+                cmd = [a.replace("{logdir}", str(tmp / n)) for a in programs[n][0]] + ["--seed", str(seed)]
+                r = run_child(cmd, tmp / n)
+                sizes[n].append(r["size"])
+                acc[n] = r.get("accuracy")
+            print(f"seed {seed:6d}: npnn {sizes['npnn'][-1] / 1e6:6.2f} MB (accuracy {acc['npnn']})  "
+                  f"TF1 {sizes['tf1'][-1] / 1e6:6.2f} MB (accuracy {acc['tf1']})", flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    a, b = statistics.median(sizes["npnn"]), statistics.median(sizes["tf1"])
+    print(f"median over {len(seeds)} seeds: npnn {a / 1e6:.2f} MB, TF1 {b / 1e6:.2f} MB, npnn / TF1 {a / b:.2f} "
+          f"(target <= 1: {'meets' if a <= b else 'MISSES'})")
+
+
 def main() -> None:
     """Parse flags, run every available program --repeat times, print the table and the ratios."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -203,12 +226,16 @@ def main() -> None:
     p.add_argument("--tf-python", default=os.environ.get("NPNN_BENCH_TF_PYTHON"),
                    help="python with tensorflow for the TF1 peer (default: $NPNN_BENCH_TF_PYTHON)")
     p.add_argument("--only", action="append", help="run only these programs (repeatable)")
+    p.add_argument("--size-seeds", type=int, nargs="+", metavar="SEED",
+                   help="instead of timing: event-file sizes of npnn and TF1 for each seed (the "
+                        "histograms' sparse size depends on where training ends, so one seed is anecdote)")
+    p.add_argument("--seed", type=int, default=777, help=argparse.SUPPRESS)
     p.add_argument("--child", nargs=2, metavar=("NAME", "LOGDIR"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         name, logdir = args.child
         if name == "tf1":
-            child_tf1(logdir, args.steps)
+            child_tf1(logdir, args.steps, args.seed)
         elif name == "npnn-train":
             child_npnn_train(args.steps)
         else:
@@ -238,6 +265,8 @@ def main() -> None:
         if subprocess.run([py, "-c", f"import {mod}"], capture_output=True).returncode:
             for n in names:
                 absent.setdefault(n, f"{mod} is not installed")
+    if args.size_seeds:
+        return compare_sizes(programs, absent, args.size_seeds)
     order = [n for n in programs if not args.only or n in args.only]
     results = {n: [] for n in order if n not in absent}
     tmp = Path(tempfile.mkdtemp(prefix="xor-lab-bench-"))
