@@ -355,19 +355,20 @@ _FLOAT32 = np.dtype(np.float32)
 def _small_bytes(flat: np.ndarray, tag: str) -> bytes:
     """_small and _encode_sorted, serialized; the common case (no NaN/Inf, DBL_MAX or |v| < 1e-12) inline."""
     vals = flat.tolist()
-    idx = sorted(map(_bucket_of, vals))
     total = 0.0
     squares = 0.0
     for v in vals:  # in input order: the same double roundings as TF
         total += v
         squares += v * v
-    # Bucket 0 holds only -inf, bucket NUM_EDGES DBL_MAX, +inf and NaN; values near zero (where
-    # DAZ/FTZ may matter) land in _TINY: all of them take _small's exact replay instead.
+    ordered = sorted(vals)  # without NaN (caught by total below): min, max and sorted buckets at once
+    idx = list(map(_bucket_of, ordered))
+    # NaN and +-Inf make total NaN or Inf; bucket NUM_EDGES holds DBL_MAX; values near zero
+    # (where DAZ/FTZ may matter) land in _TINY: all of them take _small's exact replay instead.
     i = bisect.bisect_left(idx, _TINY[0])
-    if idx[0] == 0 or idx[-1] > _LAST or (i < len(idx) and idx[i] <= _TINY[1]) or total - total != 0.0:
+    if total - total != 0.0 or idx[-1] > _LAST or (i < len(idx) and idx[i] <= _TINY[1]):
         lo, hi, num, total, squares, idx = _small(flat, tag)
-    else:
-        lo, hi, num = min(vals), max(vals), float(len(vals))
+    else:  # equal values are equal floats here (+-0 went to _small): the first minimum is any
+        lo, hi, num = ordered[0], ordered[-1], float(len(vals))
     key = tuple(idx)
     buckets = _ENCODED.get(key)
     if buckets is None:
