@@ -314,3 +314,15 @@ def test_interleaved_dag_matches_finite_differences():
             lo = f(*((p0 - d, b0) if p is a else (a0, p0 - d)), sig).sum()
             num[i] = (hi - lo) / (2 * eps)
         np.testing.assert_allclose(p.grad, num, rtol=1e-6, atol=1e-8)
+
+
+def test_float32_mean_is_numpy_float32_sum_times_inverse_count_bit_for_bit():
+    rng = np.random.default_rng(4)
+    for n in (1, 3, 4, 7, 100):
+        for scale in (1e-40, 1e-3, 1.0, 1e30):
+            x = (rng.standard_normal(n) * scale).astype(np.float32)
+            inv = np.float32(1 / n)
+            want = np.add.reduce(x) * inv
+            got = Tensor(x).mean().data
+            assert got.dtype == np.float32 and got.shape == ()
+            assert got.tobytes() == np.asarray(want, np.float32).tobytes()
