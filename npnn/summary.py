@@ -27,7 +27,6 @@ from tbwriter.histogram import VARINTS as _VARINTS
 from tbwriter.histogram import _varint
 from tbwriter.histogram import tf_histogram_bytes as _tf_histogram_bytes
 from tbwriter.proto.summary_pb2 import Summary
-from tbwriter.writer import note_plain_summary as _note_plain_summary
 
 __all__ = ["scalar", "histogram", "image", "text", "merge", "merge_all", "get_collection",
            "clear", "SummaryOp", "Summary"]
@@ -205,19 +204,7 @@ def merge_all(key: str = _DEFAULT) -> Summary:
     ops = _collections.get(key)
     if ops is None:
         raise KeyError(f"key: no summary collection named {key!r}; known: {sorted(_collections)}")
-    data = _evaluate(ops.values())
-    out = Summary.FromString(data)
-    if not _has_metadata(ops.values()):
-        _note_plain_summary(out, data)  # the writer may skip its metadata check
-    return out
-
-
-def _has_metadata(ops) -> bool:
-    """Whether the Values of these ops carry SummaryMetadata (images and text do)."""
-    for op in ops:
-        if op.kind is not _HISTOGRAM and op.kind is not _SCALAR:
-            return True
-    return False
+    return Summary.FromString(_evaluate(ops.values()))
 
 
 def get_collection(key: str = _DEFAULT) -> list:

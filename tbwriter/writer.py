@@ -188,24 +188,20 @@ class FileWriter:
         if s.dead is not None:
             s.raise_dead()
         data = summary.SerializeToString()
-        known = _PLAIN.pop(id(summary), None)
-        if known is None or known[0] is not summary or known[1] != data:
-            # Visiting the Values costs ~1 us each (protobuf wraps each in a Python object):
-            # skipped above for a Summary whose bytes are known to hold no metadata.
-            seen = self._meta_tags
-            changed = False
-            for i, v in enumerate(summary.value):
-                if v.HasField("metadata"):
-                    if v.tag not in seen:
-                        seen.add(v.tag)
-                        continue
-                    if not owned:  # never modify the caller's message
-                        summary = summary_pb2.Summary.FromString(data)
-                        owned = True
-                    summary.value[i].ClearField("metadata")
-                    changed = True
-            if changed:
-                data = summary.SerializeToString()
+        seen = self._meta_tags
+        changed = False
+        for i, v in enumerate(summary.value):
+            if v.HasField("metadata"):
+                if v.tag not in seen:
+                    seen.add(v.tag)
+                    continue
+                if not owned:  # never modify the caller's message
+                    summary = summary_pb2.Summary.FromString(data)
+                    owned = True
+                summary.value[i].ClearField("metadata")
+                changed = True
+        if changed:
+            data = summary.SerializeToString()
         if walltime is None and 0 <= step < 128:
             head = _HEAD_STEP1(0x09, time.time(), 0x10, step) if step else _HEAD.pack(0x09, time.time())
         else:
@@ -253,21 +249,6 @@ class FileWriter:
 
     def __exit__(self, *exc):
         self.close()
-
-
-_PLAIN = {}  # id(summary) -> (summary, its bytes), for Summaries made from bytes without metadata
-
-
-def note_plain_summary(summary, data: bytes) -> None:
-    """Tell writers that `summary` was parsed from `data`, which holds no Value.metadata.
-
-    The writer then skips its per-Value metadata check if the Summary still serializes to
-    `data` when written (any change since falls back to the check). For builders of
-    per-step summaries such as npnn.summary.merge_all.
-    """
-    if len(_PLAIN) > 64:  # summaries never written must not pile up
-        _PLAIN.clear()
-    _PLAIN[id(summary)] = (summary, data)
 
 
 def _frame_header(n: int) -> bytes:

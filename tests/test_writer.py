@@ -369,27 +369,6 @@ def test_metadata_is_sent_again_in_a_new_file(tmp_path):
         assert flags == [True, False]
 
 
-def test_noted_plain_summary_changed_since_is_still_checked(tmp_path):
-    from tbwriter.writer import note_plain_summary
-    with tbwriter.FileWriter(tmp_path) as fw:
-        fw.add_summary(_summary_with_metadata("m", 1.0), 1)
-        plain = summary_pb2.Summary()
-        plain.value.add(tag="x", simple_value=2.0)
-        data = plain.SerializeToString()
-        noted = summary_pb2.Summary.FromString(data)
-        note_plain_summary(noted, data)
-        fw.add_summary(noted, 2)  # as noted: written without the per-Value check
-        changed = summary_pb2.Summary.FromString(data)
-        note_plain_summary(changed, data)
-        changed.value.extend(_summary_with_metadata("m", 3.0).value)  # metadata of a seen tag
-        fw.add_summary(changed, 3)
-    evs = [e for e in read_events(fw.event_writer.path) if e.HasField("summary")]
-    assert [[(v.tag, v.HasField("metadata")) for v in e.summary.value] for e in evs] == [
-        [("m", True)], [("x", False)], [("x", False), ("m", False)]]
-    assert changed.value[1].HasField("metadata")  # the caller's message is never modified
-    assert [e.step for e in evs] == [1, 2, 3]
-
-
 def test_file_writer_rejects_bad_input(tmp_path):
     with pytest.raises(ValueError, match="logdir"):
         tbwriter.FileWriter("")
