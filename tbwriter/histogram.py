@@ -82,7 +82,9 @@ def _table(ftype):
     low = t.astype(np.float64) < edge
     t[low] = np.nextafter(t[low], ftype(np.inf))
     cut[cutting] = t
-    table = (shift, imin.astype(np.intp), cut, utype)
+    # Bucket indices (< NUM_EDGES + 1 = 1552) fit int16: gathers, adds and bincount's input
+    # conversion then move a quarter of the bytes of intp.
+    table = (shift, imin.astype(np.int16), cut, utype)
     _TABLES[ftype] = table
     return table
 
@@ -194,7 +196,7 @@ def _scratch(n: int, ftype):
     cache = _buffers.__dict__
     work = cache.get(ftype)
     if work is None or work[0].size < n:
-        work = cache[ftype] = (np.empty(n, np.intp), np.empty(n, np.intp), np.empty(n, ftype),
+        work = cache[ftype] = (np.empty(n, np.intp), np.empty(n, np.int16), np.empty(n, ftype),
                                np.empty(n, bool), np.empty(n + 1, np.complex128))
     return work
 
@@ -263,7 +265,7 @@ def _large(flat: np.ndarray, tag: str):
         kk = np.right_shift(bits[start:start + k], shift, out=key[:k], casting="unsafe")
         bb = base.take(kk, out=bucket[:k])
         oo = np.greater_equal(x, cut.take(kk, out=cuts[:k]), out=over[:k])
-        np.add(bb, oo, out=bb)
+        np.add(bb, oo, out=bb, casting="unsafe")
         counts += np.bincount(bb, minlength=NUM_EDGES + 1)
         carry = _sum_chunk(x, z, carry)
     total, squares = carry.real + 0.0, carry.imag + 0.0
