@@ -3,7 +3,6 @@
 Every function is pure: it returns a `summary_pb2.Summary` (hparams returns three) and writes
 nothing. Bad input raises ValueError/TypeError naming the argument (and the tag).
 """
-import math
 import numbers
 import time
 
