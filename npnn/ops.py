@@ -246,30 +246,28 @@ def _matmul_nd(a: Tensor, b: Tensor) -> Tensor:
     return _binary(out, a, b, backward, "MatMul" if out.ndim <= 2 else "BatchMatMulV2")
 
 
+def _select_vjp(take_a):
+    """The VJP of an op whose output takes a's element where take_a holds, else b's."""
+    def backward(g, node):
+        a, b = node._parents
+        return (unbroadcast(np.where(take_a, g, 0), a.data.shape) if a.requires_grad else None,
+                unbroadcast(np.where(take_a, 0, g), b.data.shape) if b.requires_grad else None)
+
+    return backward
+
+
 def maximum(a, b) -> Tensor:
     """Elementwise max; a tie sends the gradient to a."""
     a, b = _tensor_pair(a, b)
     A, B = a.data, b.data
-    take_a = A >= B
-
-    def backward(g, node):
-        return (unbroadcast(np.where(take_a, g, 0), A.shape) if a.requires_grad else None,
-                unbroadcast(np.where(take_a, 0, g), B.shape) if b.requires_grad else None)
-
-    return _binary(np.maximum(A, B), a, b, backward, "Maximum")
+    return _binary(np.maximum(A, B), a, b, _select_vjp(A >= B), "Maximum")
 
 
 def minimum(a, b) -> Tensor:
     """Elementwise min; a tie sends the gradient to a."""
     a, b = _tensor_pair(a, b)
     A, B = a.data, b.data
-    take_a = A <= B
-
-    def backward(g, node):
-        return (unbroadcast(np.where(take_a, g, 0), A.shape) if a.requires_grad else None,
-                unbroadcast(np.where(take_a, 0, g), B.shape) if b.requires_grad else None)
-
-    return _binary(np.minimum(A, B), a, b, backward, "Minimum")
+    return _binary(np.minimum(A, B), a, b, _select_vjp(A <= B), "Minimum")
 
 
 def clip(x: Tensor, low=None, high=None) -> Tensor:
@@ -379,13 +377,8 @@ def where(condition, a, b) -> Tensor:
     if not isinstance(a, Tensor) and not isinstance(b, Tensor):
         a = _const(a)
     a, b = _tensor_pair(a, b)
-    A, B = a.data, b.data
-
-    def backward(g, node):
-        return (unbroadcast(np.where(c, g, 0), A.shape) if a.requires_grad else None,
-                unbroadcast(np.where(c, 0, g), B.shape) if b.requires_grad else None)
-
-    return _nary(np.where(c, A, B), (a, b), backward, "SelectV2", (condition, a, b))
+    return _nary(np.where(c, a.data, b.data), (a, b), _select_vjp(c), "SelectV2",
+                 (condition, a, b))
 
 
 def concatenate(tensors, axis: int = 0) -> Tensor:
