@@ -18,7 +18,7 @@ from crc32c import crc32c
 from tbwriter import summary as _summary
 from tbwriter.events import EventFileWriter, WriterStateError
 from tbwriter.histogram import VARINTS, _varint  # the histogram encoder's, shared
-from tbwriter.proto import event_pb2, graph_pb2, summary_pb2
+from tbwriter.proto import event_pb2, summary_pb2
 from tbwriter.record import masked_crc32c
 
 __all__ = ["SummaryWriter", "FileWriter", "WriterStateError"]
@@ -105,7 +105,7 @@ def _graph_bytes(graph) -> bytes:
         return bytes(graph)
     if hasattr(graph, "as_graph_def"):
         graph = graph.as_graph_def()
-    if isinstance(graph, graph_pb2.GraphDef) or hasattr(graph, "SerializeToString"):
+    if hasattr(graph, "SerializeToString"):  # a GraphDef, of this or another protobuf module
         return graph.SerializeToString()
     raise TypeError(f"graph: expected a GraphDef or an object with as_graph_def(), got {type(graph).__name__}")
 
@@ -219,13 +219,10 @@ class FileWriter:
             _event_bytes(_as_walltime(walltime), _as_step(global_step), b"\x22", _graph_bytes(graph)))
 
     def add_event(self, event) -> None:
-        """Write an Event message as it is."""
-        if not isinstance(event, event_pb2.Event):
-            if hasattr(event, "SerializeToString"):
-                self.event_writer.write_serialized(event.SerializeToString())
-                return
+        """Write an Event message (of this or another protobuf module) as it is."""
+        if not hasattr(event, "SerializeToString"):
             raise TypeError(f"event: expected an Event, got {type(event).__name__}")
-        self.event_writer.write_event(event)
+        self.event_writer.write_serialized(event.SerializeToString())
 
     def add_session_log(self, session_log, global_step=None, walltime=None) -> None:
         """Write a SessionLog event (START makes TensorBoard's Python loader purge later steps)."""
