@@ -453,8 +453,6 @@ def sum(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:
         out = _add_reduce(X, axis, keepdims=keepdims)
     else:
         out = X.sum(axis, keepdims=keepdims)
-    if not isinstance(out, np.ndarray):
-        out = np.asarray(out)
     return _unary(out, x, _sum_vjp, "Sum", None, kept)
 
 
@@ -586,8 +584,7 @@ def getitem(x: Tensor, idx) -> Tensor:
             np.add.at(gx, idx, g)  # repeated indices must add up; assignment would keep one
         return (gx,)
 
-    return _unary(out if isinstance(out, np.ndarray) else np.asarray(out), x, backward,
-                  "StridedSlice" if basic else "GatherNd")
+    return _unary(out, x, backward, "StridedSlice" if basic else "GatherNd")
 
 
 def cast(x: Tensor, dtype) -> Tensor:
