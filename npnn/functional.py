@@ -228,8 +228,8 @@ def dropout(x, p: float = 0.5, training: bool = True) -> Tensor:
     return _unary(X * mask, x, lambda g, node: (g * mask,), "Dropout")
 
 
-def _pair(v, name: str) -> tuple:
-    """An int or pair of ints as a pair of positive ints."""
+def _pair(v) -> tuple:
+    """An int or a pair of ints as a pair of ints."""
     a, b = (v, v) if isinstance(v, (int, np.integer)) else tuple(v)
     return int(a), int(b)
 
@@ -249,8 +249,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0) -> Tensor:
     if X.shape[1] != W.shape[1]:
         raise ValueError(f"conv2d: input shape {X.shape} has {X.shape[1]} channels but weight "
                          f"shape {W.shape} expects {W.shape[1]}")
-    sh, sw = _pair(stride, "stride")
-    ph, pw = _pair(padding, "padding")
+    sh, sw = _pair(stride)
+    ph, pw = _pair(padding)
     n, c, h, w = X.shape
     o, _, kh, kw = W.shape
     if ph or pw:
@@ -306,8 +306,8 @@ def max_pool2d(x, kernel_size, stride=None) -> Tensor:
     X = x.data
     if X.ndim != 4:
         raise ValueError(f"max_pool2d: expected input [N, C, H, W], got shape {X.shape}")
-    kh, kw = _pair(kernel_size, "kernel_size")
-    sh, sw = (kh, kw) if stride is None else _pair(stride, "stride")
+    kh, kw = _pair(kernel_size)
+    sh, sw = (kh, kw) if stride is None else _pair(stride)
     n, c, h, w = X.shape
     ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
     if ho < 1 or wo < 1:
