@@ -22,8 +22,7 @@ from tensorboard.compat.proto import event_pb2 as tb_event_pb2
 
 import tbwriter
 from tbwriter import events as events_mod
-from tbwriter import writer as writer_mod
-from tbwriter.events import EventFileError, WriterStateError
+from tbwriter.events import WriterStateError
 from tbwriter.proto import event_pb2, graph_pb2, summary_pb2
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
