@@ -21,10 +21,12 @@ import tbwriter
 from tbwriter.events import EventFileError, WriterStateError
 
 
+PRELUDE = f"import sys; sys.path.insert(0, {REPO!r})\n"  # makes the repo importable in a child
+
+
 def run_child(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run a Python snippet with the repo importable; return the finished process."""
-    prelude = f"import sys; sys.path.insert(0, {REPO!r})\n"
-    return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)],
+    return subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent(code)],
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -61,8 +63,7 @@ KILL_CHILD = """
 @pytest.mark.parametrize("seed", range(5))
 def test_flushed_records_survive_kill_9(tmp_path, seed):
     rng = random.Random(seed)
-    prelude = f"import sys; sys.path.insert(0, {REPO!r})\n"
-    proc = subprocess.Popen([sys.executable, "-c", prelude + textwrap.dedent(KILL_CHILD), str(tmp_path)],
+    proc = subprocess.Popen([sys.executable, "-c", PRELUDE + textwrap.dedent(KILL_CHILD), str(tmp_path)],
                             stdout=subprocess.PIPE, text=True)
     try:
         path = proc.stdout.readline().strip()
@@ -263,9 +264,8 @@ TWO_PROC_CHILD = """
 
 
 def test_two_processes_one_logdir_same_second(tmp_path):
-    prelude = f"import sys; sys.path.insert(0, {REPO!r})\n"
     start = int(time.time()) + 3.1  # both create their file just after the same second starts
-    procs = [subprocess.Popen([sys.executable, "-c", prelude + textwrap.dedent(TWO_PROC_CHILD), str(tmp_path),
+    procs = [subprocess.Popen([sys.executable, "-c", PRELUDE + textwrap.dedent(TWO_PROC_CHILD), str(tmp_path),
                                str(start), str(k)], stdout=subprocess.PIPE, text=True) for k in range(2)]
     paths = [p.communicate(timeout=120)[0].strip() for p in procs]
     assert all(p.returncode == 0 for p in procs)
