@@ -248,7 +248,8 @@ def _sum_chunk(x: np.ndarray, z: np.ndarray, carry: complex, flush_squares: bool
     return complex(zz[k])
 
 
-_ZERO_BUCKETS = slice(bisect.bisect_right(EDGES, -1e-12), bisect.bisect_right(EDGES, 0.0) + 1)
+_TINY = (bisect.bisect_right(EDGES, -1e-12), bisect.bisect_right(EDGES, 0.0))  # |v| < 1e-12 lands here
+_ZERO_BUCKETS = slice(_TINY[0], _TINY[1] + 1)
 
 
 def _large(flat: np.ndarray, tag: str):
@@ -297,23 +298,17 @@ def _encode(idx: list, counts: list):
 
 def _encode_sorted(idx: list):
     """EncodeToProto's (limits, counts) from the sorted bucket index of every value (small path)."""
-    limits = []
+    buckets = []
     counts = []
     prev = -1
-    for i in idx:
+    for i in idx:  # runs of equal indices -> (bucket, count), then the shared encoder
         if i == prev:
             counts[-1] += 1.0
-            continue
-        if i > prev + 1:  # a run of empty buckets before this one: keep the run's last edge
-            limits.append(EDGES[i - 1])
-            counts.append(0.0)
-        limits.append(EDGES[i])
-        counts.append(1.0)
-        prev = i
-    if prev < NUM_EDGES - 1:
-        limits.append(DBL_MAX)
-        counts.append(0.0)
-    return limits, counts
+        else:
+            buckets.append(i)
+            counts.append(1.0)
+            prev = i
+    return _encode(buckets, counts)
 
 
 # Serialized HistogramProto, built with struct instead of field by field (protobuf's Python
@@ -349,7 +344,6 @@ def _buckets_bytes(limits: list, counts: list) -> bytes:
 
 
 _ENCODED = {}  # sorted bucket indices of a small histogram -> _buckets_bytes (values drift slowly)
-_TINY = (bisect.bisect_right(EDGES, -1e-12), bisect.bisect_right(EDGES, 0.0))  # |v| < 1e-12 lands here
 _LAST = NUM_EDGES - 1
 _FLOAT32 = np.dtype(np.float32)
 
