@@ -98,6 +98,16 @@ def _add_decay(g: np.ndarray, p: np.ndarray, weight_decay: float, out: np.ndarra
     return out
 
 
+def _adam_scales(lr: float, beta1: float, beta2: float, t: int) -> tuple[float, float]:
+    """(step, root) of Adam's update p -= step * m / (sqrt(s) + eps * root) at step t.
+
+    PyTorch: p -= lr / bc1 * exp_avg / (sqrt(exp_avg_sq) / sqrt(bc2) + eps) with
+    exp_avg = (1 - beta1) m, exp_avg_sq = (1 - beta2) s, bc = 1 - beta ** t.
+    """
+    root = math.sqrt(1.0 - beta2 ** t) / math.sqrt(1.0 - beta2)
+    return lr * (1.0 - beta1) * root / (1.0 - beta1 ** t), root
+
+
 class Optimizer:
     """Base class: parameter groups, per-parameter state, zero_grad() and step()."""
 
@@ -349,8 +359,7 @@ class Adam(Optimizer):
             e[1]["step"] = t
         lr, eps = float(group["lr"]), float(group["eps"])
         beta1, beta2 = float(group["betas"][0]), float(group["betas"][1])
-        root = math.sqrt(1.0 - beta2 ** t) / math.sqrt(1.0 - beta2)  # as in _prepare
-        step = lr * (1.0 - beta1) * root / (1.0 - beta1 ** t)
+        step, root = _adam_scales(lr, beta1, beta2, t)
         g = gflat
         # The scalars as 0-d arrays of the parameters' dtype: a NumPy op converts a Python float
         # to that dtype (NEP 50) anyway, the same rounding as this assignment, but takes twice
@@ -412,12 +421,7 @@ class Adam(Optimizer):
             state["s"] = np.zeros_like(data)
             if group["amsgrad"]:
                 state["s_max"] = np.zeros_like(data)
-        t = state["step"]
-        # PyTorch: p -= lr / bc1 * exp_avg / (sqrt(exp_avg_sq) / sqrt(bc2) + eps) with
-        # exp_avg = (1 - beta1) m, exp_avg_sq = (1 - beta2) s, bc = 1 - beta ** t; so
-        # p -= step * m / (sqrt(s) + eps'), both scalars below.
-        root = math.sqrt(1.0 - beta2 ** t) / math.sqrt(1.0 - beta2)
-        step = lr * (1.0 - beta1) * root / (1.0 - beta1 ** t)
+        step, root = _adam_scales(lr, beta1, beta2, state["step"])
         decay = 1.0 - lr * wd if self._decoupled else 1.0  # AdamW decays the weights
         return [state["m"], state["s"], state.get("s_max")], (
             beta1, beta2, 0.0 if self._decoupled else wd, decay, step, eps * root)
