@@ -18,7 +18,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -123,18 +122,8 @@ def save_checkpoint(path: str, model: nn.Module, opt: optim.Optimizer, meta: dic
     meta = dict(meta, optim_groups=state["param_groups"], optim_scalars=steps,
                 rng=npnn.random.generator().bit_generator.state)
     arrays["meta"] = np.array(json.dumps(meta))
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".ckpt-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:  # a file object: np.savez adds no ".npz" to the name
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    nn._save_npz(path, arrays, prefix=".ckpt-")
 
 
 def load_checkpoint(path: str, model: nn.Module, opt: optim.Optimizer, model_name: str) -> dict:

@@ -164,21 +164,7 @@ class Module:
 
     def save(self, path) -> None:
         """Write state_dict() as an .npz file atomically (temp file in the same folder, then rename)."""
-        path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **self.state_dict())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        _save_npz(path, self.state_dict())
 
     def load(self, path) -> "Module":
         """Load parameters saved by save(path)."""
@@ -202,6 +188,25 @@ class Module:
             lines.append(f"  ({name}): {sub}")
         lines.append(")")
         return "\n".join(lines)
+
+
+def _save_npz(path, arrays: dict, prefix: str = ".tmp-") -> None:
+    """np.savez(path, **arrays) atomically: a temp file (prefix) in the same folder, fsynced, then renamed."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as f:  # a file object: np.savez adds no ".npz" to the name
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
 
 
 def _pair(value, name: str) -> tuple[int, int]:
