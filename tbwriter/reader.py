@@ -288,16 +288,9 @@ def tensor_to_array(tensor: tensor_pb2.TensorProto) -> np.ndarray:
     shape = tuple(d.size for d in tensor.tensor_shape.dim)
     count = int(np.prod(shape, dtype=np.int64))
     if tensor.dtype == types_pb2.DT_STRING:
-        vals = list(tensor.string_val)
-        out = np.empty(count, dtype=object)
-        if len(vals) == count:
-            out[:] = vals
-        elif vals:  # TF repeats the last value to fill the shape
-            out[: len(vals)] = vals
-            out[len(vals):] = vals[-1]
-        else:
-            out[:] = b""
-        return out.reshape(shape)
+        flat = np.empty(len(tensor.string_val), dtype=object)
+        flat[:] = list(tensor.string_val)
+        return _fill(flat, count, object, empty=b"").reshape(shape)
     if tensor.dtype == types_pb2.DT_BFLOAT16:
         if tensor.tensor_content:
             bits = np.frombuffer(tensor.tensor_content, dtype="<u2")
@@ -323,13 +316,13 @@ def tensor_to_array(tensor: tensor_pb2.TensorProto) -> np.ndarray:
     return _fill(flat, count, dtype).reshape(shape)
 
 
-def _fill(flat: np.ndarray, count: int, dtype) -> np.ndarray:
-    """TF's rule for typed value lists: exact, or the last value repeated, or zeros if empty."""
+def _fill(flat: np.ndarray, count: int, dtype, empty=0) -> np.ndarray:
+    """TF's rule for value lists: exact, or the last value repeated, or `empty` (zeros, b"") if none."""
     if flat.size == count:
         return flat
     if flat.size > count:
         raise ValueError(f"tensor: holds {flat.size} values, its shape needs {count}")
-    out = np.zeros(count, dtype=dtype)
+    out = np.full(count, empty, dtype=dtype)
     if flat.size:
         out[: flat.size] = flat
         out[flat.size:] = flat[-1]
