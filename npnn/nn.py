@@ -209,11 +209,12 @@ def _save_npz(path, arrays: dict, prefix: str = ".tmp-") -> None:
         raise
 
 
-def _pair(value, name: str) -> tuple[int, int]:
-    """An int or a pair of ints as a pair, checked positive."""
+def _pair(value, name: str, low: int = 1) -> tuple[int, int]:
+    """An int or a pair of ints as a pair, checked >= low (1: positive, 0: non-negative)."""
     pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) and v > 0 for v in pair):
-        raise ValueError(f"{name}: expected a positive int or a pair of them, got {value!r}")
+    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) and v >= low for v in pair):
+        what = "positive" if low == 1 else "non-negative"
+        raise ValueError(f"{name}: expected a {what} int or a pair of them, got {value!r}")
     return int(pair[0]), int(pair[1])
 
 
@@ -254,10 +255,7 @@ class Conv2d(Module):
         self.out_channels = _positive(out_channels, "out_channels")
         self.kernel_size = _pair(kernel_size, "kernel_size")
         self.stride = _pair(stride, "stride")
-        pad = (padding, padding) if isinstance(padding, (int, np.integer)) else tuple(padding)
-        if len(pad) != 2 or not all(isinstance(p, (int, np.integer)) and p >= 0 for p in pad):
-            raise ValueError(f"padding: expected a non-negative int or a pair of them, got {padding!r}")
-        self.padding = (int(pad[0]), int(pad[1]))
+        self.padding = _pair(padding, "padding", low=0)
         shape = (out_channels, in_channels) + self.kernel_size
         bound = 1.0 / math.sqrt(in_channels * self.kernel_size[0] * self.kernel_size[1])
         self.weight = Parameter(init.uniform(shape, -bound, bound, generator), name="weight")
