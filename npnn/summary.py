@@ -59,9 +59,7 @@ class SummaryOp:
 
     def summary(self) -> Summary:
         """This summary evaluated now, as a Summary message."""
-        out = Summary()
-        _evaluate_into(out, (self,))
-        return out
+        return Summary.FromString(_evaluate((self,)))
 
 
 def _record(name: str, kind: str, tensor, collections, options: tuple = ()) -> SummaryOp:
@@ -129,7 +127,7 @@ def _prefix(tag: str, kind: str) -> bytes:
             b = b"\x0a" + _varint(len(tag_field) + 5) + tag_field + b"\x15"
         else:
             b = tag_field + b"\x2a"
-        b = _PREFIXES[key] = b
+        _PREFIXES[key] = b
     return b
 
 
@@ -183,11 +181,6 @@ def _evaluate(ops) -> bytes:
                 data = data.decode() if isinstance(data, bytes) else data
             append(_tbs.text(op.tag, data if isinstance(data, (str, bytes)) else str(data)).SerializeToString())
     return b"".join(chunks)
-
-
-def _evaluate_into(out: Summary, ops) -> None:
-    """Append every op's current value to `out`."""
-    out.MergeFromString(_evaluate(ops))
 
 
 def merge(summaries) -> Summary:
