@@ -309,13 +309,9 @@ def test_two_thread_split_is_bit_identical(make, monkeypatch):
         return big.data, small.data
 
     (b1, s1), (b2, s2) = run(1), run(2)
-    assert big_enough(b1) and b1.dtype == np.float32
+    assert b1.size >= optim._MIN_SPLIT and b1.dtype == np.float32
     np.testing.assert_array_equal(b1, b2)
     np.testing.assert_array_equal(s1, s2)
-
-
-def big_enough(a):
-    return a.size >= optim._MIN_SPLIT
 
 
 def test_forked_child_gets_its_own_thread_pool():
