@@ -29,33 +29,27 @@ def _check_format(dataformats, allowed: tuple, arg: str = "dataformats") -> str:
     return fmt
 
 
-def to_hwc(tensor: np.ndarray, dataformats: str = "CHW") -> np.ndarray:
-    """One image in CHW, HWC or HW layout to HWC with 1, 3 or 4 channels (values untouched)."""
-    fmt = _check_format(dataformats, ("CHW", "HWC", "HW"))
+def _channels_last(tensor: np.ndarray, dataformats, allowed: tuple, target: str) -> np.ndarray:
+    """`tensor` in one of the `allowed` layouts transposed to `target` (a missing C becomes 1 channel)."""
+    fmt = _check_format(dataformats, allowed)
     if tensor.ndim != len(fmt):
         raise ValueError(f"tensor must have {len(fmt)} dimensions for dataformats={dataformats!r}, "
                          f"got shape {tensor.shape}")
-    if fmt == "HW":
-        return tensor[:, :, None]
-    hwc = tensor.transpose([fmt.index(c) for c in "HWC"])
-    if hwc.shape[2] not in (1, 3, 4):
+    out = tensor.transpose([fmt.index(c) for c in target]) if "C" in fmt else tensor[..., None]
+    if out.shape[-1] not in (1, 3, 4):
         raise ValueError(f"tensor must have 1, 3 or 4 channels (dataformats={dataformats!r}), got shape {tensor.shape}")
-    return hwc
+    return out
+
+
+def to_hwc(tensor: np.ndarray, dataformats: str = "CHW") -> np.ndarray:
+    """One image in CHW, HWC or HW layout to HWC with 1, 3 or 4 channels (values untouched)."""
+    return _channels_last(tensor, dataformats, ("CHW", "HWC", "HW"), "HWC")
 
 
 def grid(tensor: np.ndarray, dataformats: str = "NCHW", ncols: int = 8) -> np.ndarray:
     """N images (NCHW, NHWC or NHW) tiled row by row, `ncols` per row, into one HWC image like tensorboardX."""
-    fmt = _check_format(dataformats, ("NCHW", "NHWC", "NHW"))
-    if tensor.ndim != len(fmt):
-        raise ValueError(f"tensor must have {len(fmt)} dimensions for dataformats={dataformats!r}, "
-                         f"got shape {tensor.shape}")
-    if fmt == "NHW":
-        nhwc = tensor[..., None]
-    else:
-        nhwc = tensor.transpose([fmt.index(c) for c in "NHWC"])
+    nhwc = _channels_last(tensor, dataformats, ("NCHW", "NHWC", "NHW"), "NHWC")
     n, h, w, c = nhwc.shape
-    if c not in (1, 3, 4):
-        raise ValueError(f"tensor must have 1, 3 or 4 channels (dataformats={dataformats!r}), got shape {tensor.shape}")
     cols = min(n, ncols)
     rows = -(-n // cols)
     canvas = np.zeros((rows * cols, h, w, c), dtype=nhwc.dtype)
