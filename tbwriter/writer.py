@@ -19,7 +19,7 @@ from tbwriter import summary as _summary
 from tbwriter.events import EventFileWriter, WriterStateError
 from tbwriter.histogram import VARINTS, _varint  # the histogram encoder's, shared
 from tbwriter.proto import event_pb2, summary_pb2
-from tbwriter.record import masked_crc32c
+from tbwriter.record import _MASK_DELTA as _MASK, masked_crc32c  # inlined below on the hot path
 
 __all__ = ["SummaryWriter", "FileWriter", "WriterStateError"]
 
@@ -27,7 +27,6 @@ _HEAD = struct.Struct("<Bd")  # Event.wall_time: key 0x09, little-endian double
 _F32 = struct.Struct("<f")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
-_MASK = 0xA282EAD8
 _HEAD_STEP1 = struct.Struct("<BdBB").pack  # wall_time, then a 1-byte step varint
 _HEAD_STEP2 = struct.Struct("<BdBBB").pack  # wall_time, then a 2-byte step varint
 _HEADERS = {}  # record length -> its 12-byte header (length, masked CRC of length)
