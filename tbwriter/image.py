@@ -100,9 +100,7 @@ def decode_png(data: bytes) -> np.ndarray:
             a = cur[x - c] if x >= c else 0
             b = prev[x]
             cc = prev[x - c] if x >= c else 0
-            if f == 0:
-                p = 0
-            elif f == 1:
+            if f == 1:
                 p = a
             elif f == 2:
                 p = b
