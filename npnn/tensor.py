@@ -291,21 +291,18 @@ def _run_backward(root: Tensor, grad: np.ndarray, owned: set) -> None:
                     pg = np.array(pg)
                 _accumulate_leaf(p, pg, pg.base is None and pg is not g)
                 continue
+            if pg is not None and type(pg) is not _ndarray:  # a NumPy scalar from a 0-d VJP
+                pg = np.array(pg)  # += needs an array
             pk = id(p)
             cur = grads.get(pk, _MISSING)
             if cur is _MISSING:  # first reached: schedule it, keeping its first share
                 push(heap, (-p._seq, p))
-                if pg is not None:
-                    if type(pg) is not _ndarray:  # a NumPy scalar from a 0-d VJP: += needs an array
-                        pg = np.array(pg)
-                    if pg.base is None and pg is not g:
-                        owned.add(pk)
+                if pg is not None and pg.base is None and pg is not g:
+                    owned.add(pk)
                 grads[pk] = pg
                 continue
             if pg is None:
                 continue
-            if type(pg) is not _ndarray:  # a NumPy scalar from a 0-d VJP: += needs an array
-                pg = np.array(pg)
             if cur is None:
                 grads[pk] = pg
                 if pg.base is None and pg is not g:
