@@ -593,7 +593,7 @@ def cast(x: Tensor, dtype) -> Tensor:
     out = X.astype(dtype)
     src = X.dtype
     if out.dtype.kind != "f" or src.kind != "f":
-        return _result(out, (x,), False, _pass, "Cast", (x,))  # cut from the tape
+        return _result(out, (x,), False, None, "Cast", (x,))  # cut from the tape
     return _unary(out, x, lambda g, node: (g.astype(src),), "Cast")
 
 
@@ -607,9 +607,7 @@ def _compare(ufunc, op):
             b_data = _scalar(b, a_data.dtype)
         else:
             b_data = b
-        out = ufunc(a_data, b_data)
-        inputs = (a, b)
-        return _result(out, (a,), False, None, op, inputs)  # no gradient: never on the tape
+        return _result(ufunc(a_data, b_data), (a,), False, None, op, (a, b))  # never on the tape
     compare.__name__ = op
     return compare
 
