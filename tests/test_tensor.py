@@ -173,7 +173,7 @@ def test_fan_out_accumulates_without_touching_shared_arrays():
 
 def test_leaf_grad_is_writable_after_broadcast_backward():
     x = Tensor(np.ones((2, 3)), requires_grad=True)
-    x.sum().backward()  # sum's VJP returns a read-only broadcast view
+    x.sum().backward()  # a reduction's VJP spreads g back over the input's shape
     x.grad *= 2
     np.testing.assert_array_equal(x.grad, np.full((2, 3), 2.0))
 
