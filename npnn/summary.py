@@ -63,7 +63,7 @@ class SummaryOp:
 
 
 def _record(name: str, kind: str, tensor, collections, options: tuple = ()) -> SummaryOp:
-    if collections is None and _t._tracer is None and type(tensor) is not type(None):
+    if collections is None and _t._tracer is None and tensor is not None:
         # Hot path: the forward pass records the same tags every step; just swap the tensor.
         op = _collections[_DEFAULT].get(_t._scope + name)
         if op is not None and op.kind is kind and op.options == options:
