@@ -64,7 +64,7 @@ def lab(logdir: str = "logs/xor_logs", lr: float = 0.01, steps: int = 10001, see
     writer.add_graph(graph)
     hp = {"lr": lr, "optimizer": optimizer, "steps": steps, "seed": seed}
     start, group = time.time(), os.path.basename(os.path.normpath(logdir))  # HPARAMS' trial id
-    writer.add_summary(hparams(hp, {}, group_name=group, start_time_secs=start)[1])
+    writer.add_summary(hparams(hp, {}, group_name=group, start_time_secs=start)[1])  # HPARAMS session start
     for step in range(steps):  # Step 4: train, writing the merged summary (Step 2) every step
         hypothesis, cost, accuracy = forward(X, Y)
         if step % log_every == 0:
@@ -76,7 +76,7 @@ def lab(logdir: str = "logs/xor_logs", lr: float = 0.01, steps: int = 10001, see
             print(step, cost.item())
     with npnn.no_grad():
         hypothesis, cost, accuracy = forward(X, Y)
-    writer.add_summary(hparams(hp, {}, group_name=group, start_time_secs=start)[2])
+    writer.add_summary(hparams(hp, {}, group_name=group, start_time_secs=start)[2])  # session end, timed now
     writer.close()
     return {"logdir": logdir, "hypothesis": hypothesis.data, "predicted": (hypothesis.data > 0.5).astype(np.float32),
             "accuracy": accuracy.item(), "cost": cost.item()}
