@@ -53,7 +53,7 @@ _DTYPES = {"float32": 1, "float64": 2, "int32": 3, "uint8": 4, "int16": 5, "int8
 
 # TF1's default node names for ops reached through Python operators.
 _DEFAULT_NAMES = {"AddV2": "add", "Sub": "sub", "Mul": "mul", "RealDiv": "truediv",
-                  "Pow": "pow", "Cast": "Cast"}
+                  "Pow": "pow"}
 
 # Names TF gives a binary op's constant operands ("Cost/sub/x" for 1 - y).
 _ARG_NAMES = ("x", "y")
