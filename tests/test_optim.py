@@ -363,3 +363,43 @@ def test_small_params_fused_path_is_bit_identical_to_per_parameter_path():
         assert pf.data.dtype == np.float32
         np.testing.assert_array_equal(pf.data, pp.data)
         np.testing.assert_array_equal(opt_f.state[id(pf)]["s"], opt_p.state[id(pp)]["s"])
+
+
+def _fresh_python(code: str, env_update: dict) -> str:
+    """Run code in a fresh interpreter (OPENBLAS_THREAD_TIMEOUT unset unless given); its stdout."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    env.update(env_update)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+@pytest.mark.parametrize("first, env, expected", [
+    ("import npnn", {}, "16"),                      # npnn sets the short spin before NumPy loads OpenBLAS
+    ("import npnn", {"OPENBLAS_THREAD_TIMEOUT": "20"}, "20"),  # the user's value wins
+    ("import numpy, npnn", {}, "None"),             # too late once NumPy is loaded: left alone
+])
+def test_openblas_thread_timeout_is_set_only_before_numpy(first, env, expected):
+    code = f"{first}; import os; print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))"
+    assert _fresh_python(code, env) == expected
+
+
+def test_openblas_threads_stop_spinning_after_a_product():
+    # The point of the setting: after a matrix product OpenBLAS's idle threads no longer burn a
+    # core for ~0.1 s (which made Adam's second thread useless on 2 cores). CPU time used
+    # while the main thread sleeps: ~0.13 s with OpenBLAS's default, ~0 with npnn's.
+    code = """
+import npnn, numpy as np, time
+a = np.ones((400, 400), np.float32)
+for _ in range(3):
+    a @ a
+c = time.process_time()
+time.sleep(0.3)
+print(time.process_time() - c)
+"""
+    spun = float(_fresh_python(code, {"OPENBLAS_NUM_THREADS": "2"}))
+    assert spun < 0.05
