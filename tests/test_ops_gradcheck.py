@@ -117,6 +117,14 @@ def test_unary(name, fn, low):
     gradcheck(fn, x)
 
 
+def test_relu_gradient_at_zero_and_nan_follows_pytorch():
+    # PyTorch's threshold_backward: 0 where the output is <= 0, the gradient elsewhere (NaN too).
+    x = npnn.Tensor(np.array([-1.0, 0.0, 2.0, np.nan], np.float32), requires_grad=True)
+    (npnn.relu(x) * np.array([3.0, 3.0, 3.0, 3.0], np.float32)).sum().backward()
+    np.testing.assert_array_equal(x.grad, np.array([0.0, 0.0, 3.0, 3.0], np.float32))
+    assert x.grad.dtype == np.float32
+
+
 AXES = [None, 0, 1, 2, -1, (0, 2), (1, 2), (0, 1, 2)]
 
 
