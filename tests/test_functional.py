@@ -241,6 +241,9 @@ def conv2d_loops_backward(x, w, g, stride, padding):
     ((2, 3, 7, 6), (4, 3, 3, 3), 1, 0), ((2, 3, 7, 6), (4, 3, 3, 2), 2, 1),
     ((1, 2, 8, 8), (3, 2, 5, 5), 1, 2), ((2, 1, 6, 9), (2, 1, 2, 3), (2, 1), (1, 2)),
     ((3, 4, 5, 5), (2, 4, 1, 1), 1, 0),
+    # stride-1 "same" convolutions (the flat-shift input gradient), tiny images included
+    ((2, 3, 6, 6), (4, 3, 3, 3), 1, 1), ((2, 3, 4, 6), (2, 3, 3, 5), 1, (1, 2)),
+    ((3, 2, 1, 1), (2, 2, 3, 3), 1, 1), ((2, 2, 2, 3), (3, 2, 5, 7), 1, (2, 3)),
 ])
 def test_conv2d_against_loops(xs, ws, stride, padding):
     x, w, b = rand(xs, 1), rand(ws, 2), rand((ws[0],), 3)
