@@ -317,6 +317,25 @@ def test_max_pool2d_against_loops(shape, k, s):
     np.testing.assert_allclose(t.grad, expected)
 
 
+@pytest.mark.parametrize("shape", [(7, 3, 6, 6), (5, 2, 7, 5), (3, 1, 5, 9)])
+def test_max_pool2d_2x2_over_batch_chunks_with_many_ties(shape, monkeypatch):
+    # Small integers tie in most windows; a tiny chunk size makes the batch loop run several
+    # chunks (with a short last one); odd sizes leave a row / column out of every window.
+    n, c, h, w = shape
+    monkeypatch.setattr(F, "_POOL_CHUNK", 2 * c * (h // 2 * 2) * (w // 2 * 2))  # 2 images per chunk
+    x = np.random.default_rng(3).integers(-2, 3, shape).astype(np.float32)
+    t = Tensor(x, requires_grad=True)
+    out = F.max_pool2d(t, 2)
+    ref, where = max_pool_loops(x, 2, 2)
+    np.testing.assert_array_equal(out.data, ref)
+    g = rand(ref.shape, 9).astype(np.float32)
+    out.backward(g)
+    expected = np.zeros_like(x)
+    for key, pos in where.items():
+        expected[pos] += g[key]
+    np.testing.assert_array_equal(t.grad, expected)
+
+
 def test_max_pool2d_float32_and_errors():
     x = Parameter(rand((2, 3, 4, 4), 1).astype(np.float32))
     F.max_pool2d(x, 2).sum().backward()
