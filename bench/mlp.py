@@ -16,9 +16,8 @@ import ctypes
 import os
 import time
 
+import npnn  # before NumPy, so npnn's OPENBLAS_THREAD_TIMEOUT applies (see npnn/__init__.py)
 import numpy as np
-
-import npnn
 from npnn import functional as F
 from npnn import nn, optim
 
