@@ -5,7 +5,10 @@ pool-dropout-dense), Adam(1e-3), batch 100, on the real MNIST training set. Ever
 runs in its own subprocess (`--worker`), so each framework's peak RSS (ru_maxrss: imports,
 data, model, optimizer state, training) is its own; the two frameworks alternate, --repeat
 times, and the medians are compared. Both get the same thread count (--threads, default 2:
-torch.set_num_threads and the OMP/OpenBLAS/MKL variables).
+torch.set_num_threads and the OMP/OpenBLAS/MKL variables). Both workers load MNIST with
+npnn.datasets, so both processes import npnn first and get its OpenBLAS thread timeout
+(npnn/__init__.py); PyTorch's matmuls do not use OpenBLAS, and its step time measured the same
+without it.
 
 An epoch is 600 steps; --mlp-steps / --cnn-steps time fewer and scale to 600 (said in the
 output). Targets: MLP epoch <= 0.8x PyTorch's, CNN epoch <= 1.5x, peak RSS <= PyTorch's.
