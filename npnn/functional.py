@@ -353,7 +353,7 @@ def _max_pool_2x2(x: Tensor, ho: int, wo: int) -> Tensor:
     X = x.data
     n, c = X.shape[:2]
     he, we = 2 * ho, 2 * wo
-    step = max(1, _POOL_CHUNK // (c * he * we))
+    step = max(1, _POOL_CHUNK // max(1, c * he * we))
     out = np.empty((n, c, ho, wo), X.dtype)
     top = np.empty((n, c, ho, wo), bool)
     upper, lower = np.empty((2, min(step, n), c, ho, wo), X.dtype)

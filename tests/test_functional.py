@@ -336,6 +336,14 @@ def test_max_pool2d_2x2_over_batch_chunks_with_many_ties(shape, monkeypatch):
     np.testing.assert_array_equal(t.grad, expected)
 
 
+@pytest.mark.parametrize("shape", [(0, 3, 4, 4), (2, 0, 4, 4)])
+def test_max_pool2d_empty_batch_or_channels(shape):
+    x = Tensor(np.zeros(shape, np.float32), requires_grad=True)
+    out = F.max_pool2d(x, 2)
+    out.sum().backward()
+    assert out.shape == shape[:2] + (2, 2) and x.grad.shape == shape
+
+
 def test_max_pool2d_float32_and_errors():
     x = Parameter(rand((2, 3, 4, 4), 1).astype(np.float32))
     F.max_pool2d(x, 2).sum().backward()
