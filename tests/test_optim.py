@@ -6,6 +6,9 @@ with npnn.optim's in-place float32 updates.
 """
 
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -367,10 +370,6 @@ def test_small_params_fused_path_is_bit_identical_to_per_parameter_path():
 
 def _fresh_python(code: str, env_update: dict) -> str:
     """Run code in a fresh interpreter (OPENBLAS_THREAD_TIMEOUT unset unless given); its stdout."""
-    import os
-    import subprocess
-    import sys
-
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
     env.update(env_update)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
