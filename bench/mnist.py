@@ -3,12 +3,13 @@
 The models of `python -m npnn.mnist` (MLP 784-512x4-10 with dropout; CNN conv32-pool-conv64-
 pool-dropout-dense), Adam(1e-3), batch 100, on the real MNIST training set. Every measurement
 runs in its own subprocess (`--worker`), so each framework's peak RSS (ru_maxrss: imports,
-data, model, optimizer state, training) is its own; the two frameworks alternate, --repeat
-times, and the medians are compared. Both get the same thread count (--threads, default 2:
-torch.set_num_threads and the OMP/OpenBLAS/MKL variables). Both workers load MNIST with
-npnn.datasets, so both processes import npnn first and get its OpenBLAS thread timeout
-(npnn/__init__.py); PyTorch's matmuls do not use OpenBLAS, and its step time measured the same
-without it.
+data, model, optimizer state, training) is its own; the frameworks take turns in rotating
+order, --repeat times, and the medians are compared. The MLP also runs as a hand-written NumPy
+loop (the issue's yardstick: what plain NumPy does here without autodiff). All get the same
+thread count (--threads, default 2: torch.set_num_threads and the OMP/OpenBLAS/MKL variables).
+Every worker loads MNIST with npnn.datasets, so every process imports npnn first and gets its
+OpenBLAS thread timeout (npnn/__init__.py); PyTorch's matmuls do not use OpenBLAS, and its step
+time measured the same without it.
 
 An epoch is 600 steps; --mlp-steps / --cnn-steps time fewer and scale to 600 (said in the
 output). Targets: MLP epoch <= 0.8x PyTorch's, CNN epoch <= 1.5x, peak RSS <= PyTorch's.
@@ -113,6 +114,65 @@ def worker_torch(model_name: str, images, labels, steps: int, threads: int):
     return times
 
 
+def worker_numpy(images, labels, steps: int):
+    """The MLP as a hand-written NumPy loop: no autodiff, PyTorch's Adam rule in place in one
+    thread; the issue's yardstick for what plain NumPy does on this machine."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    sizes = [784, 512, 512, 512, 512, 10]
+    ws = [rng.uniform(-1, 1, (b, a)).astype(np.float32) * np.float32(np.sqrt(6 / (a + b)))
+          for a, b in zip(sizes[:-1], sizes[1:])]
+    params = ws + [np.zeros(b, np.float32) for b in sizes[1:]]
+    m, v, tmp = ([np.zeros_like(q) for q in params] for _ in range(3))
+    rows = np.arange(BATCH)
+    times = []
+    for i, idx in enumerate(_batches(len(labels), steps + 5, 1)):
+        t = time.perf_counter()
+        h, y = images[idx], labels[idx]
+        acts, masks = [h], []
+        for k in range(5):
+            h = h @ ws[k].T
+            h += params[5 + k]
+            if k < 4:
+                mask = (h > 0) & (rng.random(h.shape, dtype=np.float32) >= DROP)
+                h *= mask
+                h *= np.float32(1 / (1 - DROP))
+                masks.append(mask)
+                acts.append(h)
+        e = np.exp(h - h.max(axis=1, keepdims=True))
+        g = e / e.sum(axis=1, keepdims=True)  # d(mean cross-entropy)/d(logits)
+        g[rows, y] -= 1
+        g /= np.float32(BATCH)
+        grads = [None] * 10
+        for k in range(4, -1, -1):
+            grads[k] = g.T @ acts[k]
+            grads[5 + k] = g.sum(axis=0)
+            if k:
+                g = g @ ws[k]
+                g *= masks[k - 1]
+                g *= np.float32(1 / (1 - DROP))
+        bc1, bc2 = 1 - 0.9 ** (i + 1), 1 - 0.999 ** (i + 1)
+        for q, gq, mq, vq, tq in zip(params, grads, m, v, tmp):  # in place, into scratch
+            mq *= 0.9
+            np.multiply(gq, 0.1, out=tq)
+            mq += tq
+            vq *= 0.999
+            np.multiply(gq, gq, out=tq)
+            tq *= 0.001
+            vq += tq
+            np.sqrt(vq, out=tq)
+            tq *= 1 / np.sqrt(bc2)
+            tq += 1e-8
+            np.divide(mq, tq, out=tq)
+            tq *= 1e-3 / bc1
+            q -= tq
+        if i >= 5:
+            times.append(time.perf_counter() - t)
+    assert np.isfinite(params[0]).all()
+    return times
+
+
 def worker(args) -> None:
     """Child process: load the data, train, print one JSON line with step times and peak RSS."""
     from npnn.datasets import load_mnist
@@ -120,6 +180,8 @@ def worker(args) -> None:
     d = load_mnist(args.data, flatten=args.model == "mlp", progress=False)
     if args.worker == "npnn":
         times = worker_npnn(args.model, d.train_images, d.train_labels, args.steps)
+    elif args.worker == "numpy":
+        times = worker_numpy(d.train_images, d.train_labels, args.steps)
     else:
         times = worker_torch(args.model, d.train_images, d.train_labels, args.steps, args.threads)
     rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
@@ -150,7 +212,7 @@ def main() -> None:
     p.add_argument("--cnn-steps", type=int, default=100, help="timed CNN steps per run (scaled to an epoch)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--models", nargs="+", default=["mlp", "cnn"], choices=["mlp", "cnn"])
-    p.add_argument("--worker", choices=["npnn", "torch"], help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=["npnn", "torch", "numpy"], help=argparse.SUPPRESS)
     p.add_argument("--model", choices=["mlp", "cnn"], help=argparse.SUPPRESS)
     p.add_argument("--steps", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -164,10 +226,10 @@ def main() -> None:
     rows = []
     for model in args.models:
         steps = args.mlp_steps if model == "mlp" else args.cnn_steps
-        results = {"npnn": [], "torch": []}
+        frameworks = ["npnn", "torch", "numpy"] if model == "mlp" else ["npnn", "torch"]
+        results = {fw: [] for fw in frameworks}
         for r in range(args.repeat):
-            order = ("npnn", "torch") if r % 2 == 0 else ("torch", "npnn")  # same load for both
-            for fw in order:
+            for fw in frameworks[r % len(frameworks):] + frameworks[:r % len(frameworks)]:  # rotate
                 res = run_worker(fw, model, steps, args)
                 results[fw].append(res)
                 print(f"  {model} {fw:5s} run {r + 1}: {res['total'] * STEPS_PER_EPOCH / res['steps']:7.1f} s/epoch, "
@@ -187,6 +249,10 @@ def main() -> None:
         print(f"{model:5s} {steps:11d} {epoch['npnn']:12.1f} {epoch['torch']:13.1f} {ratio:6.2f} "
               f"{'<=' + str(target):>6s} {step['npnn'] / step['torch']:10.2f} "
               f"{rss['npnn']:8.0f}M {rss['torch']:8.0f}M {rss['npnn'] / rss['torch']:6.2f}")
+        if "numpy" in epoch:
+            print(f"{'':5s} hand-written NumPy loop: {epoch['numpy']:.1f} s/epoch = "
+                  f"{epoch['numpy'] / epoch['torch']:.2f} of PyTorch's; npnn = "
+                  f"{epoch['npnn'] / epoch['numpy']:.2f} of the NumPy loop's")
 
 
 if __name__ == "__main__":
