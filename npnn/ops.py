@@ -338,8 +338,8 @@ def tanh(x: Tensor) -> Tensor:
 
 def _relu_vjp(g, node):
     # g where the output is > 0 or NaN (PyTorch's threshold_backward passes NaN's gradient
-    # through). A one-byte mask: float * bool measured 20-25% faster than float * float
-    # mask on every MNIST activation size (NumPy 2.4).
+    # through). The one-byte mask measured faster than the float sign mask at every MNIST
+    # activation size with NumPy 2.4 (100x512: 0.05 -> 0.03 ms, 100x32x28x28: 4.4 -> 3.8 ms).
     keep = np.less_equal(node.data, _ZERO)
     return (g * np.logical_not(keep, out=keep),)
 
