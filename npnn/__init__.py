@@ -20,3 +20,11 @@ from npnn import init
 from npnn import nn
 from npnn import optim
 
+
+
+def __getattr__(name: str):
+    """`npnn.summary` on first use: the core imports tbwriter only once summaries are used."""
+    if name == "summary":
+        import importlib
+        return importlib.import_module("npnn.summary")
+    raise AttributeError(f"module 'npnn' has no attribute {name!r}")

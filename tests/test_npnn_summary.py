@@ -1,4 +1,7 @@
 """npnn.summary: TF1-style summaries recorded under name scopes, evaluated when merged."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -156,3 +159,13 @@ def test_merge_all_bytes_equal_protobuf_built_summary():
     got = summary.merge_all()
     assert got.SerializeToString() == want.SerializeToString()
     assert got.value[4].simple_value == float("inf")
+
+
+def test_import_npnn_then_npnn_summary_loads_tbwriter_only_when_used():
+    code = ("import sys, npnn\n"
+            "before = 'tbwriter' in sys.modules\n"
+            "npnn.summary.scalar('c', npnn.Tensor(2.0))\n"
+            "print(before, 'tbwriter' in sys.modules, npnn.summary.merge_all().value[0].simple_value)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "True", "2.0"]
