@@ -58,12 +58,14 @@ class _FileState:
     """What a writer's timer thread and finalizer share: never a reference to the writer."""
 
     __slots__ = ("path", "fd", "buf", "lock", "max_queue", "pid", "dead", "error",
-                 "reported", "stop", "thread", "__weakref__")
+                 "reported", "stop", "thread", "size", "unsure", "__weakref__")
 
     def __init__(self, path: str, fd: int, max_queue: int):
         self.path = path
         self.fd = fd
         self.buf = []  # framed records not yet handed to the OS
+        self.size = 0  # bytes of the file written by write_locked
+        self.unsure = False  # a write was interrupted: how much of it is in the file is unknown
         self.lock = threading.Lock()
         self.max_queue = max_queue
         self.pid = os.getpid()
@@ -83,18 +85,26 @@ class _FileState:
         """Hand all buffered records to the OS in one write; call with `lock` held; False on failure.
 
         Appenders do not take the lock: list.append is atomic, and this only removes the
-        records it joined, so a record appended meanwhile stays for the next write.
+        records it wrote, so a record appended meanwhile stays for the next write. Records
+        leave the buffer only once written: a KeyboardInterrupt anywhere leaves them for a
+        retry, which asks the file's size how much of them the interrupted write got out.
         """
         buf = self.buf
         n = len(buf)
         if not n:
             return True
         data = b"".join(buf[:n])
-        del buf[:n]
         try:
-            done = os.write(self.fd, data)
+            done = 0
+            if self.unsure:  # only this writer appends to the file, so its size is the truth
+                done = os.fstat(self.fd).st_size - self.size
+            self.unsure = True
             while done < len(data):  # a short write: the rest, or the error, comes next
                 done += os.write(self.fd, memoryview(data)[done:])
+            # No call between these three stores, so no KeyboardInterrupt can split them.
+            self.size += len(data)
+            del buf[:n]
+            self.unsure = False
             # A file whose directory was removed still takes writes, into nowhere; checked at
             # flush, timer and close only (fstat costs as much as the write).
             if check_deleted and os.fstat(self.fd).st_nlink == 0:
@@ -134,24 +144,27 @@ class _FileState:
                 self.write_locked(True)  # a failure is kept in self.error for the next call
 
     def close(self):
-        """Flush and close the file; raise a write error not yet raised to a caller."""
+        """Flush and close the file; raise a write error not yet raised to a caller.
+
+        Safe to interrupt and retry: records stay buffered until written, and the fd is
+        forgotten before it is closed, so a retry never closes a number reused by another file.
+        """
         self.stop.set()
+        t = self.thread
+        if t is not None and t is not threading.current_thread():
+            t.join()
         with self.lock:
             if self.dead is None:
                 # Set before the final write: an append racing with it sees it and checks.
                 self.dead = WriterStateError(f"the event writer of {self.path} is closed; create a new writer")
-                self.write_locked(True)
             if self.fd >= 0 and self.pid == os.getpid():
-                os.close(self.fd)
-                self.fd = -1
-            pending = self.error is not None and not self.reported
-            if pending:
+                if self.error is None:
+                    self.write_locked(True)
+                fd, self.fd = self.fd, -1
+                os.close(fd)
+            if self.error is not None and not self.reported:
                 self.reported = True
-        t = self.thread
-        if t is not None and t is not threading.current_thread():
-            t.join()
-        if pending:
-            raise self.error
+                raise self.error
 
     def finalize(self):
         """Close at interpreter exit or garbage collection; report a lost write on stderr."""
@@ -257,13 +270,13 @@ class EventFileWriter:
                 s.raise_dead()
 
     def close(self) -> None:
-        """Flush and close the file; later writes raise. Closing twice is a no-op."""
+        """Flush and close the file; later writes raise. Closing twice is a no-op; retry an interrupted close."""
         s = self._state
         if s.pid != os.getpid():
             s.raise_dead()
-        self._finalizer.detach()
-        _live_states.discard(s)
         s.close()
+        self._finalizer.detach()  # only now: an interrupted close leaves the finalizer to finish it
+        _live_states.discard(s)
 
     @property
     def closed(self) -> bool:
