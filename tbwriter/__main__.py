@@ -241,7 +241,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     ins = sub.add_parser("inspect", help="per run: each tag's kind, step range and count",
                          description="Print, per run, each tag with its kind, step range and count.")
-    ins.add_argument("path", metavar="LOGDIR_OR_FILE", help="a log directory (searched recursively) or one event file")
+    ins.add_argument("path", metavar="LOGDIR_OR_FILE", help="a log directory (searched recursively) or one event file; a path or URL (s3://...)")
     exp = sub.add_parser(
         "export", help="write every scalar as CSV and/or JSON Lines",
         description="Write every scalar as rows run,tag,step,wall_time,value. CSV has a header line; "
@@ -249,7 +249,7 @@ def _parser() -> argparse.ArgumentParser:
                     "that reads back to the stored float32/float64; NaN and infinities are the strings "
                     "\"NaN\", \"Infinity\", \"-Infinity\" in JSON. Outputs are written to a temp file and "
                     "renamed into place when complete.")
-    exp.add_argument("path", metavar="LOGDIR_OR_FILE", help="a log directory (searched recursively) or one event file")
+    exp.add_argument("path", metavar="LOGDIR_OR_FILE", help="a log directory (searched recursively) or one event file; a path or URL (s3://...)")
     exp.add_argument("--csv", metavar="OUT.csv", help="write CSV here")
     exp.add_argument("--json", metavar="OUT.jsonl", help="write JSON Lines here")
     exp.add_argument("--tag", metavar="REGEX", help="only tags where this regular expression matches (re.search)")
@@ -274,6 +274,9 @@ def main(argv: Optional[list[str]] = None, stdout: Optional[TextIO] = None, stde
     except OSError as e:
         print(f"tbwriter: error: cannot read {path}: {e.strerror or e}", file=stderr)
         return 2
+    except ValueError as e:  # a URL whose scheme is unknown or whose implementation is missing
+        print(f"tbwriter: error: {e}", file=stderr)
+        return 2
     if not runs:
         print(f"tbwriter: error: no event files (names containing 'tfevents') under {path}", file=stderr)
         return 2
@@ -292,6 +295,9 @@ def main(argv: Optional[list[str]] = None, stdout: Optional[TextIO] = None, stde
                 print(f"tbwriter export: error: --tag: not a regular expression: {args.tag!r} ({e})", file=stderr)
                 return 2
         for out in (args.csv, args.json):
+            if out and "://" in out:
+                print(f"tbwriter export: error: outputs are local files, got the URL {out}", file=stderr)
+                return 2
             if out and not os.path.isdir(os.path.dirname(os.path.abspath(out))):
                 print(f"tbwriter export: error: output directory does not exist: {out}", file=stderr)
                 return 2

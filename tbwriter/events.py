@@ -219,7 +219,8 @@ def _flush_loop(ref, stop: threading.Event, flush_secs: float):
 class EventFileWriter:
     """One event file in logdir: buffered, thread-safe, closed at exit if left open."""
 
-    def __init__(self, logdir, max_queue: int = 10, flush_secs: float = 120, filename_suffix: str = ""):
+    def __init__(self, logdir, max_queue: int = 10, flush_secs: float = 120, filename_suffix: str = "",
+                 storage_options: "dict | None" = None):
         if not isinstance(max_queue, int) or isinstance(max_queue, bool):
             raise TypeError(f"max_queue: expected an int, got {type(max_queue).__name__}")
         if not flush_secs > 0:
@@ -227,17 +228,26 @@ class EventFileWriter:
         if not isinstance(filename_suffix, str):
             raise TypeError(f"filename_suffix: expected a str, got {type(filename_suffix).__name__}")
         logdir = os.fspath(logdir)
-        os.makedirs(logdir, exist_ok=True)
         self.logdir = logdir
-        path, fd = _create_file(logdir, filename_suffix)
-        self.path = path
-        s = self._state = _FileState(path, fd, max(1, max_queue))
+        remote = "://" in logdir
+        if remote:  # a URL: object storage through fsspec, imported only here
+            from tbwriter.remote import ObjectState
+            s = ObjectState(logdir, filename_suffix, storage_options)
+        elif storage_options is not None:
+            raise ValueError(f"storage_options: only for URL logdirs (s3://...), got the local path {logdir!r}")
+        else:
+            os.makedirs(logdir, exist_ok=True)
+            path, fd = _create_file(logdir, filename_suffix)
+            s = _FileState(path, fd, max(1, max_queue))
+        self._state = s
+        self.path = path = s.path
         # The file_version record goes out at once: the file is never seen empty.
         s.buf.append(frame(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2")
                            .SerializeToString()))
         with s.lock:
             if not s.write_locked():
-                os.close(fd)
+                if not remote:
+                    os.close(fd)
                 s.raise_dead()
         _live_states.add(s)
         s.thread = threading.Thread(target=_flush_loop, args=(weakref.ref(s), s.stop, float(flush_secs)),

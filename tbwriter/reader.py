@@ -96,14 +96,28 @@ def _report_truncation(on_truncated: OnTruncated, truncation: Truncation) -> Non
 _CHUNK = 1 << 20  # bytes read at a time: memory stays ~1 MB plus the largest record
 
 
-def read_records(path: "str | os.PathLike", on_truncated: OnTruncated = "warn") -> Iterator[Record]:
-    """Yield the verified records of one file; skip a truncated last one, raise on corruption."""
+def _open(path: str, storage_options: "dict | None"):
+    """Open a local file or an object URL for reading; return it and a function giving its current size."""
+    if "://" in path:
+        from tbwriter.remote import open_object
+        f = open_object(path, storage_options)
+        return f, lambda: f.size  # objects are immutable
+    if storage_options is not None:
+        raise ValueError(f"storage_options: only for URLs (s3://...), got the local path {path!r}")
+    f = open(path, "rb", buffering=0)
+    return f, lambda: os.fstat(f.fileno()).st_size
+
+
+def read_records(path: "str | os.PathLike", on_truncated: OnTruncated = "warn",
+                 storage_options: "dict | None" = None) -> Iterator[Record]:
+    """Yield the verified records of one file or object URL; skip a truncated last one, raise on corruption."""
     if not (on_truncated in ("warn", "ignore") or callable(on_truncated)):
         raise ValueError(f"on_truncated: expected 'warn', 'ignore' or a callable, got {on_truncated!r}")
     path = os.fspath(path)
     good_headers = set()  # headers already verified: event files repeat a few lengths endlessly
-    with open(path, "rb", buffering=0) as f:
-        size = os.fstat(f.fileno()).st_size
+    f, current_size = _open(path, storage_options)
+    with f:
+        size = current_size()
         buf = b""
         pos = 0  # buf[pos] is the byte at file offset `offset`
         offset = 0
@@ -127,7 +141,7 @@ def read_records(path: "str | os.PathLike", on_truncated: OnTruncated = "warn") 
             if len(buf) - pos < total:
                 end = offset + total
                 if end > size:
-                    size = os.fstat(f.fileno()).st_size  # a live writer may have appended since
+                    size = current_size()  # a live writer may have appended since
                 if end > size:
                     # The length is trusted (its checksum holds), so the record is cut off by the
                     # end of the file, not damaged: check before reading, so a huge length costs nothing.
@@ -172,9 +186,10 @@ def _parse_event(record: Record) -> event_pb2.Event:
         ) from None
 
 
-def read_events(path: "str | os.PathLike", on_truncated: OnTruncated = "warn") -> Iterator[event_pb2.Event]:
-    """Yield the Events of one file in order (see read_records for truncation and corruption)."""
-    for record in read_records(path, on_truncated):
+def read_events(path: "str | os.PathLike", on_truncated: OnTruncated = "warn",
+                storage_options: "dict | None" = None) -> Iterator[event_pb2.Event]:
+    """Yield the Events of one file or object URL in order (see read_records for truncation and corruption)."""
+    for record in read_records(path, on_truncated, storage_options):
         yield _parse_event(record)
 
 
@@ -183,13 +198,19 @@ def _is_event_file(name: str) -> bool:
     return "tfevents" in name
 
 
-def event_files(logdir: "str | os.PathLike") -> dict[str, list[str]]:
+def event_files(logdir: "str | os.PathLike", storage_options: "dict | None" = None) -> dict[str, list[str]]:
     """Map each run (directory holding event files, relative to logdir, '.' for logdir itself) to its sorted event files.
 
     A path to a single file gives {'.': [path]}. Runs are sorted by name; symlinked
-    directories are not followed (TensorBoard does not follow them either).
+    directories are not followed (TensorBoard does not follow them either). A URL logdir
+    (s3://..., any fsspec URL) gives the event objects' URLs.
     """
     logdir = os.fspath(logdir)
+    if "://" in logdir:
+        from tbwriter.remote import event_files as remote_event_files
+        return remote_event_files(logdir, storage_options)
+    if storage_options is not None:
+        raise ValueError(f"storage_options: only for URLs (s3://...), got the local path {logdir!r}")
     if os.path.isfile(logdir):
         return {".": [logdir]}
     if not os.path.isdir(logdir):
@@ -204,15 +225,16 @@ def event_files(logdir: "str | os.PathLike") -> dict[str, list[str]]:
     return dict(sorted(runs.items()))
 
 
-def read_logdir(logdir: "str | os.PathLike", on_truncated: OnTruncated = "warn") -> Iterator[tuple[str, event_pb2.Event]]:
-    """Yield (run, event) for every event of every run under logdir (or of one file), file by file.
+def read_logdir(logdir: "str | os.PathLike", on_truncated: OnTruncated = "warn",
+                storage_options: "dict | None" = None) -> Iterator[tuple[str, event_pb2.Event]]:
+    """Yield (run, event) for every event of every run under logdir (a path or URL, or one file), file by file.
 
     A corrupt record raises CorruptRecordError and ends the iteration; to read on past a
     corrupt file, loop over event_files() and read_events() yourself (as `inspect` does).
     """
-    for run, paths in event_files(logdir).items():
+    for run, paths in event_files(logdir, storage_options).items():
         for path in paths:
-            for event in read_events(path, on_truncated):
+            for event in read_events(path, on_truncated, storage_options):
                 yield run, event
 
 

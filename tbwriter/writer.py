@@ -113,11 +113,12 @@ class FileWriter:
     """TF1's tf.summary.FileWriter: one event file in logdir, fed with Summary messages."""
 
     def __init__(self, logdir, graph=None, max_queue: int = 10, flush_secs: float = 120,
-                 filename_suffix: str = "", graph_def=None):
+                 filename_suffix: str = "", graph_def=None, storage_options=None):
         if logdir is None or (isinstance(logdir, str) and not logdir):
             raise ValueError(f"logdir: expected a directory path, got {logdir!r}")
         self._logdir = os.fspath(logdir)
-        self.event_writer = EventFileWriter(self._logdir, max_queue, flush_secs, filename_suffix or "")
+        self.event_writer = EventFileWriter(self._logdir, max_queue, flush_secs, filename_suffix or "",
+                                            storage_options)
         self._state = self.event_writer._state  # the hot path reaches its buffer directly
         self._meta_tags = set()  # tags whose metadata went out already in this file
         self._scalar_prefixes = {}
@@ -258,7 +259,7 @@ class SummaryWriter:
     """tensorboardX's SummaryWriter: add_scalar, add_histogram, add_image, ... into log_dir."""
 
     def __init__(self, log_dir=None, comment: str = "", purge_step=None, max_queue: int = 10,
-                 flush_secs: float = 120, filename_suffix: str = "", logdir=None):
+                 flush_secs: float = 120, filename_suffix: str = "", logdir=None, storage_options=None):
         if log_dir is None:
             log_dir = logdir
         if log_dir is None:
@@ -268,11 +269,12 @@ class SummaryWriter:
         self._max_queue = max_queue
         self._flush_secs = flush_secs
         self._filename_suffix = filename_suffix
+        self._storage_options = storage_options  # fsspec's, for URL log_dirs (s3://...); passed on only
         self._closed = False
         self._lock = threading.Lock()  # two threads must not both create one sub-run's writer
         self._start_time = time.time()
         self.file_writer = FileWriter(self._logdir, max_queue=max_queue, flush_secs=flush_secs,
-                                      filename_suffix=filename_suffix)
+                                      filename_suffix=filename_suffix, storage_options=storage_options)
         self.all_writers = {self._logdir: self.file_writer}
         if purge_step is not None:
             # TensorBoard's Python loaders drop earlier-read steps >= purge_step on a
@@ -302,7 +304,8 @@ class SummaryWriter:
                 if fw is None:
                     fw = self.all_writers[logdir] = FileWriter(logdir, max_queue=self._max_queue,
                                                               flush_secs=self._flush_secs,
-                                                              filename_suffix=self._filename_suffix)
+                                                              filename_suffix=self._filename_suffix,
+                                                              storage_options=self._storage_options)
         return fw
 
     def add_scalar(self, tag: str, scalar_value, global_step=None, walltime=None) -> None:
