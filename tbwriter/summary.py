@@ -16,8 +16,8 @@ from tbwriter.proto import (histogram_pb2, hparams_pb2, plugins_pb2, summary_pb2
 
 Summary = summary_pb2.Summary
 
-__all__ = ["scalar", "histogram", "histogram_proto", "histogram_raw", "image", "images", "text",
-           "pr_curve", "custom_scalars", "hparams", "merge"]
+__all__ = ["scalar", "scalar_tensor", "tensor", "histogram", "histogram_proto", "histogram_raw", "image", "images",
+           "text", "pr_curve", "pr_curve_raw", "custom_scalars", "hparams", "merge"]
 
 
 def _check_tag(tag, arg: str = "name") -> str:
@@ -40,6 +40,43 @@ def scalar(name: str, value) -> Summary:
                 raise ValueError(f"scalar {name!r}: value must hold exactly one number, got shape {arr.shape}")
             value = float(arr.reshape(()))
     return Summary(value=[Summary.Value(tag=name, simple_value=value)])
+
+
+def scalar_tensor(name: str, value: float, new_style: bool = False, double_precision: bool = False,
+                  display_name: str = "", summary_description: str = "") -> Summary:
+    """A scalar as the peers' options write it: new_style as a float32 (or float64) tensor of the scalars
+    plugin (torch), display_name/summary_description as metadata of a simple_value (tensorboardX)."""
+    _check_tag(name)
+    meta = summary_pb2.SummaryMetadata(display_name=display_name or "", summary_description=summary_description or "")
+    if not new_style:
+        return Summary(value=[Summary.Value(tag=name, simple_value=value, metadata=meta)])
+    meta.plugin_data.plugin_name = "scalars"
+    t = (tensor_pb2.TensorProto(dtype=types_pb2.DT_DOUBLE, double_val=[value]) if double_precision
+         else tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[value]))
+    return Summary(value=[Summary.Value(tag=name, tensor=t, metadata=meta)])
+
+
+_TENSOR_DTYPES = {"float16": types_pb2.DT_HALF, "float32": types_pb2.DT_FLOAT, "float64": types_pb2.DT_DOUBLE,
+                  "int8": types_pb2.DT_INT8, "int16": types_pb2.DT_INT16, "int32": types_pb2.DT_INT32,
+                  "int64": types_pb2.DT_INT64, "uint8": types_pb2.DT_UINT8, "bool": types_pb2.DT_BOOL}
+
+
+def _tensor_proto(arr: np.ndarray, dtype: int) -> tensor_pb2.TensorProto:
+    dims = [tensor_shape_pb2.TensorShapeProto.Dim(size=s) for s in arr.shape]
+    return tensor_pb2.TensorProto(dtype=dtype, tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=dims),
+                                  tensor_content=np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<")).tobytes())
+
+
+def tensor(tag: str, tensor) -> Summary:
+    """A whole tensor (any shape; float, int, uint8 or bool) as torch's add_tensor writes it (plugin "tensor")."""
+    _check_tag(tag, "tag")
+    arr = as_array(tensor, "tensor", allow_empty=True)
+    if arr.dtype.name not in _TENSOR_DTYPES:
+        raise TypeError(f"tensor {tag!r}: dtype {arr.dtype} is not one of {', '.join(_TENSOR_DTYPES)}")
+    if arr.nbytes >= 1 << 31:
+        raise ValueError(f"tensor {tag!r}: {arr.nbytes} bytes, beyond protobuf's 2 GB message limit")
+    return Summary(value=[Summary.Value(tag=tag, metadata=_metadata("tensor"),
+                                        tensor=_tensor_proto(arr, _TENSOR_DTYPES[arr.dtype.name]))])
 
 
 def _histogram_into(out, values, bins, max_bins, tag: str) -> None:
@@ -169,6 +206,26 @@ def pr_curve(tag: str, labels, predictions, num_thresholds: int = 127, weights=N
         tensor_content=data.tobytes())
     return Summary(value=[Summary.Value(tag=tag, metadata=_metadata("pr_curves", content, display_name=tag),
                                         tensor=tensor)])
+
+
+def pr_curve_raw(tag: str, true_positive_counts, false_positive_counts, true_negative_counts,
+                 false_negative_counts, precision, recall, num_thresholds: int = 127) -> Summary:
+    """A precision-recall curve from its six precomputed rows (each of one length) for the pr_curves plugin."""
+    _check_tag(tag, "tag")
+    names = ("true_positive_counts", "false_positive_counts", "true_negative_counts", "false_negative_counts",
+             "precision", "recall")
+    rows = [as_array(v, n).reshape(-1) for v, n in zip((true_positive_counts, false_positive_counts,
+                                                         true_negative_counts, false_negative_counts,
+                                                         precision, recall), names)]
+    if len({r.size for r in rows}) != 1:
+        raise ValueError(f"pr_curve_raw {tag!r}: the six rows must have one length, got "
+                         + ", ".join(f"{n}={r.size}" for n, r in zip(names, rows)))
+    if isinstance(num_thresholds, bool) or not isinstance(num_thresholds, numbers.Integral) or num_thresholds < 2:
+        raise ValueError(f"pr_curve_raw {tag!r}: num_thresholds must be an int >= 2, got {num_thresholds!r}")
+    data = np.stack(rows).astype(np.float32)
+    content = plugins_pb2.PrCurvePluginData(version=0, num_thresholds=int(num_thresholds)).SerializeToString()
+    return Summary(value=[Summary.Value(tag=tag, metadata=_metadata("pr_curves", content, display_name=tag),
+                                        tensor=_tensor_proto(data, types_pb2.DT_FLOAT))])
 
 
 def custom_scalars(layout: dict) -> Summary:

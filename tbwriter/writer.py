@@ -4,6 +4,7 @@ Both write one event file per run directory through events.EventFileWriter. Summ
 come from tbwriter.summary; the scalar hot path encodes its Event bytes directly from a
 precomputed per-tag prefix, which parses to exactly the message protobuf would build.
 """
+import contextlib
 import math
 import operator
 import os
@@ -13,9 +14,12 @@ import threading
 import time
 from datetime import datetime
 
+import numpy as np
 from crc32c import crc32c
 
+from tbwriter import image as _image
 from tbwriter import summary as _summary
+from tbwriter._convert import as_array
 from tbwriter.events import EventFileWriter, WriterStateError
 from tbwriter.histogram import VARINTS, _varint  # the histogram encoder's, shared
 from tbwriter.proto import event_pb2, summary_pb2
@@ -255,146 +259,327 @@ def _frame_header(n: int) -> bytes:
     return header
 
 
+class _NullFileWriter:
+    """The file writer of SummaryWriter(write_to_disk=False): accepts everything, writes nothing."""
+
+    class _State:
+        dead = None
+
+    def __init__(self, logdir: str):
+        self._logdir = logdir
+        self._state = self._State()
+
+    def get_logdir(self) -> str:
+        """The directory a writing writer would write into."""
+        return self._logdir
+
+    def _ignore(self, *args, **kwargs) -> None:
+        """Drop the call."""
+
+    _add_scalar = _write_summary = add_summary = add_graph = add_event = add_session_log = _ignore
+    add_scalar_value = flush = close = _ignore
+
+
 class SummaryWriter:
-    """tensorboardX's SummaryWriter: add_scalar, add_histogram, add_image, ... into log_dir."""
+    """tensorboardX's and torch.utils.tensorboard's SummaryWriter: every add_* of both, into log_dir."""
 
     def __init__(self, log_dir=None, comment: str = "", purge_step=None, max_queue: int = 10,
-                 flush_secs: float = 120, filename_suffix: str = "", logdir=None, storage_options=None):
+                 flush_secs: float = 120, filename_suffix: str = "", write_to_disk: bool = True, logdir=None,
+                 comet_config=None, storage_options=None):
         if log_dir is None:
             log_dir = logdir
         if log_dir is None:
             stamp = datetime.now().strftime("%b%d_%H-%M-%S")
             log_dir = os.path.join("runs", stamp + "_" + socket.gethostname() + comment)
+        if comet_config not in (None, {"disabled": True}):
+            raise ValueError(f"comet_config: tbwriter does not log to Comet; expected None or "
+                             f"{{'disabled': True}}, got {comet_config!r}")
         self._logdir = os.fspath(log_dir)
         self._max_queue = max_queue
         self._flush_secs = flush_secs
         self._filename_suffix = filename_suffix
         self._storage_options = storage_options  # fsspec's, for URL log_dirs (s3://...); passed on only
-        self._closed = False
-        self._lock = threading.Lock()  # two threads must not both create one sub-run's writer
+        self._write_to_disk = bool(write_to_disk)
+        self._lock = threading.Lock()  # two threads must not both create one (sub-)run's writer
         self._start_time = time.time()
-        self.file_writer = FileWriter(self._logdir, max_queue=max_queue, flush_secs=flush_secs,
-                                      filename_suffix=filename_suffix, storage_options=storage_options)
-        self.all_writers = {self._logdir: self.file_writer}
+        self._defaults = None  # (global_step, walltime) inside use_metadata()
+        self._scalars_for_json = {}  # add_scalars values since the last export_scalars_to_json
+        self.file_writer = None
+        self.all_writers = None
+        fw = self._get_file_writer()
         if purge_step is not None:
             # TensorBoard's Python loaders drop earlier-read steps >= purge_step on a
             # SessionLog START; the server's loader takes a run's first START as the initial
             # one and purges only on later ones, so a restart writes two.
             step = _as_step(purge_step)
             start = event_pb2.SessionLog(status=event_pb2.SessionLog.START)
-            self.file_writer.add_session_log(start, step)
-            self.file_writer.add_session_log(start, step)
+            fw.add_session_log(start, step)
+            fw.add_session_log(start, step)
 
     def get_logdir(self) -> str:
         """The run directory."""
         return self._logdir
 
+    def _new_file_writer(self, logdir: str):
+        if not self._write_to_disk:
+            return _NullFileWriter(logdir)
+        return FileWriter(logdir, max_queue=self._max_queue, flush_secs=self._flush_secs,
+                          filename_suffix=self._filename_suffix, storage_options=self._storage_options)
+
     def _get_file_writer(self) -> FileWriter:
-        """The run's FileWriter (tensorboardX name)."""
-        return self.file_writer
+        """The run's FileWriter; after close(), a new event file in the same run (as the peers do)."""
+        fw = self.file_writer
+        if fw is None:
+            with self._lock:
+                if self.file_writer is None:
+                    self.file_writer = self._new_file_writer(self._logdir)
+                    self.all_writers = {self._logdir: self.file_writer}
+                fw = self.file_writer
+        return fw
+
+    def _writer(self) -> FileWriter:
+        """The run's FileWriter, checked usable before any costly encoding."""
+        fw = self.file_writer or self._get_file_writer()
+        if fw._state.dead is not None:
+            fw._state.raise_dead()
+        return fw
 
     def _sub_writer(self, logdir: str) -> FileWriter:
         """The FileWriter of a sub-run (add_scalars keys, add_hparams run_name), created once."""
+        self._get_file_writer()
         fw = self.all_writers.get(logdir)
         if fw is None:
             with self._lock:
-                if self._closed:
-                    raise WriterStateError(f"the SummaryWriter of {self._logdir} is closed; create a new one")
                 fw = self.all_writers.get(logdir)
                 if fw is None:
-                    fw = self.all_writers[logdir] = FileWriter(logdir, max_queue=self._max_queue,
-                                                              flush_secs=self._flush_secs,
-                                                              filename_suffix=self._filename_suffix,
-                                                              storage_options=self._storage_options)
+                    fw = self.all_writers[logdir] = self._new_file_writer(logdir)
         return fw
 
-    def add_scalar(self, tag: str, scalar_value, global_step=None, walltime=None) -> None:
-        """Write one scalar (float32 simple_value) at global_step."""
+    def _step_time(self, global_step, walltime) -> tuple:
+        """(step, walltime or None) with use_metadata()'s defaults for the ones not given."""
+        if self._defaults is not None:
+            global_step = self._defaults[0] if global_step is None else global_step
+            walltime = self._defaults[1] if walltime is None else walltime
+        return _as_step(global_step), None if walltime is None else _as_walltime(walltime)
+
+    def _add(self, fw, summary, global_step, walltime) -> None:
+        step, wt = self._step_time(global_step, walltime)
+        fw._write_summary(summary, step, wt, True)
+
+    @contextlib.contextmanager
+    def use_metadata(self, *, global_step=None, walltime=None):
+        """Within the block, add_* calls without global_step/walltime use these (tensorboardX)."""
+        if self._defaults is not None:
+            raise RuntimeError("use_metadata: default metadata is already set (blocks do not nest)")
+        if global_step is None and walltime is None:
+            raise ValueError("use_metadata: expected global_step or walltime, got neither")
+        self._defaults = (global_step, walltime)
+        try:
+            yield self
+        finally:
+            self._defaults = None
+
+    def add_scalar(self, tag: str, scalar_value, global_step=None, walltime=None, new_style: bool = False,
+                   double_precision: bool = False, display_name: str = "", summary_description: str = "") -> None:
+        """Write one scalar (float32 simple_value, or a tensor with new_style) at global_step."""
         t = type(scalar_value)
         v = scalar_value if t is float else float(scalar_value) if t is int else _as_float(scalar_value)
+        if new_style or display_name or summary_description or self._defaults is not None:
+            self._add(self._writer(), _summary.scalar_tensor(tag, v, new_style, double_precision, display_name,
+                                                             summary_description), global_step, walltime)
+            return
         step = global_step if type(global_step) is int else _as_step(global_step)
-        self.file_writer._add_scalar(tag, v, step, None if walltime is None else _as_walltime(walltime))
+        fw = self.file_writer or self._get_file_writer()
+        fw._add_scalar(tag, v, step, None if walltime is None else _as_walltime(walltime))
 
     def add_scalars(self, main_tag: str, tag_scalar_dict: dict, global_step=None, walltime=None) -> None:
         """One scalar per key, each in sub-run <log_dir>/<main_tag>_<key> under tag main_tag."""
         if not isinstance(tag_scalar_dict, dict):
             raise TypeError(f"tag_scalar_dict: expected a dict, got {type(tag_scalar_dict).__name__}")
-        wt = _as_walltime(walltime)
-        step = _as_step(global_step)
+        step, wt = self._step_time(global_step, walltime)
+        wt = time.time() if wt is None else wt
         values = {k: _as_float(v, f"tag_scalar_dict[{k!r}]") for k, v in tag_scalar_dict.items()}
+        self._writer()
         for key, v in values.items():
             sub = self._logdir + "/" + main_tag.replace("/", "_") + "_" + key
             self._sub_writer(sub)._add_scalar(main_tag, v, step, wt)
+            self._scalars_for_json.setdefault(sub, []).append([wt, step, v])
 
-    def _add(self, summary, global_step, walltime) -> None:
-        self.file_writer._write_summary(summary, _as_step(global_step), walltime, True)
+    def export_scalars_to_json(self, path) -> None:
+        """Write {sub-run: [[walltime, step, value], ...]} of add_scalars since the last export (tensorboardX)."""
+        import json
 
-    def _check_open(self):
-        s = self.file_writer._state
-        if s.dead is not None:
-            s.raise_dead()
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(self._scalars_for_json, f)
+        self._scalars_for_json = {}
 
     def add_histogram(self, tag: str, values, global_step=None, bins="tensorflow", walltime=None,
                       max_bins=None) -> None:
         """Histogram of values (TensorFlow's buckets by default) at global_step."""
-        self._check_open()
-        self._add(_summary.histogram(tag, values, bins=bins, max_bins=max_bins), global_step, walltime)
+        fw = self._writer()
+        self._add(fw, _summary.histogram(tag, values, bins=bins, max_bins=max_bins), global_step, walltime)
 
     def add_histogram_raw(self, tag: str, min, max, num, sum, sum_squares, bucket_limits, bucket_counts,
                           global_step=None, walltime=None) -> None:
         """Histogram from precomputed statistics and buckets."""
-        self._check_open()
-        self._add(_summary.histogram_raw(tag, min, max, num, sum, sum_squares, bucket_limits, bucket_counts),
+        fw = self._writer()
+        self._add(fw, _summary.histogram_raw(tag, min, max, num, sum, sum_squares, bucket_limits, bucket_counts),
                   global_step, walltime)
 
     def add_image(self, tag: str, img_tensor, global_step=None, walltime=None, dataformats: str = "CHW") -> None:
         """One image (uint8, or float in [0, 1]) PNG-encoded."""
-        self._check_open()
-        self._add(_summary.image(tag, img_tensor, dataformats=dataformats), global_step, walltime)
+        fw = self._writer()
+        self._add(fw, _summary.image(tag, img_tensor, dataformats=dataformats), global_step, walltime)
 
     def add_images(self, tag: str, img_tensor, global_step=None, walltime=None, dataformats: str = "NCHW") -> None:
-        """A batch of images shown as one grid image."""
-        self._check_open()
-        self._add(_summary.images(tag, img_tensor, dataformats=dataformats), global_step, walltime)
+        """A batch of images (an N-D array, or a list of CHW/HWC arrays) shown as one grid image."""
+        fw = self._writer()
+        if isinstance(img_tensor, (list, tuple)):
+            img_tensor = np.stack([as_array(x, f"img_tensor[{i}]") for i, x in enumerate(img_tensor)])
+        self._add(fw, _summary.images(tag, img_tensor, dataformats=dataformats), global_step, walltime)
+
+    def add_image_with_boxes(self, tag: str, img_tensor, box_tensor, global_step=None, walltime=None, rescale=1,
+                             dataformats: str = "CHW", labels=None) -> None:
+        """One image with red (xmin, ymin, xmax, ymax) boxes and optional labels drawn in (Pillow)."""
+        from tbwriter import boxes
+
+        fw = self._writer()
+        if isinstance(rescale, str):  # tensorboardX's positional order: dataformats comes sixth
+            rescale, dataformats = 1, rescale
+        hwc = _image.to_uint8(_image.to_hwc(as_array(img_tensor, "img_tensor"), dataformats))
+        drawn = boxes.draw_boxes(hwc, box_tensor, labels, rescale)
+        self._add(fw, _summary.image(tag, drawn, dataformats="HWC"), global_step, walltime)
+
+    def add_figure(self, tag: str, figure, global_step=None, close: bool = True, walltime=None) -> None:
+        """A matplotlib figure (or a list of them, as one grid) rendered to an image (matplotlib)."""
+        from tbwriter.figure import figure_to_rgb
+
+        fw = self._writer()
+        if isinstance(figure, (list, tuple)):
+            pixels = np.stack([figure_to_rgb(f, close) for f in figure])
+            self._add(fw, _summary.images(tag, pixels, dataformats="NHWC"), global_step, walltime)
+        else:
+            self._add(fw, _summary.image(tag, figure_to_rgb(figure, close), dataformats="HWC"), global_step, walltime)
+
+    def add_video(self, tag: str, vid_tensor, global_step=None, fps=4, walltime=None,
+                  dataformats: str = "NTCHW") -> None:
+        """Clips (N, T, C, H, W) tiled into one animated GIF for the images dashboard (Pillow)."""
+        from tbwriter import video
+
+        fw = self._writer()
+        self._add(fw, video.video(tag, vid_tensor, fps=fps, dataformats=dataformats), global_step, walltime)
+
+    def add_audio(self, tag: str, snd_tensor, global_step=None, sample_rate=44100, walltime=None) -> None:
+        """A clip of samples in [-1, 1] as a 16-bit WAV for the audio dashboard."""
+        from tbwriter import audio
+
+        fw = self._writer()
+        self._add(fw, audio.audio(tag, snd_tensor, sample_rate), global_step, walltime)
 
     def add_text(self, tag: str, text_string: str, global_step=None, walltime=None) -> None:
         """Markdown text for the text dashboard."""
-        self._check_open()
-        self._add(_summary.text(tag, text_string), global_step, walltime)
+        fw = self._writer()
+        self._add(fw, _summary.text(tag, text_string), global_step, walltime)
+
+    def add_tensor(self, tag: str, tensor, global_step=None, walltime=None) -> None:
+        """A whole tensor as a TensorProto (torch's add_tensor; plugin name "tensor")."""
+        fw = self._writer()
+        self._add(fw, _summary.tensor(tag, tensor), global_step, walltime)
+
+    def add_mesh(self, tag: str, vertices, colors=None, faces=None, config_dict=None, global_step=None,
+                 walltime=None) -> None:
+        """A mesh or point cloud for the mesh dashboard: vertices (B, N, 3), colors, faces."""
+        from tbwriter import mesh
+
+        fw = self._writer()
+        self._add(fw, mesh.mesh(tag, vertices, colors, faces, config_dict), global_step, walltime)
+
+    def add_embedding(self, mat, metadata=None, label_img=None, global_step=None, tag: str = "default",
+                      metadata_header=None) -> None:
+        """Points (N, D) with labels and sprite images for the projector, in <run>/<step>/<tag>/."""
+        from tbwriter import projector
+
+        self._writer()
+        step, _ = self._step_time(global_step, None)
+        if "://" in self._logdir:
+            raise ValueError(f"add_embedding: the projector files are written to local log_dirs only, "
+                             f"got the URL {self._logdir.split('://')[0]}://...")
+        if self._write_to_disk:
+            projector.write_embedding(self._logdir, mat, metadata, label_img, step, tag, metadata_header)
 
     def add_pr_curve(self, tag: str, labels, predictions, global_step=None, num_thresholds: int = 127,
                      weights=None, walltime=None) -> None:
         """Precision-recall curve of binary labels against predicted probabilities."""
-        self._check_open()
-        self._add(_summary.pr_curve(tag, labels, predictions, num_thresholds=num_thresholds, weights=weights),
+        fw = self._writer()
+        self._add(fw, _summary.pr_curve(tag, labels, predictions, num_thresholds=num_thresholds, weights=weights),
+                  global_step, walltime)
+
+    def add_pr_curve_raw(self, tag: str, true_positive_counts, false_positive_counts, true_negative_counts,
+                         false_negative_counts, precision, recall, global_step=None, num_thresholds: int = 127,
+                         weights=None, walltime=None) -> None:
+        """Precision-recall curve from precomputed counts, precision and recall (weights unused, as in the peers)."""
+        fw = self._writer()
+        self._add(fw, _summary.pr_curve_raw(tag, true_positive_counts, false_positive_counts, true_negative_counts,
+                                            false_negative_counts, precision, recall, num_thresholds),
                   global_step, walltime)
 
     def add_custom_scalars(self, layout: dict) -> None:
         """Custom scalars dashboard layout: {category: {title: ["Multiline"|"Margin", tags]}}."""
-        self._check_open()
-        self._add(_summary.custom_scalars(layout), 0, None)
+        fw = self._writer()
+        self._add(fw, _summary.custom_scalars(layout), 0, None)
 
-    def add_graph(self, model, input_to_model=None, verbose=False, **kwargs) -> None:
-        """Write a GraphDef, or the graph of an object with as_graph_def()."""
-        self.file_writer.add_graph(model)
+    def add_custom_scalars_multilinechart(self, tags, category: str = "default", title: str = "untitled") -> None:
+        """A custom scalars layout with one chart of several tags' lines."""
+        self.add_custom_scalars({category: {title: ["Multiline", tags]}})
+
+    def add_custom_scalars_marginchart(self, tags, category: str = "default", title: str = "untitled") -> None:
+        """A custom scalars layout with one margin chart of tags [value, lower, upper]."""
+        self.add_custom_scalars({category: {title: ["Margin", tags]}})
+
+    def add_graph(self, model, input_to_model=None, verbose=False, use_strict_trace=True) -> None:
+        """The graph of a torch nn.Module traced on input_to_model, or a GraphDef / object with as_graph_def()."""
+        fw = self._writer()
+        if hasattr(model, "forward") and callable(model):
+            from tbwriter.torch_graph import graph_def
+
+            model = graph_def(model, input_to_model, verbose, use_strict_trace)
+        fw.add_graph(model)
+
+    def add_onnx_graph(self, onnx_model_file) -> None:
+        """The graph of an .onnx file (onnx imported here); torch names the argument prototxt."""
+        from tbwriter.model_files import onnx_graph_def
+
+        self._writer().add_graph(onnx_graph_def(onnx_model_file))
+
+    def add_openvino_graph(self, xmlname) -> None:
+        """The graph of an OpenVINO IR .xml file (tensorboardX)."""
+        from tbwriter.model_files import openvino_graph_def
+
+        self._writer().add_graph(openvino_graph_def(xmlname))
 
     def add_hparams(self, hparam_dict: dict, metric_dict: dict, hparam_domain_discrete=None,
-                    run_name=None, global_step=None) -> None:
-        """Hyperparameters and metrics of this run (or of sub-run run_name) for the HPARAMS tab.
+                    run_name=None, global_step=None, *, name=None) -> None:
+        """Hyperparameters and metrics of this run (or of sub-run run_name/name) for the HPARAMS tab.
 
+        torch's order; tensorboardX's third positional is `name`, so a str there is taken as it.
         Written into the run itself, unlike the peers' new timestamped sub-run. The metrics
         are written as scalars (step global_step) next to them. No experiment summary is
         written unless hparam_domain_discrete is given: TensorBoard then builds the table's
         columns from every run's hparams, so runs with different hparam keys all show.
         """
-        self._check_open()
+        if isinstance(hparam_domain_discrete, str):
+            hparam_domain_discrete, name = None, hparam_domain_discrete
+        if name is not None and run_name is not None and name != run_name:
+            raise ValueError(f"add_hparams: name={name!r} and run_name={run_name!r} both name the sub-run; give one")
+        run_name = name if run_name is None else run_name
+        self._writer()
         if not isinstance(metric_dict, dict):
             raise TypeError(f"metric_dict: expected a dict {{tag: value}}, got {type(metric_dict).__name__}")
         if hparam_domain_discrete is not None and not isinstance(hparam_domain_discrete, dict):
             raise TypeError(f"hparam_domain_discrete: expected a dict {{name: [values]}}, "
                             f"got {type(hparam_domain_discrete).__name__}")
         metrics = {k: _as_float(v, f"metric_dict[{k!r}]") for k, v in metric_dict.items()}
-        fw = self.file_writer if run_name is None else self._sub_writer(os.path.join(self._logdir, run_name))
+        fw = self._writer() if run_name is None else self._sub_writer(os.path.join(self._logdir, run_name))
         exp, ssi, sei = _summary.hparams(hparam_dict, metric_dict, group_name=fw.get_logdir(),
                                          start_time_secs=self._start_time)
         step = _as_step(global_step)
@@ -406,16 +591,17 @@ class SummaryWriter:
         fw._write_summary(sei, step, None, True)
 
     def flush(self) -> None:
-        """Hand every pending record of every file of this writer to the OS."""
-        for fw in list(self.all_writers.values()):
+        """Hand every pending record of every file of this writer to the OS; a no-op after close()."""
+        for fw in list((self.all_writers or {}).values()):
             fw.flush()
 
     def close(self) -> None:
-        """Flush and close every file; later add_* calls raise WriterStateError."""
+        """Flush and close every file; a later add_* opens a new event file in the same run."""
         with self._lock:
-            self._closed = True
+            writers = list((self.all_writers or {}).values())
+            self.file_writer = self.all_writers = None
         errors = []
-        for fw in list(self.all_writers.values()):
+        for fw in writers:
             try:
                 fw.close()
             except OSError as e:

@@ -274,19 +274,22 @@ def test_writer_left_open_is_closed_at_interpreter_exit(tmp_path):
 
 # --- closing ---------------------------------------------------------------------------------
 
-def test_calls_on_a_closed_writer_raise(tmp_path):
+def test_add_after_close_reopens_a_new_file_in_the_same_run(tmp_path):
     w = tbwriter.SummaryWriter(tmp_path)
     w.add_scalar("c", 1.0, 0)
     w.close()
     w.close()  # closing twice is harmless
-    for call in (lambda: w.add_scalar("c", 2.0, 1), lambda: w.flush(),
-                 lambda: w.add_scalars("m", {"a": 1.0}, 1),
-                 lambda: w.file_writer.add_summary(summary_pb2.Summary(), 1),
-                 lambda: w.add_graph(graph_pb2.GraphDef())):
-        with pytest.raises(WriterStateError, match="closed"):
-            call()
-    assert len(event_files(tmp_path)) == 1  # nothing reopened
-    assert scalars(tmp_path, "c") == [(0, 1.0)]
+    assert w.file_writer is None and w.all_writers is None  # as in both peers
+    w.flush()  # a no-op after close, as in the peers
+    w.add_scalar("c", 2.0, 1)  # reopens, as both peers do
+    w.add_scalars("m", {"a": 1.0}, 1)
+    w.close()
+    w.add_graph(graph_pb2.GraphDef())
+    w.close()
+    files = event_files(tmp_path)
+    assert len(files) == 3 and len(set(files)) == 3  # three files, each created with O_EXCL
+    assert scalars(tmp_path, "c") == [(0, 1.0), (1, 2.0)]  # nothing lost across the reopen
+    assert scalars(tmp_path / "m_a", "m") == [(1, 1.0)]
 
 
 def test_context_manager_closes(tmp_path):

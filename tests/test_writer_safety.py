@@ -169,8 +169,9 @@ def test_full_filesystem_raises_enospc(tmp_path):
         assert info.value.errno == 28 and info.value.filename == w.file_writer.event_writer.path
         with pytest.raises(EventFileError):
             w.flush()
+        path = w.file_writer.event_writer.path
         w.close()
-        n = check_scalar_file(w.file_writer.event_writer.path, "full", float)
+        n = check_scalar_file(path, "full", float)
         assert n > 500
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
@@ -258,8 +259,9 @@ TWO_PROC_CHILD = """
     w = tbwriter.SummaryWriter(sys.argv[1])
     for i in range(1000):
         w.add_scalar("p" + sys.argv[3], i, i)
+    path = w.file_writer.event_writer.path
     w.close()
-    print(w.file_writer.event_writer.path)
+    print(path)
 """
 
 
