@@ -82,6 +82,7 @@ class Graph:
         self._node_of: dict[int, str] = {}
         self._keep: list = []  # holds traced tensors so their ids stay unique while tracing
         self._input_ids = {id(t) for t in inputs if isinstance(t, Tensor)}
+        self._loss = None  # the Tensor backward() was last called on while tracing
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -146,20 +147,53 @@ class Graph:
         self._keep.append(out)
         out.name = name
 
-    def add_node(self, name: str, op: str, inputs=(), like=None) -> str:
-        """Add a node by hand (a step npnn does not trace, e.g. "Train/Adam"); return its name.
+    def record_backward(self, loss: Tensor) -> None:
+        """Note loss.backward() while tracing: the next optimizer step draws gradients from it."""
+        self._loss = loss
 
-        inputs name existing nodes ("^name" for a control edge); like, an array or Tensor,
-        gives the node's output dtype and shape (None: a node without outputs, like TF's NoOp).
+    def record_step(self, optimizer) -> None:
+        """Draw optimizer.step() while tracing: <scope>/gradients fed by the loss, <scope>/<Name>.
+
+        Like TF1's minimize under name_scope("Train"): a Gradients node reading the loss that
+        backward() was called on, and an Apply node reading it and every parameter.
         """
+        scope = optimizer.scope + "/" if optimizer.scope else ""
+        inputs = []
+        if self._loss is not None:
+            loss = self._input_node(self._loss, scope + "gradients", 0, self._loss.data.dtype)
+            inputs.append(self.add_node(scope + "gradients", "Gradients", [loss]))
+            self._loss = None
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        inputs += [self._input_node(p, "", 0, p.data.dtype) for p in params]
+        name = type(optimizer).__name__
+        self.add_node(scope + name, "Apply" + name, inputs)
+
+    def add_node(self, name: str, op: str, inputs=(), like=None) -> str:
+        """Add a node by hand (a step npnn does not trace); return its name.
+
+        inputs are Tensors of this graph or node names ("^name" for a control edge); like, an
+        array or Tensor, gives the node's output dtype and shape (None: a node without outputs,
+        like TF's NoOp).
+        """
+        inputs = [self._node_name(i) for i in inputs]
         missing = [i for i in inputs if i.lstrip("^") not in self._names]
         if missing:
             raise ValueError(f"add_node {name!r}: inputs {missing} are not nodes of this graph")
         unique = self._unique(name)
         if like is None:
-            self.nodes.append(Node(unique, op, list(inputs), None, None))
+            self.nodes.append(Node(unique, op, inputs, None, None))
             return unique
-        return self._add(unique, op, list(inputs), like.data if isinstance(like, Tensor) else like)
+        return self._add(unique, op, inputs, like.data if isinstance(like, Tensor) else like)
+
+    def _node_name(self, x) -> str:
+        """The node name of an input given as a Tensor of this graph or as a name."""
+        if not isinstance(x, Tensor):
+            return x
+        name = self._node_of.get(id(x), x.name)  # traced outputs and named leaves carry their node's name
+        if name is None or name not in self._names:
+            raise ValueError(f"add_node: the Tensor {x.name or 'without a name'} (shape {x.shape}) "
+                             "is not a node of this graph")
+        return name
 
     def as_graph_def(self):
         """The graph as a tbwriter GraphDef: attrs dtype/T and _output_shapes for TensorBoard."""
@@ -208,4 +242,5 @@ def trace(fn, *inputs) -> Graph:
         _t._tracer = None
     graph._keep = []  # tracing is over: drop the references
     graph._node_of = {}
+    graph._loss = None
     return graph

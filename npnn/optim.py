@@ -20,6 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from npnn import tensor as _t
+
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "NUM_THREADS"]
 
 NUM_THREADS = min(2, os.cpu_count() or 1)  # threads per step; set npnn.optim.NUM_THREADS = 1 to disable
@@ -118,6 +120,7 @@ class Optimizer:
         if not params:
             raise ValueError("params: optimizer got an empty parameter list")
         groups = params if isinstance(params[0], dict) else [{"params": params}]
+        self.scope = _t._scope[:-1]  # the name scope it was built in: its nodes' box in a traced graph
         self.defaults = dict(defaults)
         self.param_groups: list[dict] = []
         self.state: dict[int, dict] = {}  # id(param) -> state arrays
@@ -160,6 +163,8 @@ class Optimizer:
 
     def step(self) -> None:
         """Update every parameter that has a gradient."""
+        if _t._tracer is not None:  # npnn.trace draws the step without taking it, as TF1's minimize
+            return _t._tracer.record_step(self)
         self._step_groups(self.param_groups)
 
     def _step_groups(self, groups: list) -> None:
@@ -310,6 +315,8 @@ class Adam(Optimizer):
 
     def step(self) -> None:
         """Update every parameter that has a gradient."""
+        if _t._tracer is not None:  # npnn.trace draws the step without taking it, as TF1's minimize
+            return _t._tracer.record_step(self)
         rest = None
         for group in self.param_groups:
             if not self._step_fused(group):

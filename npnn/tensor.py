@@ -177,6 +177,8 @@ class Tensor:
     # -- backward ---------------------------------------------------------------------------
     def backward(self, grad=None) -> None:
         """Accumulate d(self)/d(leaf) * grad into every leaf's .grad that requires grad."""
+        if _tracer is not None:  # npnn.trace: the optimizer's step draws the gradients node
+            return _tracer.record_backward(self)
         if not self.requires_grad:
             raise RuntimeError(
                 "backward(): this tensor does not require grad (no input had requires_grad=True, "

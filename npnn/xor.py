@@ -8,20 +8,14 @@ summary every step, 5. look at it with `tensorboard --logdir logs/xor_logs`.
 
 from __future__ import annotations
 
-import argparse
-import glob
-import math
 import os
 import shlex
-import sys
-import time
 
 import numpy as np
 
 import npnn
-from npnn import Parameter, Tensor, init, name_scope, optim, summary
+from npnn import Parameter, Tensor, cli, init, name_scope, optim, summary
 from tbwriter import FileWriter
-from tbwriter.summary import hparams
 
 
 def lab(logdir: str = "logs/xor_logs", lr: float = 0.01, steps: int = 10001, seed: int = 777,
@@ -53,21 +47,21 @@ def lab(logdir: str = "logs/xor_logs", lr: float = 0.01, steps: int = 10001, see
         summary.scalar("accuracy", accuracy)
         return hypothesis, cost, accuracy
 
-    with name_scope("Train"):
+    with name_scope("Train"):  # the optimizer's nodes go in the Train box, as in TF1
         train = optim.Adam([W1, b1, W2, b2], lr=lr) if optimizer == "adam" else optim.SGD([W1, b1, W2, b2], lr=lr)
-    graph = npnn.trace(forward, X, Y)
-    grads = graph.add_node("Train/gradients", "Gradients", ["Cost/Neg"])
-    graph.add_node(f"Train/{type(train).__name__}", "Apply" + type(train).__name__,
-                   [grads, "Layer1/weight_1", "Layer1/bias_1", "Layer2/weight_2", "Layer2/bias_2"])
+
+    def train_step(X, Y):  # traced once for the graph: Train/gradients fed by the cost, Train/Adam
+        hypothesis, cost, accuracy = forward(X, Y)
+        train.zero_grad()
+        cost.backward()
+        train.step()
+        return cost
 
     writer = FileWriter(logdir)  # Step 3: the writer and the graph
-    writer.add_graph(graph)
-    hp = {"lr": lr, "optimizer": optimizer, "steps": steps, "seed": seed}
-    start, group = time.time(), os.path.basename(os.path.normpath(logdir))  # HPARAMS' trial id
-    writer.add_summary(hparams(hp, {}, group_name=group, start_time_secs=start)[1])  # HPARAMS session start
+    writer.add_graph(npnn.trace(train_step, X, Y))
     for step in range(steps):  # Step 4: train, writing the merged summary (Step 2) every step
         hypothesis, cost, accuracy = forward(X, Y)
-        if step % log_every == 0:
+        if step % log_every == 0:  # before the update, as sess.run([merged, train]) evaluates it
             writer.add_summary(summary.merge_all(), global_step=step)
         train.zero_grad()
         cost.backward()
@@ -76,61 +70,55 @@ def lab(logdir: str = "logs/xor_logs", lr: float = 0.01, steps: int = 10001, see
             print(step, cost.item())
     with npnn.no_grad():
         hypothesis, cost, accuracy = forward(X, Y)
-    writer.add_summary(hparams(hp, {}, group_name=group, start_time_secs=start)[2])  # session end, timed now
+    # HPARAMS: this run's settings; its metrics are the last Cost/Cost and accuracy TensorBoard read.
+    writer.add_hparams({"lr": lr, "optimizer": optimizer, "steps": steps, "seed": seed}, {})
     writer.close()
     return {"logdir": logdir, "hypothesis": hypothesis.data, "predicted": (hypothesis.data > 0.5).astype(np.float32),
             "accuracy": accuracy.item(), "cost": cost.item()}
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m npnn.xor", description=__doc__.splitlines()[0])
-    p.add_argument("--logdir", default="logs/xor_logs", help="where the run(s) go (default: %(default)s)")
-    p.add_argument("--lr", type=float, action="append",
-                   help="learning rate (default 0.01); repeat it for one run per value in LOGDIR/lr_<value>")
-    p.add_argument("--steps", type=int, default=10001, help="training steps (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=777, help="seed of the initial weights (default: %(default)s)")
+def _parser() -> cli.Parser:
+    p = cli.Parser(prog="python -m npnn.xor", description=__doc__.splitlines()[0])
+    p.add_argument("--logdir", default="logs/xor_logs",
+                   help="where the runs go, one directory each: LOGDIR/lr_<lr> (default: %(default)s)")
+    p.add_argument("--lr", type=cli.positive_number, action="append",
+                   help="learning rate (default 0.01); repeat it for one run per value")
+    p.add_argument("--steps", type=cli.integer(1), default=10001, help="training steps (default: %(default)s)")
+    p.add_argument("--seed", type=cli.integer(0), default=777, help="seed of the initial weights (default: %(default)s)")
     p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam", help="(default: %(default)s)")
-    p.add_argument("--log-every", type=int, default=1, metavar="N",
+    p.add_argument("--log-every", type=cli.integer(1), default=1, metavar="N",
                    help="write the merged summary every N steps (default: 1, every step as the lab)")
     p.add_argument("--quiet", action="store_true", help="no per-100-steps progress lines")
     p.add_argument("--overwrite", action="store_true",
-                   help="delete the event files of an existing run first (default: append to it)")
+                   help="replace the event files of a run directory that holds a run "
+                        "(default: the rerun goes to a new directory, LOGDIR/lr_<lr>_run2, ...)")
     return p
 
 
-def _fail(msg: str):
-    """One line on stderr and exit status 2, like argparse's own errors."""
-    print(f"python -m npnn.xor: error: {msg}", file=sys.stderr)
-    raise SystemExit(2)
-
-
-def _prepare(run_dir: str, overwrite: bool) -> None:
-    """Create run_dir (or check it is writable); with overwrite, delete its event files."""
-    try:
-        os.makedirs(run_dir, exist_ok=True)
-        if not os.access(run_dir, os.W_OK | os.X_OK):
-            raise PermissionError("not writable")
-        if overwrite:
-            for f in glob.glob(os.path.join(glob.escape(run_dir), "events.out.tfevents.*")):
-                os.remove(f)
-    except OSError as e:
-        _fail(f"--logdir: cannot write into {run_dir!r} ({e.strerror or e})")
+def run_name(lr: float, optimizer: str) -> str:
+    """The run directory's name: what distinguishes the run (lr_0.01, lr_0.1_sgd)."""
+    return f"lr_{lr:g}" + ("" if optimizer == "adam" else f"_{optimizer}")
 
 
 def main(argv=None) -> list:
     """Parse the flags, run the lab once per learning rate, print the results and how to view them."""
-    args = _parser().parse_args(argv)
-    lrs = list(dict.fromkeys(args.lr or [0.01]))
-    for lr in lrs:
-        if not (lr > 0 and math.isfinite(lr)):
-            _fail(f"--lr must be a positive number, got {lr}")
-    if args.steps < 1:
-        _fail(f"--steps must be >= 1, got {args.steps}")
-    if args.log_every < 1:
-        _fail(f"--log-every must be >= 1, got {args.log_every}")
-    runs = [(lr, args.logdir if len(lrs) == 1 else os.path.join(args.logdir, f"lr_{lr:g}")) for lr in lrs]
-    for _, run_dir in runs:
-        _prepare(run_dir, args.overwrite)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    problem = cli.directory_problem(args.logdir)
+    if problem:
+        parser.fail("--logdir", problem)
+    runs = []
+    for lr in dict.fromkeys(args.lr or [0.01]):
+        run_dir = os.path.join(args.logdir, run_name(lr, args.optimizer))
+        if args.overwrite:
+            for f in cli.event_files(run_dir):
+                os.remove(f)
+        else:
+            fresh = cli.new_run_dir(run_dir)
+            if fresh != run_dir:
+                print(f"{run_dir} already holds a run: this one goes to {fresh} (--overwrite replaces the old one)")
+            run_dir = fresh
+        runs.append((lr, run_dir))
     results = []
     for lr, run_dir in runs:
         if len(runs) > 1:

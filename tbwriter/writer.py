@@ -113,6 +113,15 @@ def _graph_bytes(graph) -> bytes:
     raise TypeError(f"graph: expected a GraphDef or an object with as_graph_def(), got {type(graph).__name__}")
 
 
+def _check_hparams_args(metric_dict, hparam_domain_discrete) -> None:
+    """add_hparams' container arguments: the types TensorBoard's hparams plugin needs."""
+    if not isinstance(metric_dict, dict):
+        raise TypeError(f"metric_dict: expected a dict {{tag: value}}, got {type(metric_dict).__name__}")
+    if hparam_domain_discrete is not None and not isinstance(hparam_domain_discrete, dict):
+        raise TypeError(f"hparam_domain_discrete: expected a dict {{name: [values]}}, "
+                        f"got {type(hparam_domain_discrete).__name__}")
+
+
 class FileWriter:
     """TF1's tf.summary.FileWriter: one event file in logdir, fed with Summary messages."""
 
@@ -121,6 +130,7 @@ class FileWriter:
         if logdir is None or (isinstance(logdir, str) and not logdir):
             raise ValueError(f"logdir: expected a directory path, got {logdir!r}")
         self._logdir = os.fspath(logdir)
+        self._start_time = time.time()  # the HPARAMS session's start
         self.event_writer = EventFileWriter(self._logdir, max_queue, flush_secs, filename_suffix or "",
                                             storage_options)
         self._state = self.event_writer._state  # the hot path reaches its buffer directly
@@ -216,6 +226,27 @@ class FileWriter:
         crc = crc32c(event)
         s.append(b"".join((_HEADERS.get(n) or _frame_header(n), event,
                            _U32.pack((((crc >> 15) | (crc << 17)) + _MASK) & 0xFFFFFFFF))))
+
+    def add_hparams(self, hparam_dict: dict, metric_dict: dict, hparam_domain_discrete=None,
+                    global_step=None, start_time_secs=None) -> None:
+        """Hyperparameters and metrics of this run for the HPARAMS tab, the metrics as scalars.
+
+        The session is grouped under this writer's logdir (one row per run) and starts at
+        start_time_secs (default: when the writer was created). No experiment summary is
+        written unless hparam_domain_discrete is given: TensorBoard then builds the table's
+        columns from every run's hparams, so runs with different hparam keys all show.
+        """
+        _check_hparams_args(metric_dict, hparam_domain_discrete)
+        metrics = {k: _as_float(v, f"metric_dict[{k!r}]") for k, v in metric_dict.items()}
+        exp, ssi, sei = _summary.hparams(hparam_dict, metric_dict, group_name=self._logdir,
+                                         start_time_secs=start_time_secs or self._start_time)
+        step = _as_step(global_step)
+        if hparam_domain_discrete:
+            self._write_summary(_with_discrete_domains(exp, hparam_domain_discrete), step, None, True)
+        self._write_summary(ssi, step, None, True)
+        for k, v in metrics.items():
+            self._add_scalar(k, v, step, None)
+        self._write_summary(sei, step, None, True)
 
     def add_graph(self, graph, global_step=None, walltime=None) -> None:
         """Write a GraphDef (or an object with as_graph_def()) for the graph dashboard."""
@@ -562,33 +593,18 @@ class SummaryWriter:
         """Hyperparameters and metrics of this run (or of sub-run run_name/name) for the HPARAMS tab.
 
         torch's order; tensorboardX's third positional is `name`, so a str there is taken as it.
-        Written into the run itself, unlike the peers' new timestamped sub-run. The metrics
-        are written as scalars (step global_step) next to them. No experiment summary is
-        written unless hparam_domain_discrete is given: TensorBoard then builds the table's
-        columns from every run's hparams, so runs with different hparam keys all show.
+        Written into the run itself, unlike the peers' new timestamped sub-run (see
+        FileWriter.add_hparams).
         """
         if isinstance(hparam_domain_discrete, str):
             hparam_domain_discrete, name = None, hparam_domain_discrete
         if name is not None and run_name is not None and name != run_name:
             raise ValueError(f"add_hparams: name={name!r} and run_name={run_name!r} both name the sub-run; give one")
         run_name = name if run_name is None else run_name
-        self._writer()
-        if not isinstance(metric_dict, dict):
-            raise TypeError(f"metric_dict: expected a dict {{tag: value}}, got {type(metric_dict).__name__}")
-        if hparam_domain_discrete is not None and not isinstance(hparam_domain_discrete, dict):
-            raise TypeError(f"hparam_domain_discrete: expected a dict {{name: [values]}}, "
-                            f"got {type(hparam_domain_discrete).__name__}")
-        metrics = {k: _as_float(v, f"metric_dict[{k!r}]") for k, v in metric_dict.items()}
+        _check_hparams_args(metric_dict, hparam_domain_discrete)  # before a sub-run is created
         fw = self._writer() if run_name is None else self._sub_writer(os.path.join(self._logdir, run_name))
-        exp, ssi, sei = _summary.hparams(hparam_dict, metric_dict, group_name=fw.get_logdir(),
-                                         start_time_secs=self._start_time)
-        step = _as_step(global_step)
-        if hparam_domain_discrete:
-            fw._write_summary(_with_discrete_domains(exp, hparam_domain_discrete), step, None, True)
-        fw._write_summary(ssi, step, None, True)
-        for k, v in metrics.items():
-            fw._add_scalar(k, v, step, None)
-        fw._write_summary(sei, step, None, True)
+        fw.add_hparams(hparam_dict, metric_dict, hparam_domain_discrete, global_step,
+                       start_time_secs=self._start_time)
 
     def flush(self) -> None:
         """Hand every pending record of every file of this writer to the OS; a no-op after close()."""

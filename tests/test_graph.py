@@ -4,6 +4,7 @@ graphs plugin serving it back."""
 import numpy as np
 import pytest
 from google.protobuf import text_format
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import npnn
 from npnn import Parameter, Tensor
@@ -209,6 +210,61 @@ def test_add_node_by_hand():
     assert [[d.size for d in s.dim] for s in shapes] == [[2, 2]]
     with pytest.raises(ValueError, match=r"\['nope'\] are not nodes"):
         g.add_node("Train/x", "NoOp", ["nope"])
+
+
+def test_add_node_takes_tensors_of_the_graph():
+    params = xor_model()
+    g = npnn.trace(lambda a, b: xor_forward(params, a, b), *xor_inputs())
+    cost, accuracy = g.outputs
+    name = g.add_node("Report", "Identity", [cost, accuracy, params[0]], like=cost)
+    assert g[name].inputs == ["Cost/Neg", "Mean", "Layer1/weight_1"]
+    with pytest.raises(ValueError, match=r"add_node: the Tensor without a name \(shape \(2,\)\) is not a node"):
+        g.add_node("Bad", "NoOp", [Tensor(np.zeros(2, np.float32))])
+
+
+def train_step_graph(optimizer_class=npnn.optim.Adam):
+    """Trace a training step whose optimizer was built under name_scope("Train")."""
+    params = xor_model()
+    with npnn.name_scope("Train"):
+        opt = optimizer_class(params, lr=0.1)
+    before = [p.data.copy() for p in params]
+
+    def step(x, y):
+        cost, accuracy = xor_forward(params, x, y)
+        opt.zero_grad()
+        cost.backward()
+        opt.step()
+        return cost
+
+    graph = npnn.trace(step, *xor_inputs())
+    return graph, params, before, opt
+
+
+def test_traced_training_step_draws_the_train_scope_fed_by_the_cost():
+    graph, params, before, opt = train_step_graph()
+    assert opt.scope == "Train"
+    assert [(n.name, n.op, n.inputs) for n in graph.nodes[len(EXPECTED):]] == [
+        ("Train/gradients", "Gradients", ["Cost/Neg"]),
+        ("Train/Adam", "ApplyAdam", ["Train/gradients", "Layer1/weight_1", "Layer1/bias_1",
+                                     "Layer2/weight_2", "Layer2/bias_2"]),
+    ]
+    for p, b in zip(params, before):  # tracing draws the step, as TF1 builds minimize(): no update
+        np.testing.assert_array_equal(p.data, b)
+        assert p.grad is None
+    sgd_graph = train_step_graph(npnn.optim.SGD)[0]
+    assert sgd_graph.names()[-2:] == ["Train/gradients", "Train/SGD"]
+
+
+def test_tensorboard_reads_the_train_nodes(tmp_path):
+    writer = FileWriter(tmp_path)
+    writer.add_graph(train_step_graph()[0])
+    writer.close()
+    ea = EventAccumulator(str(tmp_path))
+    ea.Reload()
+    nodes = {n.name: n for n in ea.Graph().node}
+    assert list(nodes["Train/gradients"].input) == ["Cost/Neg"]
+    assert list(nodes["Train/Adam"].input)[:2] == ["Train/gradients", "Layer1/weight_1"]
+    assert nodes["Train/Adam"].op == "ApplyAdam"
 
 
 def test_graph_def_has_types_and_output_shapes(xor_graph):

@@ -427,6 +427,25 @@ def test_add_hparams_run_name_and_discrete_domains(tmp_path):
     assert "_hparams_/session_start_info" not in accumulator(tmp_path).Tags()["tensors"]
 
 
+def test_filewriter_add_hparams_like_tf1_users_expect(tmp_path):
+    from tensorboard.plugins.hparams import api_pb2
+    from tensorboard.plugins.hparams import metadata as hp_metadata
+    with tbwriter.FileWriter(tmp_path / "run") as w:
+        w.add_summary(tbwriter.summary.scalar("cost", 0.25), global_step=3)
+        w.add_hparams({"lr": 0.1, "optimizer": "adam"}, {"final/accuracy": 1.0}, global_step=3)
+        with pytest.raises(TypeError, match="metric_dict: expected a dict"):
+            w.add_hparams({"lr": 0.1}, [("accuracy", 1.0)])
+    acc = accumulator(tmp_path / "run")
+    start = hp_metadata.parse_session_start_info_plugin_data(
+        acc.SummaryMetadata("_hparams_/session_start_info").plugin_data.content)
+    assert dict(start.hparams)["lr"].number_value == 0.1 and start.hparams["optimizer"].string_value == "adam"
+    assert start.group_name == str(tmp_path / "run") and start.start_time_secs > 1e9
+    end = hp_metadata.parse_session_end_info_plugin_data(
+        acc.SummaryMetadata("_hparams_/session_end_info").plugin_data.content)
+    assert end.status == api_pb2.STATUS_SUCCESS
+    assert scalars(tmp_path / "run", "final/accuracy") == [(3, 1.0)]
+
+
 def test_bad_values_raise_before_anything_is_written(tmp_path):
     with tbwriter.SummaryWriter(tmp_path) as w:
         with pytest.raises(ValueError, match="bad"):

@@ -116,44 +116,89 @@ def test_full_lab_reaches_accuracy_one(tmp_path, capsys):
     assert results[0]["cost"] < 0.01
 
 
-def test_existing_run_is_appended_unless_overwrite(tmp_path):
-    run = tmp_path / "run"
-    xor.main(["--logdir", str(run), "--steps", "3", "--quiet"])
-    xor.main(["--logdir", str(run), "--steps", "3", "--quiet"])
-    assert len(list(run.glob("events.out.tfevents.*"))) == 2
-    xor.main(["--logdir", str(run), "--steps", "3", "--quiet", "--overwrite"])
-    assert len(list(run.glob("events.out.tfevents.*"))) == 1
+def test_graph_train_nodes_are_fed_by_the_cost(lab_logdir):
+    """The Train box as TF1 draws minimize(): gradients of the cost, the update of every weight."""
+    ea = EventAccumulator(str(lab_logdir / "lr_0.1"))
+    ea.Reload()
+    nodes = {n.name: n for n in ea.Graph().node}
+    assert nodes["Train/gradients"].op == "Gradients" and list(nodes["Train/gradients"].input) == ["Cost/Neg"]
+    assert nodes["Train/Adam"].op == "ApplyAdam"
+    assert list(nodes["Train/Adam"].input) == ["Train/gradients", "Layer1/weight_1", "Layer1/bias_1",
+                                               "Layer2/weight_2", "Layer2/bias_2"]
+
+
+def _last_scalar(run_dir, tag: str) -> float:
+    ea = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    ea.Reload()
+    return ea.Scalars(tag)[-1].value
+
+
+def test_rerun_starts_a_new_run_and_hparams_stay_with_their_run(tmp_path):
+    """The course's habit: run, then run again with another --lr into the same logdir."""
+    logdir = tmp_path / "logs"
+    first = xor.main(["--logdir", str(logdir), "--steps", "50", "--quiet"])[0]
+    second = xor.main(["--logdir", str(logdir), "--steps", "50", "--quiet", "--lr", "0.01", "--lr", "0.3"])
+    assert first["logdir"] == str(logdir / "lr_0.01")
+    assert [r["logdir"] for r in second] == [str(logdir / "lr_0.01_run2"), str(logdir / "lr_0.3")]
+    assert sorted(os.listdir(logdir)) == ["lr_0.01", "lr_0.01_run2", "lr_0.3"]
+    for run in os.listdir(logdir):  # one file, one run, 50 steps each: nothing appended
+        assert len(list((logdir / run).glob("*tfevents*"))) == 1
+    body = {"experimentName": "", "allowedStatuses": ALL_STATUSES, "colParams": [], "startIndex": 0,
+            "sliceSize": 100}
+    with tensorboard(logdir, load_fast=True) as server:
+        groups = server.wait_for(lambda: server.post_json("/data/plugin/hparams/session_groups", body),
+                                 lambda r: len(r.get("sessionGroups", [])) == 3)["sessionGroups"]
+    for g in groups:
+        (session,) = g["sessions"]
+        run = session["name"]
+        assert g["hparams"]["lr"] == pytest.approx(float(run.split("_")[1]))
+        metrics = {m["name"]["tag"]: m["value"] for m in g["metricValues"]}
+        assert metrics["Cost/Cost"] == pytest.approx(_last_scalar(logdir / run, "Cost/Cost"))
+    assert _last_scalar(logdir / "lr_0.3", "Cost/Cost") != _last_scalar(logdir / "lr_0.01", "Cost/Cost")
+
+
+def test_overwrite_replaces_the_run(tmp_path, capsys):
+    xor.main(["--logdir", str(tmp_path), "--steps", "3", "--quiet"])
+    xor.main(["--logdir", str(tmp_path), "--steps", "3", "--quiet", "--overwrite"])
+    assert os.listdir(tmp_path) == ["lr_0.01"]
+    assert len(list((tmp_path / "lr_0.01").glob("*tfevents*"))) == 1
+    assert "already holds a run" not in capsys.readouterr().out
 
 
 def test_sgd_and_log_every(tmp_path):
     r = xor.main(["--logdir", str(tmp_path), "--steps", "10", "--optimizer", "sgd", "--log-every", "5",
                   "--quiet"])[0]
     assert 0.0 <= r["accuracy"] <= 1.0
-    acc = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0}).Reload()
+    acc = EventAccumulator(str(tmp_path / "lr_0.01_sgd"), size_guidance={"scalars": 0}).Reload()
     assert [e.step for e in acc.Scalars("Cost/Cost")] == [0, 5]
 
 
-@pytest.mark.parametrize("flags, flag", [
-    (["--lr", "0"], "--lr"),
-    (["--lr", "0.1", "--lr", "-1"], "--lr"),
-    (["--steps", "0"], "--steps"),
-    (["--log-every", "0"], "--log-every"),
+@pytest.mark.parametrize("flags, line", [
+    (["--lr", "0"], "argument --lr: expected a positive number, got '0'"),
+    (["--lr", "0.1", "--lr", "-1"], "argument --lr: expected a positive number, got '-1'"),
+    (["--lr", "fast"], "argument --lr: expected a positive number, got 'fast'"),
+    (["--steps", "0"], "argument --steps: expected an integer >= 1, got '0'"),
+    (["--steps", "one"], "argument --steps: expected an integer >= 1, got 'one'"),
+    (["--seed", "-1"], "argument --seed: expected an integer >= 0, got '-1'"),
+    (["--log-every", "0"], "argument --log-every: expected an integer >= 1, got '0'"),
+    (["--optimizer", "rmsprop"], "argument --optimizer: invalid choice: 'rmsprop'"),
 ])
-def test_bad_flags_exit_2_naming_the_flag(tmp_path, capsys, flags, flag):
+def test_bad_flags_exit_2_with_one_line(tmp_path, capsys, flags, line):
     with pytest.raises(SystemExit) as e:
         xor.main(["--logdir", str(tmp_path / "x")] + flags)
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and flag in err[0]
+    assert len(err) == 1 and err[0].startswith(f"python -m npnn.xor: error: {line}")
     assert not (tmp_path / "x").exists()  # nothing written before the flags are checked
 
 
-def test_unwritable_logdir_exits_2(tmp_path):
-    blocker = tmp_path / "file"
-    blocker.write_text("not a directory")  # a file in the way: unwritable even for root
-    proc = subprocess.run([sys.executable, "-m", "npnn.xor", "--logdir", str(blocker / "logs"), "--steps", "2"],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2
-    err = proc.stderr.strip().splitlines()
-    assert len(err) == 1 and "--logdir" in err[0] and str(blocker / "logs") in err[0]
-    assert proc.stdout == ""
+def test_logdir_errors_through_the_command_line(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("a file")
+    cases = [(readme, f"{readme} is a file, not a directory"),
+             (readme / "logs", f"{readme / 'logs'}: {readme} is a file, not a directory")]
+    for logdir, message in cases:
+        proc = subprocess.run([sys.executable, "-m", "npnn.xor", "--logdir", str(logdir), "--steps", "2"],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and proc.stdout == ""
+        assert proc.stderr.splitlines() == [f"python -m npnn.xor: error: argument --logdir: {message}"]
