@@ -126,24 +126,76 @@ def save_checkpoint(path: str, model: nn.Module, opt: optim.Optimizer, meta: dic
     nn._save_npz(path, arrays, prefix=".ckpt-")
 
 
+_META_MAX_CHARS = 1 << 20  # the JSON metadata is a few kB; a header may not claim gigabytes
+
+
 def load_checkpoint(path: str, model: nn.Module, opt: optim.Optimizer, model_name: str) -> dict:
-    """Restore model, optimizer and npnn's RNG from save_checkpoint's file; return its meta."""
-    with np.load(path, allow_pickle=False) as z:
-        meta = json.loads(str(z["meta"]))
-        if meta["model"] != model_name:
-            raise CheckpointError(f"--resume {path}: holds a {meta['model']} model, "
-                                  f"but --model is {model_name}")
-        model.load_state_dict({k[6:]: z[k] for k in z.files if k.startswith("model/")})
+    """Restore model, optimizer and npnn's RNG from save_checkpoint's file; return its meta.
+
+    Everything is checked before anything is assigned; CheckpointError names the file and the problem.
+    """
+    params = [p for group in opt.param_groups for p in group["params"]]
+    own = dict(model.named_parameters())
+
+    def check(name: str, shape: tuple, dtype: np.dtype):
+        if name == "meta":
+            if shape != () or dtype.kind != "U" or dtype.itemsize > 4 * _META_MAX_CHARS:
+                return f"'meta' is {dtype} of shape {shape}, expected a JSON string of at most {_META_MAX_CHARS} characters"
+            return None
+        kind, _, key = name.partition("/")
+        if kind == "model" and key in own:
+            return nn._check_array(name, shape, dtype, own[key].data.shape)
+        index = key.split("/")[0]
+        if kind == "optim" and key.count("/") == 1 and index.isdigit() and int(index) < len(params):
+            return nn._check_array(name, shape, dtype, params[int(index)].data.shape)
+        return f"unexpected key {name!r}"
+
+    try:
+        meta = nn.read_npz(path, check, required=["meta"], only={"meta"})["meta"]  # first: which model
+        meta = _check_meta(json.loads(str(meta)), model_name)
+        arrays = nn.read_npz(path, check, required=["meta", *(f"model/{k}" for k in own)])
         state = {}
-        for k in z.files:
+        for k, v in arrays.items():
             if k.startswith("optim/"):
                 _, i, name = k.split("/")
-                state.setdefault(int(i), {})[name] = z[k]
-    for key, v in meta["optim_scalars"].items():
-        i, name = key.split("/")
-        state.setdefault(int(i), {})[name] = v
-    opt.load_state_dict({"state": state, "param_groups": meta["optim_groups"]})
+                state.setdefault(int(i), {})[name] = v
+        for key, v in meta["optim_scalars"].items():
+            i, _, name = key.partition("/")
+            if not (i.isdigit() and name):
+                raise ValueError(f"meta: optim_scalars key {key!r}, expected '<index>/<name>'")
+            state.setdefault(int(i), {})[name] = v
+        try:
+            type(npnn.random.generator().bit_generator)().state = meta["rng"]  # checked on a scratch generator
+        except (ValueError, TypeError, KeyError) as e:
+            raise ValueError(f"meta: 'rng' is not a {type(npnn.random.generator().bit_generator).__name__} state ({e})") from None
+        opt.load_state_dict({"state": state, "param_groups": meta["optim_groups"]})
+    except OSError as e:
+        raise CheckpointError(f"--resume {path}: cannot read: {e.strerror or e}") from None
+    except (ValueError, TypeError, KeyError) as e:
+        text = str(e) if str(e).startswith(f"{path}: ") else f"{path}: {e}"
+        raise CheckpointError(f"--resume {text}") from None
+    model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model/")})
     npnn.random.generator().bit_generator.state = meta["rng"]
+    return meta
+
+
+def _check_meta(meta, model_name: str) -> dict:
+    """The checkpoint's metadata, its fields' types checked (ValueError saying which is wrong)."""
+    fields = {"model": str, "epoch": int, "step": int, "optim_groups": list, "optim_scalars": dict, "rng": dict}
+    if not isinstance(meta, dict):
+        raise ValueError(f"meta: expected a JSON object, got {type(meta).__name__}")
+    for key, kind in fields.items():
+        if key not in meta:
+            raise ValueError(f"meta: missing key {key!r}")
+        if not isinstance(meta[key], kind) or isinstance(meta[key], bool):
+            raise ValueError(f"meta: {key!r} is {meta[key]!r}, expected {kind.__name__}")
+    if meta["model"] != model_name:
+        raise ValueError(f"holds a {meta['model']} model, but --model is {model_name}")
+    for key in ("epoch", "step"):
+        if meta[key] < 0:
+            raise ValueError(f"meta: {key!r} is {meta[key]}, expected an int >= 0")
+    if not all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in meta["optim_groups"]):
+        raise ValueError("meta: 'optim_groups' must be a list of objects with a 'params' list")
     return meta
 
 
@@ -240,6 +292,12 @@ def train(args: argparse.Namespace) -> dict:
     from tbwriter import SummaryWriter
 
     npnn.manual_seed(args.seed)
+    model = MODELS[args.model]()
+    opt = optim.Adam(model.parameters(), lr=args.lr)
+    epoch, step = 0, 0
+    if args.resume:  # before the data: a bad checkpoint is reported before any long work
+        meta = load_checkpoint(args.resume, model, opt, args.model)
+        epoch, step = meta["epoch"], meta["step"]
     data = load_mnist(args.data, flatten=args.model == "mlp", progress=not args.no_progress)
     x_train, y_train = data.train_images, data.train_labels
     x_test, y_test = data.test_images, data.test_labels
@@ -247,15 +305,6 @@ def train(args: argparse.Namespace) -> dict:
         x_train, y_train = x_train[:args.limit], y_train[:args.limit]
     if args.test_limit:
         x_test, y_test = x_test[:args.test_limit], y_test[:args.test_limit]
-    model = MODELS[args.model]()
-    opt = optim.Adam(model.parameters(), lr=args.lr)
-    epoch, step = 0, 0
-    if args.resume:
-        try:
-            meta = load_checkpoint(args.resume, model, opt, args.model)
-        except (OSError, KeyError, ValueError) as e:
-            raise CheckpointError(f"--resume {args.resume}: {e}") from None
-        epoch, step = meta["epoch"], meta["step"]
     logdir = args.logdir or os.path.join("logs", f"mnist_{args.model}")
     # On resume, purge_step drops whatever a crashed run logged after the checkpoint (the
     # checkpoint's own step keeps its epoch summaries: they were written before it).

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import zlib
 from collections import OrderedDict
 from typing import Iterator
 
@@ -155,9 +156,9 @@ class Module:
             if name not in state_dict:
                 continue
             value = np.asarray(getattr(state_dict[name], "data", state_dict[name]))
-            if value.shape != p.data.shape:
-                raise ValueError(f"state_dict: {name!r} has shape {value.shape}, "
-                                 f"the model's parameter has shape {p.data.shape}")
+            problem = _check_array(name, value.shape, value.dtype, p.data.shape)
+            if problem:
+                raise ValueError(f"state_dict: {problem}")
             staged.append((p, value))
         for p, value in staged:  # only after every check passed: no half-loaded model
             p.data[...] = value
@@ -167,9 +168,15 @@ class Module:
         _save_npz(path, self.state_dict())
 
     def load(self, path) -> "Module":
-        """Load parameters saved by save(path)."""
-        with np.load(os.fspath(path), allow_pickle=False) as z:
-            self.load_state_dict({k: z[k] for k in z.files})
+        """Load parameters saved by save(path); every name, shape and dtype is checked before any data is read."""
+        own = OrderedDict(self.named_parameters())
+
+        def check(name: str, shape: tuple, dtype: np.dtype):
+            if name not in own:
+                return f"unexpected key {name!r} for {type(self).__name__}"
+            return _check_array(name, shape, dtype, own[name].data.shape)
+
+        self.load_state_dict(read_npz(path, check, required=own))
         return self
 
     # -- printing --------------------------------------------------------------------------
@@ -207,6 +214,70 @@ def _save_npz(path, arrays: dict, prefix: str = ".tmp-") -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def _check_array(name: str, shape: tuple, dtype: np.dtype, expected_shape: tuple) -> "str | None":
+    """What is wrong with an array of this shape and dtype for a parameter of expected_shape, or None."""
+    if dtype.kind not in "biuf":
+        return f"{name!r} has dtype {dtype}, expected numbers"
+    if tuple(shape) != tuple(expected_shape):
+        return f"{name!r} has shape {tuple(shape)}, the model's parameter has shape {tuple(expected_shape)}"
+    return None
+
+
+_NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def read_npz(path, check, required=(), only=None) -> dict:
+    """The arrays of an .npz file (of the names in `only`, default all), all or nothing: ValueError naming the file and every problem.
+
+    Member names and .npy headers (shape, dtype) are checked first, by check(name, shape,
+    dtype) -> problem or None, and against `required` names; data is read only when all pass,
+    and never more than the headers declare, so a small file cannot claim gigabytes.
+    """
+    import zipfile
+    path = os.fspath(path)
+    try:
+        with zipfile.ZipFile(path) as z:
+            problems, members = [], []
+            for info in z.infolist():
+                if not info.filename.endswith(".npy"):
+                    problems.append(f"member {info.filename!r} is not an .npy array")
+                    continue
+                name = info.filename[:-4]
+                if only is not None and name not in only:
+                    continue
+                with z.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    if version not in _NPY_HEADERS:
+                        problems.append(f"{name!r}: unsupported .npy format version {version}")
+                        continue
+                    shape, fortran, dtype = _NPY_HEADERS[version](f)
+                    offset = f.tell()
+                problem = check(name, shape, dtype)
+                nbytes = math.prod(shape) * dtype.itemsize
+                if problem is None and info.file_size != offset + nbytes:
+                    problem = (f"{name!r} declares shape {shape} of {dtype} ({nbytes} bytes) "
+                               f"but holds {info.file_size - offset} bytes")
+                if problem:
+                    problems.append(problem)
+                members.append((name, info, offset, shape, fortran, dtype))
+            names = {m[0] for m in members}
+            missing = [k for k in required if k not in names]
+            if missing:
+                problems.append(f"missing keys {missing}")
+            if problems:
+                raise ValueError("; ".join(problems))
+            arrays = {}
+            for name, info, offset, shape, fortran, dtype in members:
+                with z.open(info) as f:
+                    data = f.read(info.file_size)  # the zip's CRC is checked at the end
+                arrays[name] = np.frombuffer(data, dtype, offset=offset).reshape(shape, order="F" if fortran else "C")
+            return arrays
+    except FileNotFoundError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise ValueError(f"{path}: {e}") from None
 
 
 def _pair(value, name: str, low: int = 1) -> tuple[int, int]:

@@ -210,31 +210,43 @@ class Optimizer:
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """Restore hyperparameters and state saved by state_dict() for the same parameters."""
+        """Restore hyperparameters and state saved by state_dict() for the same parameters; all checked, then assigned."""
         groups = state_dict["param_groups"]
         if len(groups) != len(self.param_groups):
             raise ValueError(f"state_dict: has {len(groups)} param groups, optimizer has {len(self.param_groups)}")
-        params = []
+        params, updates = [], []
         for mine, saved in zip(self.param_groups, groups):
             if len(mine["params"]) != len(saved["params"]):
                 raise ValueError(f"state_dict: a group has {len(saved['params'])} params, "
                                  f"optimizer's has {len(mine['params'])}")
-            mine.update({k: v for k, v in saved.items() if k != "params"})
+            update = {k: v for k, v in saved.items() if k != "params"}
+            unknown = set(update) - set(self.defaults)
+            if unknown:
+                raise ValueError(f"state_dict: unknown options {sorted(unknown)}; expected {sorted(self.defaults)}")
+            self._validate(dict(mine, **update))
+            updates.append((mine, update))
             params.extend(mine["params"])
-        self.state = {}
+        state = {}
         for i, saved in state_dict["state"].items():
-            p = params[int(i)]
+            if not (isinstance(i, (int, np.integer)) and 0 <= i < len(params)):
+                raise ValueError(f"state_dict: state for parameter {i!r}, expected an index below {len(params)}")
+            p = params[i]
             restored = {}
             for name, value in saved.items():
                 if isinstance(value, np.ndarray):
-                    if value.shape != p.data.shape:
-                        raise ValueError(f"state_dict: state {i}.{name} has shape {value.shape}, "
-                                         f"parameter has {p.data.shape}")
+                    if value.shape != p.data.shape or value.dtype.kind not in "biuf":
+                        raise ValueError(f"state_dict: state {i}.{name} has shape {value.shape} and dtype "
+                                         f"{value.dtype}, expected numbers of the parameter's shape {p.data.shape}")
                     value = value.astype(p.data.dtype)  # a copy: never shares the caller's arrays
                 elif name == "step":
+                    if not (isinstance(value, (int, np.integer)) and value >= 0):
+                        raise ValueError(f"state_dict: state {i}.step is {value!r}, expected an int >= 0")
                     value = int(value)
                 restored[name] = value
-            self.state[id(p)] = restored
+            state[id(p)] = restored
+        for mine, update in updates:  # only after every check passed: no half-loaded optimizer
+            mine.update(update)
+        self.state = state
 
 
 class SGD(Optimizer):

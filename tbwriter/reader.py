@@ -16,16 +16,18 @@ What can go wrong, and what the reader does about it:
 """
 from __future__ import annotations
 
+import math
 import os
 import struct
 import warnings
 from typing import Callable, Iterator, NamedTuple, Union
 
+import crc32c
 import numpy as np
 from google.protobuf.message import DecodeError
 
 from tbwriter.proto import event_pb2, summary_pb2, tensor_pb2, types_pb2
-from tbwriter.record import masked_crc32c
+from tbwriter.record import mask, masked_crc32c
 
 __all__ = [
     "CorruptRecordError",
@@ -149,6 +151,14 @@ def read_records(path: "str | os.PathLike", on_truncated: OnTruncated = "warn",
                         path, offset,
                         f"record of {length} data bytes needs {total} bytes, file has {size - offset}"))
                     return
+                if length > _CHUNK:
+                    data = _read_large_record(f, path, offset, length, on_truncated)
+                    if data is None:
+                        return
+                    yield Record(path, offset, data)
+                    buf, pos = b"", 0
+                    offset += total
+                    continue
                 buf = buf[pos:] + _read_exactly(f, max(_CHUNK, total - (len(buf) - pos)))
                 pos = 0
                 if len(buf) < total:  # the file shrank under us
@@ -161,6 +171,36 @@ def read_records(path: "str | os.PathLike", on_truncated: OnTruncated = "warn",
             yield Record(path, offset, data)
             pos += total
             offset += total
+
+
+def _read_large_record(f, path: str, offset: int, length: int, on_truncated: OnTruncated) -> "bytes | None":
+    """The data of the record at offset, CRC-checked in chunks before it is held whole; None if cut short.
+
+    Its checksum is checked while streaming first, so a damaged or made-up length (a sparse file
+    of zeros) costs one chunk of memory, and the data that is returned is checked again.
+    """
+    f.seek(offset + 12)
+    crc = 0
+    left = length
+    while left:
+        chunk = f.read(min(left, _CHUNK))
+        if not chunk:
+            break
+        crc = crc32c.crc32c(chunk, crc)
+        left -= len(chunk)
+    footer = _read_exactly(f, 4)
+    if left or len(footer) < 4:
+        _report_truncation(on_truncated, Truncation(path, offset, "file became shorter while it was being read"))
+        return None
+    expected = _FOOTER.unpack(footer)[0]
+    if mask(crc) != expected:
+        raise CorruptRecordError(path, offset, f"data checksum mismatch ({length} data bytes)")
+    f.seek(offset + 12)
+    data = _read_exactly(f, length)  # one read, one copy: a lone part is returned as it is
+    f.seek(offset + 12 + length + 4)
+    if len(data) < length or masked_crc32c(data) != expected:
+        raise CorruptRecordError(path, offset, f"data changed while it was being read ({length} data bytes)")
+    return data
 
 
 def _read_exactly(f, n: int) -> bytes:
@@ -305,10 +345,25 @@ _NUMPY_DTYPES = {
 }
 
 
-def tensor_to_array(tensor: tensor_pb2.TensorProto) -> np.ndarray:
-    """Decode a TensorProto into a NumPy array (numeric, bool, half, bfloat16 as float32, string as bytes objects)."""
+# A tensor holding fewer values than its shape needs is filled by repeating the last one (TF's
+# rule), but only up to this many bytes: a 70-byte record must not claim gigabytes.
+_MAX_FILL_BYTES = 1 << 20
+
+
+def _shape_and_count(tensor: tensor_pb2.TensorProto) -> tuple[tuple[int, ...], int]:
+    """The tensor's shape and element count; ValueError for a negative (unknown) dimension."""
     shape = tuple(d.size for d in tensor.tensor_shape.dim)
-    count = int(np.prod(shape, dtype=np.int64))
+    if any(d < 0 for d in shape):
+        raise ValueError(f"tensor: shape {list(shape)} has a negative dimension; expected a fully known shape")
+    return shape, math.prod(shape)
+
+
+def tensor_to_array(tensor: tensor_pb2.TensorProto) -> np.ndarray:
+    """Decode a TensorProto into a NumPy array (numeric, bool, half, bfloat16 as float32, string as bytes objects).
+
+    The shape is checked against the values present before anything is allocated.
+    """
+    shape, count = _shape_and_count(tensor)
     if tensor.dtype == types_pb2.DT_STRING:
         flat = np.empty(len(tensor.string_val), dtype=object)
         flat[:] = list(tensor.string_val)
@@ -344,6 +399,9 @@ def _fill(flat: np.ndarray, count: int, dtype, empty=0) -> np.ndarray:
         return flat
     if flat.size > count:
         raise ValueError(f"tensor: holds {flat.size} values, its shape needs {count}")
+    if count * np.dtype(dtype).itemsize > _MAX_FILL_BYTES:
+        raise ValueError(f"tensor: holds {flat.size} values, its shape needs {count}; filling that by "
+                         f"repeating the last value would take more than {_MAX_FILL_BYTES} bytes")
     out = np.full(count, empty, dtype=dtype)
     if flat.size:
         out[: flat.size] = flat
@@ -357,6 +415,9 @@ def scalar_value(value: summary_pb2.Summary.Value) -> float:
     if which == "simple_value":
         return float(value.simple_value)
     if which == "tensor":
+        shape, count = _shape_and_count(value.tensor)
+        if count != 1:  # checked before decoding: the shape may claim billions of elements
+            raise ValueError(f"value {value.tag!r}: expected a one-element numeric tensor, got shape {list(shape)}")
         array = tensor_to_array(value.tensor)
         if array.size == 1 and array.dtype != object:
             return float(array.reshape(()))

@@ -10,7 +10,11 @@ _U32 = struct.Struct("<I")
 
 def masked_crc32c(data: bytes) -> int:
     """CRC32C of data, rotated right by 15 bits and offset, as TFRecord stores it."""
-    crc = crc32c(data)
+    return mask(crc32c(data))
+
+
+def mask(crc: int) -> int:
+    """A CRC32C (e.g. one computed in chunks) masked as TFRecord stores it."""
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
 
 

@@ -246,7 +246,8 @@ def _checksum(raw):
 @pytest.mark.parametrize("corrupt, gz, expected", [
     (_wrong_magic, False, "wrong magic number 0x00000803, expected 0x00000801"),
     (_truncated_raw, False, "truncated: 3 data bytes, expected 5"),
-    (_trailing, True, "trailing bytes: 6 data bytes, expected 5"),
+    (_trailing, True, "trailing bytes: more than 5 data bytes, expected 5"),
+    (_trailing, False, "trailing bytes: 6 data bytes, expected 5"),
     (_checksum, True, f"SHA-256 mismatch for {mnist.TEST_LABELS}"),
 ])
 def test_bad_local_files_raise_naming_the_file(tmp_path, corrupt, gz, expected):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import http.client
 import hashlib
+import math
 import os
 import tempfile
 import urllib.error
@@ -76,50 +77,79 @@ def find_file(root: Path, name: str) -> Path | None:
     return None
 
 
-def decompress(data: bytes, path: Path | str) -> bytes:
-    """Return data gunzipped when it starts with the gzip magic, else unchanged."""
-    if data[:2] != b"\x1f\x8b":
-        return data
-    try:
-        return gzip.decompress(data)
-    except EOFError as e:
-        raise DataError(f"{path}: truncated gzip stream ({e})") from None
-    except (gzip.BadGzipFile, zlib.error, OSError) as e:
-        raise DataError(f"{path}: corrupted gzip data ({e})") from None
+# Deflate's best case is about 1032 output bytes per input byte: a bound on what a .gz can hold.
+_GZIP_MAX_RATIO = 1032
 
 
-def parse_idx(raw: bytes, name: str, path: Path | str) -> np.ndarray:
-    """Parse decompressed IDX bytes of the file `name` into a uint8 array, checking magic and size."""
+def read_file(path: Path, name: str, checksums: Mapping[str, str] = SHA256,
+              source: Path | str | None = None) -> np.ndarray:
+    """Read, decompress if gzipped, verify and parse one IDX file; DataError names `source` (default path).
+
+    The header is read and checked first, sizes are checked against it before the data is
+    read, and a gzip stream is decompressed only up to the size the header declares + 1 byte.
+    """
+    source = path if source is None else source
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if f.read(2) != b"\x1f\x8b":
+            f.seek(0)
+            return _read_idx(f, size, None, name, source, checksums)
+        f.seek(0)
+        try:
+            with gzip.GzipFile(fileobj=f) as stream:
+                return _read_idx(stream, None, size, name, source, checksums)
+        except EOFError as e:
+            raise DataError(f"{source}: truncated gzip stream ({e})") from None
+        except (gzip.BadGzipFile, zlib.error) as e:
+            raise DataError(f"{source}: corrupted gzip data ({e})") from None
+
+
+def _read_upto(stream, out: memoryview) -> int:
+    """Fill out from stream; return the number of bytes read (fewer only at the end of the stream)."""
+    got = 0
+    while got < len(out):
+        n = stream.readinto(out[got:got + (1 << 20)])  # gzip's readinto reads into a temporary this big
+        if not n:
+            break
+        got += n
+    return got
+
+
+def _read_idx(stream, raw_size: int | None, gz_size: int | None, name: str, source,
+              checksums: Mapping[str, str]) -> np.ndarray:
+    """Parse the IDX content of `name` from stream (raw of raw_size bytes, or gzip of gz_size) and check its SHA-256."""
     magic = LABELS_MAGIC if "labels" in name else IMAGES_MAGIC
     ndim = magic & 0xFF
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path}: truncated IDX header: {len(raw)} bytes, expected at least {header}")
-    got = int.from_bytes(raw[:4], "big")
-    if got != magic:
-        raise DataError(f"{path}: wrong magic number 0x{got:08x}, expected 0x{magic:08x} for {name}")
-    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    header = bytearray(4 + 4 * ndim)
+    got = _read_upto(stream, memoryview(header))
+    if got < len(header):
+        raise DataError(f"{source}: truncated IDX header: {got} bytes, expected at least {len(header)}")
+    found = int.from_bytes(header[:4], "big")
+    if found != magic:
+        raise DataError(f"{source}: wrong magic number 0x{found:08x}, expected 0x{magic:08x} for {name}")
+    dims = tuple(int.from_bytes(header[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     if ndim == 3 and dims[1:] != (28, 28):
-        raise DataError(f"{path}: images of {dims[1]}x{dims[2]} pixels, expected 28x28")
-    size = int(np.prod(dims))
-    if len(raw) - header != size:
-        what = "truncated" if len(raw) - header < size else "trailing bytes"
-        raise DataError(f"{path}: {what}: {len(raw) - header} data bytes, expected {size} for shape {dims}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
-
-
-def verify(raw: bytes, name: str, path: Path | str, checksums: Mapping[str, str]) -> np.ndarray:
-    """Parse the decompressed content of `name` and check its SHA-256; return the uint8 array."""
-    array = parse_idx(raw, name, path)
-    digest = hashlib.sha256(raw).hexdigest()
-    if digest != checksums[name]:
-        raise DataError(f"{path}: SHA-256 mismatch for {name}: got {digest}, expected {checksums[name]}")
-    return array
-
-
-def read_file(path: Path, name: str, checksums: Mapping[str, str] = SHA256) -> np.ndarray:
-    """Read, decompress if gzipped, verify and parse one IDX file; DataError names the file."""
-    return verify(decompress(path.read_bytes(), path), name, path, checksums)
+        raise DataError(f"{source}: images of {dims[1]}x{dims[2]} pixels, expected 28x28")
+    count = math.prod(dims)
+    if raw_size is not None and raw_size - len(header) != count:
+        what = "truncated" if raw_size - len(header) < count else "trailing bytes"
+        raise DataError(f"{source}: {what}: {raw_size - len(header)} data bytes, expected {count} for shape {dims}")
+    if gz_size is not None and len(header) + count > _GZIP_MAX_RATIO * gz_size:
+        raise DataError(f"{source}: header declares shape {dims} ({count} data bytes), more than a "
+                        f"{gz_size}-byte gzip file can hold")
+    data = np.empty(count + 1, dtype=np.uint8)  # pages are touched only as data arrives
+    got = _read_upto(stream, memoryview(data))
+    if got != count:
+        what = "truncated" if got < count else "trailing bytes"
+        held = f"{got}" if got < count else f"more than {count}"
+        raise DataError(f"{source}: {what}: {held} data bytes, expected {count} for shape {dims}")
+    data = data[:count]
+    digest = hashlib.sha256(header)
+    digest.update(data)
+    if digest.hexdigest() != checksums[name]:
+        raise DataError(f"{source}: SHA-256 mismatch for {name}: got {digest.hexdigest()}, "
+                        f"expected {checksums[name]}")
+    return data.reshape(dims)
 
 
 def _fetch(url: str, dest: Path, name: str, progress: bool, timeout: float) -> None:
@@ -167,7 +197,7 @@ def download_file(name: str, root: Path, mirrors: Iterable[str] = MIRRORS,
         tmp = Path(tmp)
         try:
             _fetch(url, tmp, name, progress, timeout)
-            verify(decompress(tmp.read_bytes(), url), name, url, checksums)
+            read_file(tmp, name, checksums, source=url)
             final = root / f"{name}.gz"
             os.replace(tmp, final)
             return final, failures
