@@ -308,7 +308,7 @@ class _NullFileWriter:
         """Drop the call."""
 
     _add_scalar = _write_summary = add_summary = add_graph = add_event = add_session_log = _ignore
-    add_scalar_value = flush = close = _ignore
+    add_scalar_value = add_hparams = flush = close = _ignore
 
 
 class SummaryWriter:
