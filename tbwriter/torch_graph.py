@@ -82,11 +82,15 @@ def graph_def(model, input_to_model, verbose: bool = False, use_strict_trace: bo
         ops.append((node, scope, attributes))
         for out in node.outputs():
             scoped[out.debugName()] = f"{scope}/{out.debugName()}"
+    # A value no node produces (a submodule object) is named after the scope of its last consumer.
+    for node, scope, _ in ops:
+        for i in node.inputs():
+            if i.debugName() not in scoped or scoped[i.debugName()][0] == "\0":
+                scoped[i.debugName()] = "\0" + scope + "/" + i.debugName()
     for node, scope, attributes in ops:
         for out in node.outputs():
             nodes.append(_node(scoped[out.debugName()], node.kind(),
-                               [scoped.get(i.debugName(), f"{scope}/{i.debugName()}") for i in node.inputs()],
-                               _sizes(out), attributes))
+                               [scoped[i.debugName()].lstrip("\0") for i in node.inputs()], _sizes(out), attributes))
     for i, value in enumerate(graph.outputs()):
         nodes.append(_node(f"output/output.{i + 1}", "IO Node", [scoped[value.debugName()]], _sizes(value) or [1], ""))
     return graph_pb2.GraphDef(node=nodes, versions=graph_pb2.VersionDef(producer=22))

@@ -316,7 +316,7 @@ class SummaryWriter:
 
     def __init__(self, log_dir=None, comment: str = "", purge_step=None, max_queue: int = 10,
                  flush_secs: float = 120, filename_suffix: str = "", write_to_disk: bool = True, logdir=None,
-                 comet_config=None, storage_options=None):
+                 comet_config={"disabled": True}, storage_options=None):  # noqa: B006 (tensorboardX's default, never mutated)
         if log_dir is None:
             log_dir = logdir
         if log_dir is None:
