@@ -1,10 +1,14 @@
 """Meshes and point clouds for TensorBoard's mesh plugin: one float tensor per part (vertices, faces, colors)."""
 import json
 
-import numpy as np
-
 from tbwriter._convert import as_array
-from tbwriter.proto import plugins_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
+from tbwriter.proto import (
+    plugins_pb2,
+    summary_pb2,
+    tensor_pb2,
+    tensor_shape_pb2,
+    types_pb2,
+)
 
 _Mesh = plugins_pb2.MeshPluginData
 

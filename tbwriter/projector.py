@@ -91,7 +91,7 @@ def write_embedding(run_dir: str, mat, metadata=None, label_img=None, global_ste
     n = m.shape[0]
     tsv_meta = None if metadata is None else metadata_tsv(metadata, n, metadata_header)
     sprite = None if label_img is None else sprite_png(label_img, n)
-    step = "%05d" % global_step
+    step = f"{global_step:05d}"
     name = encode_tag(tag)
     # A second call with the same step and tag gets its own directory rather than overwriting the first.
     for k in range(1 << 20):

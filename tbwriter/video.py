@@ -31,7 +31,7 @@ def gif_bytes(frames: np.ndarray, fps: float) -> bytes:
         images = [Image.fromarray(np.ascontiguousarray(f[:, :, :3]), "RGB") for f in frames]
     out = io.BytesIO()
     images[0].save(out, format="GIF", save_all=True, append_images=images[1:],
-                   duration=int(round(1000 / fps)), loop=0)
+                   duration=round(1000 / fps), loop=0)
     return out.getvalue()
 
 
@@ -47,6 +47,6 @@ def video(tag: str, vid_tensor, fps=4, dataformats: str = "NTCHW") -> summary_pb
     if arr.shape[2] not in (1, 3, 4):
         raise ValueError(f"video {tag!r}: C must be 1, 3 or 4, got shape {arr.shape} as NTCHW")
     frames = _image.to_uint8(tile_clips(arr))
-    t, h, w, c = frames.shape
+    _, h, w, c = frames.shape
     img = summary_pb2.Summary.Image(height=h, width=w, colorspace=c, encoded_image_string=gif_bytes(frames, fps))
     return summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, image=img)])

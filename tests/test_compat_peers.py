@@ -11,12 +11,11 @@ Also: every public method of each peer exists in tbwriter with the same paramete
 import importlib.util
 import inspect
 import io
-import os
 import wave
 
 import numpy as np
-import pytest
 import peer_script
+import pytest
 from tbserver import tensorboard
 
 import tbwriter

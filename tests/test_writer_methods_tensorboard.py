@@ -20,7 +20,7 @@ torch = pytest.importorskip("torch", reason="the torch extra is needed for add_g
 PIL = pytest.importorskip("PIL.Image", reason="the media extra (Pillow) is needed for GIF and boxes")
 matplotlib = pytest.importorskip("matplotlib", reason="the media extra (matplotlib) is needed for add_figure")
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 RATE = 8000
 WAVE = (0.5 * np.sin(np.arange(800) * 2 * np.pi * 440 / RATE)).astype(np.float32)
@@ -41,6 +41,27 @@ class Net(torch.nn.Module):
 
     def forward(self, x):
         return self.out(torch.relu(self.hidden(x)))
+
+
+OPENVINO_XML = """<?xml version="1.0"?>
+<net name="tiny" version="11"><layers>
+<layer id="0" name="x" type="Parameter"/><layer id="1" name="relu" type="ReLU"/><layer id="2" name="y" type="Result"/>
+</layers><edges><edge from-layer="0" from-port="0" to-layer="1" to-port="0"/>
+<edge from-layer="1" from-port="1" to-layer="2" to-port="0"/></edges></net>
+"""
+
+
+def onnx_file(path):
+    """A two-operator ONNX model (MatMul then Relu), built with onnx.helper, saved to path."""
+    onnx = pytest.importorskip("onnx", reason="add_onnx_graph needs onnx (dev extra)")
+    from onnx import TensorProto, helper
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["y"])], "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor("w", TensorProto.FLOAT, [3, 4], [0.5] * 12)])
+    onnx.save(helper.make_model(graph), str(path))
+    return str(path)
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +90,11 @@ def logdir(tmp_path_factory):
     w.close()
     w.add_scalar("after_close", 1.0, 10)  # reopens a new file in the same run
     w.close()
+    with tbwriter.SummaryWriter(root / "onnx") as w2:
+        w2.add_onnx_graph(onnx_file(root / "model.onnx"))
+    (root / "model.xml").write_text(OPENVINO_XML)
+    with tbwriter.SummaryWriter(root / "openvino") as w2:
+        w2.add_openvino_graph(str(root / "model.xml"))
     with tbwriter.SummaryWriter(root / "margin") as w2:
         w2.add_custom_scalars_marginchart(["v", "lo", "hi"], category="cat2", title="band")
         for tag, v in (("v", 1.0), ("lo", 0.5), ("hi", 1.5)):
@@ -259,3 +285,13 @@ def test_graph_of_wrong_input_size_raises_the_peers_error(tmp_path):
         w.add_graph(Net(), torch.zeros(2, 5))
     w.close()
     assert len(event_files(tmp_path)) == 1
+
+
+@pytest.mark.parametrize("run, expect", [
+    ("onnx", {("x", "Variable", ()), ("y", "Variable", ()), ("h", "MatMul", ("x", "w")), ("y", "Relu", ("h",))}),
+    ("openvino", {("x", "Parameter", ()), ("relu", "ReLU", ("x",)), ("y", "Result", ("relu",))})])
+def test_onnx_and_openvino_graphs(tb, run, expect):
+    from google.protobuf import text_format
+    body = tb.wait_for(lambda: tb.get("/data/plugin/graphs/graph", run=run, conceptual="false"), bool)
+    g = text_format.Parse(body.decode(), graph_pb2.GraphDef())
+    assert {(n.name, n.op, tuple(n.input)) for n in g.node} == expect
