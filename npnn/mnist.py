@@ -10,6 +10,10 @@ test/accuracy and test/loss each epoch, histograms of every layer's weight and b
 epoch, the traced graph (one name scope per layer), a grid of test digits and one of
 misclassified digits with the predicted labels in the tag, and hparams with the final
 accuracy. All x axes are the global step (batches trained so far).
+
+--distributed (under mpiexec): data-parallel over the job's processes. Each process trains on
+its share of every global --batch-size batch, gradients are averaged with one allreduce per
+step; rank 0 alone writes the run, checkpoints and progress (docs/distributed.md).
 """
 from __future__ import annotations
 
@@ -23,8 +27,8 @@ import time
 import numpy as np
 
 import npnn
+from npnn import distributed, init, nn, optim
 from npnn import functional as F
-from npnn import init, nn, optim
 from npnn.datasets.mnist import DataError, MissingDataError, load_mnist
 from npnn.tensor import Tensor
 
@@ -233,6 +237,13 @@ def log_graph(writer, model: nn.Module, x: np.ndarray, y: np.ndarray) -> None:
     npnn.random.generator().bit_generator.state = state  # tracing's dropout draws change nothing
 
 
+class _NoWriter:
+    """What ranks other than 0 write to: nothing (every SummaryWriter call does nothing)."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
 # -- the program ----------------------------------------------------------------------------
 
 def _positive(kind):
@@ -283,6 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-limit", type=_non_negative_int, default=0,
                    help="evaluate on the first N test images only (0: all)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over the processes of mpiexec (needs mpi4py); "
+                        "--batch-size is the global batch")
+    p.add_argument("--rank-scalars", action="store_true",
+                   help="with --distributed: each rank logs its throughput under <logdir>/rank_N")
     return p
 
 
@@ -291,14 +307,21 @@ def train(args: argparse.Namespace) -> dict:
     from tqdm import tqdm
     from tbwriter import SummaryWriter
 
+    if args.distributed:
+        distributed.init()
+    lead = distributed.rank() == 0  # the one process that logs, saves and prints
     npnn.manual_seed(args.seed)
     model = MODELS[args.model]()
     opt = optim.Adam(model.parameters(), lr=args.lr)
     epoch, step = 0, 0
-    if args.resume:  # before the data: a bad checkpoint is reported before any long work
+    if args.resume and lead:  # before the data: a bad checkpoint is reported before any long work
         meta = load_checkpoint(args.resume, model, opt, args.model)
         epoch, step = meta["epoch"], meta["step"]
-    data = load_mnist(args.data, flatten=args.model == "mlp", progress=not args.no_progress)
+    if args.distributed:  # every rank starts from rank 0's parameters, moments and step
+        distributed.broadcast_parameters(model.parameters())
+        distributed.broadcast_optimizer_state(opt)
+        epoch, step = distributed.broadcast((epoch, step))
+    data = load_mnist(args.data, flatten=args.model == "mlp", progress=lead and not args.no_progress)
     x_train, y_train = data.train_images, data.train_labels
     x_test, y_test = data.test_images, data.test_labels
     if args.limit:
@@ -308,7 +331,10 @@ def train(args: argparse.Namespace) -> dict:
     logdir = args.logdir or os.path.join("logs", f"mnist_{args.model}")
     # On resume, purge_step drops whatever a crashed run logged after the checkpoint (the
     # checkpoint's own step keeps its epoch summaries: they were written before it).
-    writer = SummaryWriter(logdir, purge_step=step + 1 if args.resume else None)
+    writer = SummaryWriter(logdir, purge_step=step + 1 if args.resume else None) if lead else _NoWriter()
+    rank_writer = SummaryWriter(os.path.join(logdir, f"rank_{distributed.rank()}")) \
+        if args.distributed and args.rank_scalars else _NoWriter()
+    params = list(model.parameters())
     n, bs = len(y_train), args.batch_size
     batches = math.ceil(n / bs)
     hparams = {"model": args.model, "epochs": args.epochs, "batch_size": bs, "lr": args.lr,
@@ -321,18 +347,29 @@ def train(args: argparse.Namespace) -> dict:
         while epoch < args.epochs:
             # The shuffle depends on (seed, epoch) only, so a resumed run sees the same batches.
             order = np.random.default_rng([args.seed, epoch]).permutation(n)
+            if args.distributed:  # dropout masks differ per rank, and repeat on resume
+                npnn.manual_seed(distributed.rank_seed(args.seed, epoch))
             bar = tqdm(total=batches, desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch",
-                       disable=args.no_progress, mininterval=0.5, leave=True, file=sys.stderr)
+                       disable=args.no_progress or not lead, mininterval=0.5, leave=True, file=sys.stderr)
             start = time.perf_counter()
+            images = reduce_time = 0.0
             for b in range(batches):
                 idx = order[b * bs:(b + 1) * bs]
-                loss = F.cross_entropy(model(Tensor(x_train[idx])), y_train[idx])
+                share = distributed.shard(idx) if args.distributed else idx
                 opt.zero_grad()
-                loss.backward()
+                if len(share):  # a global batch smaller than the job leaves some ranks idle
+                    loss = F.cross_entropy(model(Tensor(x_train[share])), y_train[share])
+                    loss.backward()
+                if args.distributed:
+                    t = time.perf_counter()
+                    distributed.allreduce_gradients(params, weight=len(share) / len(idx))
+                    reduce_time += time.perf_counter() - t
+                    images += len(share)
                 opt.step()
                 step += 1
                 if step % args.log_every == 0:
-                    value = loss.item()
+                    value = loss.item() if not args.distributed else distributed.allreduce(
+                        loss.item() * len(share) / len(idx) if len(share) else 0.0)
                     writer.add_scalar("train/loss", value, step)
                     bar.set_postfix(loss=f"{value:.4f}",
                                     img_s=f"{(b + 1) * bs / (time.perf_counter() - start):.0f}",
@@ -340,14 +377,18 @@ def train(args: argparse.Namespace) -> dict:
                 bar.update()
             bar.close()
             epoch += 1
+            seconds = time.perf_counter() - start
+            rank_writer.add_scalar("throughput/images_per_second", images / seconds, step)
+            rank_writer.add_scalar("throughput/allreduce_ms_per_step", 1e3 * reduce_time / batches, step)
             accuracy, test_loss, preds = evaluate(model, x_test, y_test)
             writer.add_scalar("test/accuracy", accuracy, step)
             writer.add_scalar("test/loss", test_loss, step)
             log_parameters(writer, model, step)
             writer.flush()
-            print(f"epoch {epoch}/{args.epochs}: test accuracy {accuracy:.4f}, test loss {test_loss:.4f}, "
-                  f"{n / (time.perf_counter() - start):.0f} images/s", flush=True)
-            if args.save:
+            if lead:
+                print(f"epoch {epoch}/{args.epochs}: test accuracy {accuracy:.4f}, test loss {test_loss:.4f}, "
+                      f"{n / seconds:.0f} images/s", flush=True)
+            if args.save and lead:
                 save_checkpoint(args.save, model, opt, {"model": args.model, "epoch": epoch, "step": step})
         if math.isnan(accuracy):  # resumed at or past --epochs: evaluate what was loaded
             accuracy, test_loss, preds = evaluate(model, x_test, y_test)
@@ -356,6 +397,7 @@ def train(args: argparse.Namespace) -> dict:
                            global_step=step)
     finally:
         writer.close()
+        rank_writer.close()
     return {"accuracy": accuracy, "test_loss": test_loss, "step": step, "logdir": logdir}
 
 
@@ -364,9 +406,13 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = train(args)
-    except (MissingDataError, DataError, CheckpointError) as e:
+    except (MissingDataError, DataError, CheckpointError, distributed.MPIUnavailableError) as e:
+        if args.distributed and distributed.size() > 1:
+            distributed.abort(f"error: {e}")  # the other ranks may be waiting for this one
         print(f"error: {e}", file=sys.stderr)
         return 1
+    if distributed.rank() != 0:
+        return 0
     print(f"final test accuracy {result['accuracy']:.4f} after {result['step']} steps; "
           f"TensorBoard: tensorboard --logdir {result['logdir']}")
     return 0

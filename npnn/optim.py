@@ -24,7 +24,9 @@ from npnn import tensor as _t
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "NUM_THREADS"]
 
-NUM_THREADS = min(2, os.cpu_count() or 1)  # threads per step; set npnn.optim.NUM_THREADS = 1 to disable
+# Threads per step, at most the cores this process may use (mpiexec binds each rank to one);
+# set npnn.optim.NUM_THREADS = 1 to disable.
+NUM_THREADS = min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 _MIN_SPLIT = 1 << 16  # elements: below this a thread hand-off costs more than it saves
 _FUSE_MAX = 1 << 12  # elements: groups of parameters up to this size update as one flat array
 _pool: ThreadPoolExecutor | None = None
