@@ -10,6 +10,9 @@ import sys as _sys
 # user is kept.
 if "numpy" not in _sys.modules:
     _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "16")
+from npnn.allocator import keep_freed_memory as _keep_freed_memory
+
+_keep_freed_memory()  # large arrays reuse the heap between steps instead of fresh kernel pages
 from npnn.tensor import Parameter, Tensor, enable_grad, is_grad_enabled, no_grad
 from npnn.ops import (abs, clip, concatenate, exp, log, log_softmax, matmul, maximum, minimum,
                       relu, sigmoid, softmax, sqrt, stack, tanh, where)
