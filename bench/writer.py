@@ -5,7 +5,7 @@ time and in process CPU time (all threads; steadier when other jobs share the ma
 Also measures the buffering design choice: add_scalar with inline writes (what tbwriter
 does) against handing each full batch to a writer thread.
 
-    python bench/writer.py [--repeats 7] [--scale 1.0]
+    python bench/writer.py [--repeats 7] [--scale 1.0] [--case "add_histogram 512x512 f32"]
 """
 import argparse
 import os
@@ -122,6 +122,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--scale", type=float, default=1.0, help="multiply the call counts (e.g. 0.1 for a quick look)")
+    ap.add_argument("--case", choices=[c[0] for c in CASES], help="run only this case (and skip the design check)")
     args = ap.parse_args()
     if tensorboardX is None:
         sys.exit("tensorboardX is not installed: pip install -e .[bench]")
@@ -129,6 +130,8 @@ def main():
           f"{os.cpu_count()} cores")
     ratios = []
     for name, call, n_ours, n_peer in CASES:
+        if args.case and name != args.case:
+            continue
         ours, peer = [], []
         for _ in range(args.repeats):
             ours.append(per_call(tbwriter.SummaryWriter, call, max(1, int(n_ours * args.scale))))
@@ -139,6 +142,9 @@ def main():
               f"tensorboardX {1 / p:7,.0f}/s ({p * 1e6:8.2f} us, cpu {pc * 1e6:8.2f} us)   "
               f"ratio {p / o:5.1f}x (cpu {pc / oc:5.1f}x)")
 
+    if args.case:
+        print("ratios (wall, cpu): " + ", ".join(f"{name} {r:.1f}x, {rc:.1f}x" for name, r, rc in ratios))
+        return
     # Design check: add_scalar with inline writes (tbwriter) vs full batches handed to a writer thread.
     n = max(1, int(60_000 * args.scale))
     scalar = CASES[0][1]

@@ -6,12 +6,13 @@ updates min, max, num, sum and sum_squares in input order. EncodeToProto (preser
 false) writes (edge, count) per non-empty bucket and collapses every run of empty buckets into
 one entry carrying the run's last edge.
 
-Here: tiny arrays go through `bisect` on a Python list (no array machinery); big arrays map each
-float's bit pattern (sign, exponent, top mantissa bits) to a cell of a precomputed table. The
-edges grow by 1.1 per step, so a cell (a 2**-7 relative slice of a binade) holds at most one
-edge: the table gives the bucket of the cell's smallest value and, for the few cells an edge
-cuts, that edge as a threshold, so `bucket = base[cell] + (value >= cut[cell])`, counted by
-one `np.bincount`.
+Here: tiny arrays go through `bisect` on a Python list (no array machinery); big arrays are
+sorted once (NumPy's SIMD sort) and every edge is looked up in the sorted values with one
+`np.searchsorted`: the count of a bucket is the difference of two neighbouring positions.
+
+Buckets, min, max and num are TF's, bit for bit, at every size. sum and sum_squares are TF's bit
+for bit up to SMALL values; above, they are NumPy's pairwise sums in double (TF adds in input
+order), within 1e-9 of sum(|x|) and of sum_squares of TF's values (tested).
 """
 import bisect
 import functools
@@ -44,50 +45,6 @@ NUM_EDGES = len(EDGES)
 
 # Below this many values, a Python loop with bisect beats numpy's per-call overhead.
 SMALL = 48
-
-# Mantissa bits kept in a table key: a cell spans at most 2**-7 = 0.8% of its value, less than
-# one 10% bucket, so at most one edge cuts it.
-_KEEP_BITS = 7
-_TABLES = {}
-
-
-def _table(ftype):
-    """(shift, base, cut, uint type) for float32/float64: bucket = base[bits >> shift] + (x >= cut[...])."""
-    if ftype in _TABLES:
-        return _TABLES[ftype]
-    utype = np.uint32 if ftype == np.float32 else np.uint64
-    mant = 23 if ftype == np.float32 else 52
-    shift = mant - _KEEP_BITS
-    nbits = 8 * np.dtype(ftype).itemsize
-    cells = np.arange(1 << (nbits - shift), dtype=utype)
-    lo = (cells << utype(shift)).view(ftype)
-    hi = ((cells << utype(shift)) | utype((1 << shift) - 1)).view(ftype)
-    negative = (cells >> utype(nbits - shift - 1)).astype(bool)
-    with np.errstate(invalid="ignore"):
-        vmin = np.where(negative, hi, lo).astype(np.float64)
-        vmax = np.where(negative, lo, hi).astype(np.float64)
-        bad = ~(np.isfinite(vmin) & np.isfinite(vmax))  # NaN/Inf cells: never looked up
-    # Subnormals (exponent field 0) count as zero: TF runs ops with denormals-are-zero set.
-    subnormal = ((cells >> utype(mant - shift)) & utype((1 << (nbits - 1 - mant)) - 1)) == 0
-    vmin[bad | subnormal] = 0.0
-    vmax[bad | subnormal] = 0.0
-    imin = np.searchsorted(EDGES_ARRAY, vmin, side="right")
-    imax = np.searchsorted(EDGES_ARRAY, vmax, side="right")
-    assert int((imax - imin).max()) <= 1, "a table cell holds two edges; keep more mantissa bits"
-    cut = np.full(cells.size, np.inf, dtype=ftype)
-    cutting = np.flatnonzero(imax > imin)
-    edge = EDGES_ARRAY[imin[cutting]]
-    # The smallest value of ftype that is >= the edge: `x >= t` in ftype is then exactly `x >= edge`.
-    t = edge.astype(ftype)
-    low = t.astype(np.float64) < edge
-    t[low] = np.nextafter(t[low], ftype(np.inf))
-    cut[cutting] = t
-    # Bucket indices (< NUM_EDGES + 1 = 1552) fit int16: gathers, adds and bincount's input
-    # conversion then move a quarter of the bytes of intp.
-    table = (shift, imin.astype(np.int16), cut, utype)
-    _TABLES[ftype] = table
-    return table
-
 
 def _as_float(values: np.ndarray) -> np.ndarray:
     """Flat float32/float64 array holding each value exactly as TF's static_cast<double> sees it."""
@@ -185,19 +142,16 @@ def _min_max(flat: np.ndarray, tag: str):
     return float(lo), float(hi)
 
 
-# Values per chunk of the table path: its scratch arrays (~1.2 MB) stay in cache, which matters
-# most when other processes compete for memory bandwidth.
+# Values per chunk of the in-order sums: the scratch array (~0.5 MB) stays in cache.
 _CHUNK = 1 << 15
 _buffers = threading.local()
 
 
-def _scratch(n: int, ftype):
-    """This thread's reusable work arrays for chunks of up to n values."""
-    cache = _buffers.__dict__
-    work = cache.get(ftype)
-    if work is None or work[0].size < n:
-        work = cache[ftype] = (np.empty(n, np.intp), np.empty(n, np.int16), np.empty(n, ftype),
-                               np.empty(n, bool), np.empty(n + 1, np.complex128))
+def _scratch(n: int) -> np.ndarray:
+    """This thread's reusable complex work array for chunks of up to n values."""
+    work = getattr(_buffers, "z", None)
+    if work is None or work.size < n + 1:
+        work = _buffers.z = np.empty(n + 1, np.complex128)
     return work
 
 
@@ -225,7 +179,7 @@ def _fix_tiny(flat: np.ndarray, tag: str, lo: float, hi: float, total: float, sq
 
 def _in_order_sums(flat: np.ndarray, flush_squares: bool = False):
     """sum and sum of squares accumulated in input order from +0.0, exactly as TF's loop."""
-    z = _scratch(min(flat.size, _CHUNK), flat.dtype.type)[4]
+    z = _scratch(min(flat.size, _CHUNK))
     carry = 0j
     for start in range(0, flat.size, _CHUNK):
         carry = _sum_chunk(flat[start:start + _CHUNK], z, carry, flush_squares)
@@ -250,27 +204,44 @@ def _sum_chunk(x: np.ndarray, z: np.ndarray, carry: complex, flush_squares: bool
 
 _TINY = (bisect.bisect_right(EDGES, -1e-12), bisect.bisect_right(EDGES, 0.0))  # |v| < 1e-12 lands here
 _ZERO_BUCKETS = slice(_TINY[0], _TINY[1] + 1)
+_THRESHOLDS = {}
+
+
+def _thresholds(ftype) -> np.ndarray:
+    """Each edge as the smallest ftype value >= it, so that `x < t` in ftype is exactly `x < edge`."""
+    t = _THRESHOLDS.get(ftype)
+    if t is None:
+        with np.errstate(over="ignore"):  # DBL_MAX in float32: inf, above every finite value
+            t = EDGES_ARRAY.astype(ftype)
+        low = t.astype(np.float64) < EDGES_ARRAY
+        t[low] = np.nextafter(t[low], ftype(np.inf))
+        t = _THRESHOLDS[ftype] = t
+    return t
+
+
+def _pairwise_sums(flat: np.ndarray):
+    """sum and sum of squares in double by NumPy's pairwise summation (x * x is exact for float32)."""
+    with np.errstate(over="ignore"):  # huge values: TF's sums overflow to inf as well
+        total = float(np.add.reduce(flat, dtype=np.float64))
+        wide = flat.astype(np.float64)
+        squares = float(np.add.reduce(np.multiply(wide, wide, out=wide)))
+    return total + 0.0, squares + 0.0  # TF's sums start at +0.0
 
 
 def _large(flat: np.ndarray, tag: str):
-    """Counts and statistics of many values: bit-pattern table, bincount and in-order sums per chunk."""
-    lo, hi = _min_max(flat, tag)
-    shift, base, cut, utype = _table(flat.dtype.type)
-    key, bucket, cuts, over, z = _scratch(min(flat.size, _CHUNK), flat.dtype.type)
-    bits = flat.view(utype)
-    counts = np.zeros(NUM_EDGES + 1, dtype=np.intp)
-    carry = 0j  # TF's sums start at +0.0
-    for start in range(0, flat.size, _CHUNK):  # a loop over chunks; each chunk is vectorized
-        x = flat[start:start + _CHUNK]
-        k = x.size
-        kk = np.right_shift(bits[start:start + k], shift, out=key[:k], casting="unsafe")
-        bb = base.take(kk, out=bucket[:k])
-        oo = np.greater_equal(x, cut.take(kk, out=cuts[:k]), out=over[:k])
-        np.add(bb, oo, out=bb, casting="unsafe")
-        counts += np.bincount(bb, minlength=NUM_EDGES + 1)
-        carry = _sum_chunk(x, z, carry)
-    total, squares = carry.real + 0.0, carry.imag + 0.0
+    """Counts and statistics of many values: one sort, one searchsorted of the edges, pairwise sums."""
+    ordered = np.sort(flat)  # NaN sorts last, -inf first: one look at both ends checks them all
+    lo, hi = float(ordered[0]), float(ordered[-1])
+    _check_finite(math.isfinite(lo) and math.isfinite(hi), tag)
+    below = np.searchsorted(ordered, _thresholds(flat.dtype.type), side="left")  # values < each edge
+    counts = np.diff(below, prepend=0, append=flat.size)  # bucket i: edges[i-1] <= v < edges[i]
+    total, squares = _pairwise_sums(flat)
     if counts[_ZERO_BUCKETS].any():
+        tiny = FLT_MIN if flat.dtype == np.float32 else DBL_MIN
+        # Negative subnormals compare as zero under DAZ: TF counts them in zero's bucket.
+        moved = below[_TINY[0]] - int(np.searchsorted(ordered, -tiny, side="right"))  # in (-tiny, 0)
+        counts[_TINY[0]] -= moved
+        counts[_TINY[1]] += moved
         lo, hi, total, squares = _fix_tiny(flat, tag, lo, hi, total, squares)
     counts[NUM_EDGES - 1] += counts[NUM_EDGES]  # DBL_MAX itself (see _reference_stats)
     idx = np.flatnonzero(counts[:NUM_EDGES])
