@@ -90,18 +90,24 @@ def main() -> None:
             tf_nan = "accepted"
         except tf.errors.InvalidArgumentError as e:
             tf_nan = "InvalidArgumentError: " + e.message.splitlines()[0]
-    matches = mismatches = 0
+    matches = close = mismatches = 0
     for i, ((name, x), tf_bytes) in enumerate(zip(items, outs)):
         ours = tbs.histogram(f"h{i}", x).SerializeToString()
         if ours == tf_bytes:
             matches += 1
             continue
-        mismatches += 1
         a = summary_pb2.Summary.FromString(tf_bytes).value[0].histo
         b = summary_pb2.Summary.FromString(ours).value[0].histo
         diffs = [f for f in ("min", "max", "num", "sum", "sum_squares") if getattr(a, f) != getattr(b, f)]
         if list(a.bucket_limit) != list(b.bucket_limit) or list(a.bucket) != list(b.bucket):
             diffs.append("buckets")
+        with np.errstate(over="ignore"):
+            scale = float(np.abs(x.astype(np.float64)).sum())
+        if set(diffs) <= {"sum", "sum_squares"} and abs(a.sum - b.sum) <= 1e-9 * scale and (
+                abs(a.sum_squares - b.sum_squares) <= 1e-9 * a.sum_squares):
+            close += 1  # large inputs: pairwise sums within the documented bound of TF's in-order sums
+            continue
+        mismatches += 1
         detail = ", ".join(f"{f}: tf={getattr(a, f)!r} ours={getattr(b, f)!r}" for f in diffs if f != "buckets")
         print(f"MISMATCH {name} ({x.dtype}, {x.size} values): {diffs} {detail}")
     try:
@@ -110,8 +116,8 @@ def main() -> None:
     except ValueError as e:
         ours_nan = f"ValueError: {e}"
     print(f"NaN input: TF -> {tf_nan}; tbwriter -> {ours_nan}")
-    print(f"tensorflow {tf.__version__}: {matches} byte-identical Summary protos, {mismatches} mismatches "
-          f"out of {len(items)} inputs")
+    print(f"tensorflow {tf.__version__}: {matches} byte-identical Summary protos, {close} identical but for "
+          f"sums within 1e-9 of sum(|x|) and of sum_squares, {mismatches} mismatches out of {len(items)} inputs")
 
 
 if __name__ == "__main__":

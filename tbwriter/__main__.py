@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import csv
 import functools
+import itertools
 import json
 import math
 import os
@@ -18,15 +19,14 @@ from typing import Iterator, Optional, TextIO
 
 import numpy as np
 
-from tbwriter.proto import types_pb2
 from tbwriter.reader import (
     CorruptRecordError,
     TagKinds,
     Truncation,
     event_files,
     read_events,
-    scalar_value,
 )
+from tbwriter.scalars import RunColumns
 
 
 class _Problems:
@@ -121,10 +121,11 @@ def _inspect(runs: dict[str, list[str]], out: TextIO, problems: _Problems) -> No
             print("  " + "  ".join(f"{c:<{w}}" for c, w in zip(row, widths)).rstrip(), file=out)
 
 
-def _format_value(value, number: float) -> str:
-    """Shortest text that reads back to the stored number: float32 values as float32, others as double."""
-    is_f32 = value.WhichOneof("value") == "simple_value" or value.tensor.dtype == types_pb2.DT_FLOAT
-    return str(np.float32(number)) if is_f32 else repr(number)
+def _texts(values: np.ndarray) -> list:
+    """Shortest text that reads back to each stored number (float32 values as float32, others as double)."""
+    if values.dtype == np.float32:
+        return values.astype(str).tolist()  # NumPy's shortest round-trip digits, as str(np.float32(v))
+    return [repr(v) for v in values.tolist()]
 
 
 def _json_number(number: float, text: str) -> str:
@@ -137,21 +138,19 @@ def _json_number(number: float, text: str) -> str:
 
 
 def _scalars(runs, problems: _Problems, tag_filter: Optional[re.Pattern]) -> Iterator[tuple]:
-    """Yield (run, tag, step, wall_time, value proto, number) for every scalar value."""
-    for run, kinds, event in _walk(runs, problems):
-        if event.WhichOneof("what") != "summary":
-            continue
-        for value in event.summary.value:
-            if kinds.kind(value) != "scalar":
-                continue
-            if tag_filter is not None and not tag_filter.search(value.tag):
-                continue
+    """Yield (run, tag, ScalarSeries) for every scalar tag, run by run, read by the columnar reader."""
+    for run, paths in runs.items():
+        columns = RunColumns(run, on_bad_value=lambda r, step, e: problems.error(f"run {r}: step {step}: {e}"))
+        for path in paths:
             try:
-                number = scalar_value(value)
-            except ValueError as e:
-                problems.error(f"run {run}: step {event.step}: {e}")
-                continue
-            yield run, value.tag, event.step, event.wall_time, value, number
+                columns.read_file(path, on_truncated=problems.truncated)
+            except CorruptRecordError as e:
+                problems.error(str(e))  # what came before the corrupt record is kept
+            except OSError as e:
+                problems.error(f"{path}: cannot read: {e.strerror or e}")
+        for tag, series in columns.series().items():
+            if tag_filter is None or tag_filter.search(tag):
+                yield run, tag, series
 
 
 class _AtomicOutput:
@@ -211,16 +210,19 @@ def _export(runs, csv_path: Optional[str], json_path: Optional[str], tag_filter,
             writer = csv.writer(csv_out.file, lineterminator="\n")
             writer.writerow(["run", "tag", "step", "wall_time", "value"])
         rows = 0
-        for run, tag, step, wall_time, value, number in _scalars(runs, problems, tag_filter):
-            text = _format_value(value, number)
+        for run, tag, series in _scalars(runs, problems, tag_filter):
+            texts = _texts(series.values)
+            steps = series.steps.tolist()
+            walls = series.wall_times.tolist()
             if csv_out:
-                writer.writerow([run, tag, step, repr(wall_time), text])
+                writer.writerows(zip(itertools.repeat(run), itertools.repeat(tag), steps, map(repr, walls), texts))
             if json_out:
-                json_out.file.write(
-                    f'{{"run": {json.dumps(run)}, "tag": {json.dumps(tag)}, "step": {step}, '
-                    f'"wall_time": {_json_number(wall_time, repr(wall_time))}, '
-                    f'"value": {_json_number(number, text)}}}\n')
-            rows += 1
+                prefix = f'{{"run": {json.dumps(run)}, "tag": {json.dumps(tag)}, "step": '
+                json_out.file.writelines(
+                    f'{prefix}{step}, "wall_time": {_json_number(wall, repr(wall))}, '
+                    f'"value": {_json_number(number, text)}}}\n'
+                    for step, wall, number, text in zip(steps, walls, series.values.tolist(), texts))
+            rows += len(steps)
         while pending:
             pending[0].commit()
             pending.pop(0)
@@ -244,7 +246,8 @@ def _parser() -> argparse.ArgumentParser:
     ins.add_argument("path", metavar="LOGDIR_OR_FILE", help="a log directory (searched recursively) or one event file; a path or URL (s3://...)")
     exp = sub.add_parser(
         "export", help="write every scalar as CSV and/or JSON Lines",
-        description="Write every scalar as rows run,tag,step,wall_time,value. CSV has a header line; "
+        description="Write every scalar as rows run,tag,step,wall_time,value, grouped by run and tag (sorted), "
+                    "each tag's rows in file order. CSV has a header line; "
                     "JSON is JSON Lines (one object per line). Values are written with the shortest text "
                     "that reads back to the stored float32/float64; NaN and infinities are the strings "
                     "\"NaN\", \"Infinity\", \"-Infinity\" in JSON. Outputs are written to a temp file and "

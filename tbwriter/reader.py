@@ -315,6 +315,10 @@ class TagKinds:
     def __init__(self):
         self._by_tag: dict[str, str] = {}
 
+    def decided(self, tag: str) -> "str | None":
+        """The kind the tag's first plugin metadata gave, or None if none was seen yet."""
+        return self._by_tag.get(tag)
+
     def kind(self, value: summary_pb2.Summary.Value) -> str:
         """The kind of this value, remembering the tag's first plugin metadata."""
         known = self._by_tag.get(value.tag)

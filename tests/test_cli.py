@@ -187,14 +187,15 @@ def test_export_non_finite_values_and_double_tensors(tmp_path):
     path.write_bytes(b"".join(frame(e.SerializeToString()) for e in events))
     code, _, err = run_main("export", path, "--csv", tmp_path / "o.csv", "--json", tmp_path / "o.jsonl")
     assert (code, err) == (0, "")
+    # rows grouped by tag (sorted), each tag's in file order
     assert [r["value"] for r in csv.DictReader(open(tmp_path / "o.csv"))] == [
-        "nan", "inf", "-inf", "1e-45", "3.0", "0.1"]
+        "0.1", "nan", "inf", "-inf", "1e-45", "3.0"]
 
     def strict(token):
         raise AssertionError(f"not strict JSON: {token}")
     rows = [json.loads(line, parse_constant=strict) for line in open(tmp_path / "o.jsonl")]
-    assert [r["value"] for r in rows] == ["NaN", "Infinity", "-Infinity", 1e-45, 3.0, 0.1]
-    assert [r["wall_time"] for r in rows] == [1.5, 2.5, 3.5, 4.5, 5.5, 2.0]
+    assert [r["value"] for r in rows] == [0.1, "NaN", "Infinity", "-Infinity", 1e-45, 3.0]
+    assert [r["wall_time"] for r in rows] == [2.0, 1.5, 2.5, 3.5, 4.5, 5.5]
 
 
 def test_export_with_corrupt_input_writes_readable_rows_and_exits_1(logdir, tmp_path):
