@@ -33,6 +33,7 @@ from tbwriter.reader import (
     Record,
     TagKinds,
     Truncation,
+    _open,
     _parse_event,
     _read_exactly,
     _report_truncation,
@@ -76,8 +77,8 @@ class Scalars(dict):
 
 
 def read_scalars(logdir: "str | os.PathLike", tags: Optional[Iterable[str]] = None,
-                 on_truncated: OnTruncated = "warn") -> Scalars:
-    """Every scalar under logdir (or in one event file) as NumPy arrays per run and tag; `tags` keeps only those.
+                 on_truncated: OnTruncated = "warn", storage_options: "dict | None" = None) -> Scalars:
+    """Every scalar under logdir (a path or URL, or one event file) as NumPy arrays per run and tag; `tags` keeps only those.
 
     A corrupt record raises CorruptRecordError (file and byte offset); a truncated last record is
     reported through on_truncated ("warn", "ignore" or a callable) and skipped.
@@ -87,10 +88,10 @@ def read_scalars(logdir: "str | os.PathLike", tags: Optional[Iterable[str]] = No
             raise TypeError(f"tags: expected an iterable of tag names, got the string {tags!r}")
         tags = set(tags)
     out = Scalars()
-    for run, paths in event_files(logdir).items():
+    for run, paths in event_files(logdir, storage_options).items():
         columns = RunColumns(run, tags)
         for path in paths:
-            columns.read_file(path, on_truncated)
+            columns.read_file(path, on_truncated, storage_options)
         out[run] = columns.series()
     return out
 
@@ -110,9 +111,10 @@ class RunColumns:
         self.on_bad_value = on_bad_value
         self.parts: dict[str, list] = {}
 
-    def read_file(self, path: "str | os.PathLike", on_truncated: OnTruncated = "warn") -> None:
-        """Add the scalars of one event file; records before a corrupt one are kept, then it raises."""
-        for chunk in _chunks(os.fspath(path), on_truncated):
+    def read_file(self, path: "str | os.PathLike", on_truncated: OnTruncated = "warn",
+                  storage_options: "dict | None" = None) -> None:
+        """Add the scalars of one event file or object URL; records before a corrupt one are kept, then it raises."""
+        for chunk in _chunks(os.fspath(path), on_truncated, storage_options):
             self._add_chunk(chunk)
 
     def series(self) -> dict[str, ScalarSeries]:
@@ -242,11 +244,12 @@ class _Chunk:
         self.walls = None
 
 
-def _chunks(path: str, on_truncated: OnTruncated):
+def _chunks(path: str, on_truncated: OnTruncated, storage_options: "dict | None"):
     """Yield _Chunks of verified records of one file; report truncation, raise on corruption."""
     if not (on_truncated in ("warn", "ignore") or callable(on_truncated)):
         raise ValueError(f"on_truncated: expected 'warn', 'ignore' or a callable, got {on_truncated!r}")
-    with open(path, "rb", buffering=0) as f:
+    f, current_size = _open(path, storage_options)
+    with f:
         carry, base, need = b"", 0, _CHUNK
         while True:
             want = max(_CHUNK, need - len(carry))
@@ -255,7 +258,7 @@ def _chunks(path: str, on_truncated: OnTruncated):
             buf = carry + data
             if not buf:
                 return
-            starts, lengths, stop, problem = _frame(buf, at_end, os.fstat(f.fileno()).st_size)
+            starts, lengths, stop, problem = _frame(buf, at_end, current_size())
             if starts.size:
                 padded = buf + bytes(_PAD)
                 bad = _check_data(padded, starts, lengths)
