@@ -189,25 +189,19 @@ class RunColumns:
 
 @functools.lru_cache(maxsize=None)
 def _tables():
-    """CRC32C tables, built on first use: byte, 16-bit, 16-bit advanced by 16 zero bits
-    (slicing by 2x16), and the masked CRC of every 8-byte record header of length < 65,536."""
+    """CRC32C tables, built on first use: byte, 16-bit, and 16-bit advanced by 16 zero bits (slicing by 2x16)."""
     t8 = np.arange(256, dtype=np.uint32)
     for _ in range(8):
         t8 = np.where(t8 & 1, (t8 >> 1) ^ np.uint32(0x82F63B78), t8 >> 1).astype(np.uint32)
     t16 = np.arange(65536, dtype=np.uint32)
     for _ in range(2):
         t16 = (t16 >> 8) ^ t8[t16 & 0xFF]
-    t16_hi = (t16 >> 16) ^ t16[t16 & 0xFFFF]
-    headers = np.arange(65536, dtype="<u8").tobytes() + bytes(_PAD)
-    u32 = np.ndarray((len(headers) - 3,), "<u4", headers, 0, (1,))
-    header_crcs = _masked_crcs(np.frombuffer(headers, np.uint8), u32, np.arange(0, 65536 * 8, 8), 8,
-                               (t8, t16, t16_hi))
-    return t8, t16, t16_hi, header_crcs
+    return t8, t16, (t16 >> 16) ^ t16[t16 & 0xFFFF]
 
 
-def _masked_crcs(u8: np.ndarray, u32: np.ndarray, starts: np.ndarray, length: int, tables=None) -> np.ndarray:
+def _masked_crcs(u8: np.ndarray, u32: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
     """Masked CRC32C of u8[s:s + length] for every s in starts (u32: the unaligned 4-byte view of u8)."""
-    t8, t16, t16_hi = tables or _tables()[:3]
+    t8, t16, t16_hi = _tables()
     crc = np.full(starts.size, 0xFFFFFFFF, dtype=np.uint32)
     pos = starts.copy()
     for _ in range(length // 4):
@@ -250,9 +244,9 @@ def _chunks(path: str, on_truncated: OnTruncated, storage_options: "dict | None"
         raise ValueError(f"on_truncated: expected 'warn', 'ignore' or a callable, got {on_truncated!r}")
     f, current_size = _open(path, storage_options)
     with f:
-        carry, base, need = b"", 0, _CHUNK
+        carry, base, need = b"", 0, 12  # need: bytes the record at `base` needs at least
         while True:
-            want = max(_CHUNK, need - len(carry))
+            want = max(min(_CHUNK, current_size() - base - len(carry)), need - len(carry), 1)
             data = _read_exactly(f, want)
             at_end = len(data) < want  # fewer bytes only at the end of the file
             buf = carry + data
@@ -271,7 +265,7 @@ def _chunks(path: str, on_truncated: OnTruncated, storage_options: "dict | None"
             if problem is None:
                 if at_end:
                     return
-                carry, need = b"", _CHUNK
+                carry, need = b"", 12
             else:
                 kind, detail = problem
                 if kind == "corrupt":
@@ -302,13 +296,10 @@ def _frame(buf: bytes, at_end: bool, limit: int):
     stored = np.ndarray((n - 11,), "<u4", padded, 8, (1,))
     cand = np.flatnonzero(hi == 0)  # records of under 4 GiB: the length's high bytes are zero
     lengths = u32[cand]
-    small = lengths < 65536
-    ok = np.zeros(cand.size, dtype=bool)
-    ok[small] = _tables()[3][lengths[small]] == stored[cand[small]]
-    big = np.flatnonzero(~small & (lengths <= limit))
-    ok[big] = _masked_crcs(np.frombuffer(padded, np.uint8), u32, cand[big], 8) == stored[cand[big]]
+    cand = cand[lengths <= limit]  # most zero runs inside data give impossible lengths
+    ok = _masked_crcs(np.frombuffer(padded, np.uint8), u32, cand, 8) == stored[cand]
     starts = cand[ok]
-    lengths = lengths[ok].astype(np.int64)
+    lengths = u32[starts].astype(np.int64)
     ends = starts + 16 + lengths
     # The chain from 0: normally every verified header is on it; a header-like pattern inside
     # some record's data is not, and then the chain is followed explicitly.
