@@ -85,7 +85,7 @@ class ThreadedSummaryWriter(tbwriter.SummaryWriter):
 
     def __init__(self, logdir):
         super().__init__(logdir)
-        s = self.file_writer._state
+        s = self.file_writer.event_writer._state
         self.q = _HANDOFF[id(s)] = queue.SimpleQueue()
         s.__class__ = _HandOffState
         self.t = threading.Thread(target=self._run, args=(s.fd,), daemon=True)
@@ -102,7 +102,7 @@ class ThreadedSummaryWriter(tbwriter.SummaryWriter):
                 item.set()
 
     def flush(self):
-        s = self.file_writer._state
+        s = self.file_writer.event_writer._state
         with s.lock:
             data = b"".join(s.buf)
             s.buf.clear()

@@ -15,16 +15,12 @@ pile up a new tag per step). Values are built with tbwriter.summary's functions.
 
 from __future__ import annotations
 
-import math
-import struct
-
 import numpy as np
 
 from npnn import tensor as _t
 from npnn.tensor import Tensor
 from tbwriter import summary as _tbs
-from tbwriter.histogram import VARINTS as _VARINTS
-from tbwriter.histogram import _varint
+from tbwriter import wire
 from tbwriter.histogram import tf_histogram_bytes as _tf_histogram_bytes
 from tbwriter.proto.summary_pb2 import Summary
 
@@ -110,7 +106,6 @@ def text(name: str, tensor, collections=None) -> SummaryOp:
     return _record(name, _TEXT, tensor, collections)
 
 
-_F32 = struct.Struct("<f").pack
 _PREFIXES: dict = {}  # (tag, kind) -> the serialized start of its Summary.Value
 
 
@@ -121,12 +116,10 @@ def _prefix(tag: str, kind: str) -> bytes:
     if b is None:
         if len(_PREFIXES) > 4096:
             _PREFIXES.clear()
-        t = tag.encode("utf-8")
-        tag_field = b"\x0a" + _varint(len(t)) + t
         if kind is _SCALAR:  # Summary.value entry, Value.tag, simple_value key: 4 float bytes follow
-            b = b"\x0a" + _varint(len(tag_field) + 5) + tag_field + b"\x15"
+            b = wire.scalar_value_prefix(tag)
         else:
-            b = tag_field + b"\x2a"
+            b = wire.value_tag(tag) + wire.VALUE_HISTO
         _PREFIXES[key] = b
     return b
 
@@ -140,8 +133,7 @@ def _evaluate(ops) -> bytes:
     """
     chunks = []
     append = chunks.append
-    varints = _VARINTS
-    small = len(varints)
+    varint = wire.varint
     for op in ops:
         kind = op.kind
         t = op.tensor
@@ -149,11 +141,9 @@ def _evaluate(ops) -> bytes:
         if kind is _HISTOGRAM:
             h = _tf_histogram_bytes(data, op.tag)
             prefix = _prefix(op.tag, kind)
-            n = len(h)
-            hn = varints[n] if n < small else _varint(n)
-            n += len(prefix) + len(hn)
-            append(b"\x0a")
-            append(varints[n] if n < small else _varint(n))
+            hn = varint(len(h))
+            append(wire.SUMMARY_VALUE)
+            append(varint(len(prefix) + len(hn) + len(h)))
             append(prefix)
             append(hn)
             append(h)
@@ -163,10 +153,7 @@ def _evaluate(ops) -> bytes:
             if data.size != 1:
                 raise ValueError(f"scalar {op.tag!r}: tensor must hold exactly one value, got shape {data.shape}")
             x = data.item() if data.dtype.kind == "f" else float(data.reshape(()))
-            try:
-                f = _F32(x)
-            except OverflowError:  # finite but beyond float32: +-inf, as protobuf's float field
-                f = _F32(math.copysign(math.inf, x))
+            f = wire.float32(x)  # finite but beyond float32: +-inf, as protobuf's float field
             append(_prefix(op.tag, kind))
             append(f)
         elif kind is _IMAGE:

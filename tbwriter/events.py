@@ -23,7 +23,7 @@ import time
 import weakref
 
 from tbwriter.proto import event_pb2
-from tbwriter.record import frame
+from tbwriter.wire import frame
 
 # O_EXCL: two writers can never open (and truncate) the same name.
 _OPEN_FLAGS = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND
@@ -262,6 +262,12 @@ class EventFileWriter:
     def write_serialized(self, event_bytes: bytes) -> None:
         """Queue one already serialized Event."""
         self.write_framed(frame(event_bytes))
+
+    def check_open(self) -> None:
+        """Raise why this writer cannot write (closed, failed, or inherited through fork), if so."""
+        s = self._state
+        if s.dead is not None:
+            s.raise_dead()
 
     def write_framed(self, record: bytes) -> None:
         """Queue one already framed record (the hot path's entry)."""

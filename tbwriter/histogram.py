@@ -24,6 +24,7 @@ import threading
 import numpy as np
 
 from tbwriter.proto import histogram_pb2
+from tbwriter.wire import varint
 
 DBL_MAX = sys.float_info.max
 
@@ -289,28 +290,13 @@ _STATS = struct.Struct("<BdBdBdBdBd").pack
 _PACKED = {}  # count of doubles -> struct packing them
 
 
-def _varint(n: int) -> bytes:
-    """Protobuf base-128 varint of a non-negative int (negative int64: two's complement)."""
-    if n < 0:
-        n += 1 << 64
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-VARINTS = [_varint(n) for n in range(1 << 12)]  # small lengths' varints, looked up on hot paths
-
-
 def _buckets_bytes(limits: list, counts: list) -> bytes:
     """bucket_limit and bucket as packed repeated double fields."""
     n = len(limits)
     pack = _PACKED.get(n)
     if pack is None:
         pack = _PACKED[n] = struct.Struct(f"<{n}d").pack
-    size = _varint(8 * n)
+    size = varint(8 * n)
     return b"".join((b"\x32", size, pack(*limits), b"\x3a", size, pack(*counts)))
 
 

@@ -27,7 +27,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from tbwriter.proto import event_pb2, summary_pb2, tensor_pb2, types_pb2
-from tbwriter.record import mask, masked_crc32c
+from tbwriter.wire import mask, masked_crc32c
 
 __all__ = [
     "CorruptRecordError",

@@ -1,64 +1,28 @@
 """SummaryWriter (tensorboardX-compatible) and FileWriter (TensorFlow 1 style).
 
 Both write one event file per run directory through events.EventFileWriter. Summaries
-come from tbwriter.summary; the scalar hot path encodes its Event bytes directly from a
-precomputed per-tag prefix, which parses to exactly the message protobuf would build.
+come from tbwriter.summary; Event bytes and record framing from tbwriter.wire (the scalar
+hot path from a per-tag prefix, without protobuf objects).
 """
 import contextlib
 import math
 import operator
 import os
 import socket
-import struct
 import threading
 import time
 from datetime import datetime
 
 import numpy as np
-from crc32c import crc32c
 
 from tbwriter import image as _image
 from tbwriter import summary as _summary
+from tbwriter import wire
 from tbwriter._convert import as_array
 from tbwriter.events import EventFileWriter, WriterStateError
-from tbwriter.histogram import VARINTS, _varint  # the histogram encoder's, shared
 from tbwriter.proto import event_pb2, summary_pb2
-from tbwriter.record import _MASK_DELTA as _MASK, masked_crc32c  # inlined below on the hot path
 
 __all__ = ["SummaryWriter", "FileWriter", "WriterStateError"]
-
-_HEAD = struct.Struct("<Bd")  # Event.wall_time: key 0x09, little-endian double
-_F32 = struct.Struct("<f")
-_U32 = struct.Struct("<I")
-_U64 = struct.Struct("<Q")
-_HEAD_STEP1 = struct.Struct("<BdBB").pack  # wall_time, then a 1-byte step varint
-_HEAD_STEP2 = struct.Struct("<BdBBB").pack  # wall_time, then a 2-byte step varint
-_HEADERS = {}  # record length -> its 12-byte header (length, masked CRC of length)
-
-
-def _step_field(step: int) -> bytes:
-    """Event.step (field 2, varint); omitted when 0, as proto3 serialization does."""
-    if 0 < step < 128:
-        return bytes((0x10, step))
-    if step == 0:
-        return b""
-    if not -(1 << 63) <= step < (1 << 63):
-        raise ValueError(f"global_step: expected an int64, got {step}")
-    return b"\x10" + _varint(step)
-
-
-def _scalar_prefix(tag: str) -> bytes:
-    """Bytes of Event.summary for one simple_value, up to the 4 float bytes."""
-    tagb = tag.encode("utf-8")
-    value = b"\x0a" + _varint(len(tagb)) + tagb + b"\x15"  # Value.tag, then key of simple_value
-    value_len = len(value) + 4
-    summary = b"\x0a" + _varint(value_len) + value  # Summary.value
-    return b"\x2a" + _varint(len(summary) + 4) + summary  # Event.summary
-
-
-def _event_bytes(wall_time: float, step: int, field_key: bytes, payload: bytes) -> bytes:
-    """Serialized Event{wall_time, step, <field>=payload} for a length-delimited field."""
-    return b"".join((_HEAD.pack(0x09, wall_time), _step_field(step), field_key, _varint(len(payload)), payload))
 
 
 def _as_step(global_step) -> int:
@@ -133,7 +97,6 @@ class FileWriter:
         self._start_time = time.time()  # the HPARAMS session's start
         self.event_writer = EventFileWriter(self._logdir, max_queue, flush_secs, filename_suffix or "",
                                             storage_options)
-        self._state = self.event_writer._state  # the hot path reaches its buffer directly
         self._meta_tags = set()  # tags whose metadata went out already in this file
         self._scalar_prefixes = {}
         if graph is not None or graph_def is not None:
@@ -143,33 +106,19 @@ class FileWriter:
         """The directory this writer writes into."""
         return self._logdir
 
+    def _check_open(self) -> None:
+        """Raise why this writer cannot write (closed, failed, inherited through fork), if so."""
+        self.event_writer.check_open()
+
     # -- the hot path: one scalar, encoded without protobuf objects --------------------
     def _add_scalar(self, tag: str, value: float, step: int, walltime) -> None:
-        s = self._state
-        if s.dead is not None:
-            s.raise_dead()
         prefix = self._scalar_prefixes.get(tag)
         if prefix is None:
             if not isinstance(tag, str) or not tag:
                 raise ValueError(f"tag: expected a non-empty str, got {tag!r}")
-            prefix = self._scalar_prefixes[tag] = _scalar_prefix(tag)
-        if walltime is None:
-            walltime = time.time()
-        # wall_time and step in one pack for the common step sizes
-        if 0 < step < 128:
-            head = _HEAD_STEP1(0x09, walltime, 0x10, step)
-        elif 128 <= step < 16384:
-            head = _HEAD_STEP2(0x09, walltime, 0x10, (step & 0x7F) | 0x80, step >> 7)
-        else:
-            head = _HEAD.pack(0x09, walltime) + _step_field(step)
-        try:
-            event = head + prefix + _F32.pack(value)
-        except OverflowError:  # finite but beyond float32: rounds to +-inf, as numpy does
-            event = head + prefix + _F32.pack(math.copysign(math.inf, value))
-        n = len(event)
-        header = _HEADERS.get(n) or _frame_header(n)
-        crc = crc32c(event)
-        s.append(header + event + _U32.pack((((crc >> 15) | (crc << 17)) + _MASK) & 0xFFFFFFFF))
+            prefix = self._scalar_prefixes[tag] = wire.scalar_event_prefix(tag)
+        self.event_writer.write_framed(
+            wire.scalar_record(time.time() if walltime is None else walltime, step, prefix, value))
 
     def add_scalar_value(self, tag: str, scalar_value, global_step=None, walltime=None) -> None:
         """Write one scalar as Summary.Value.simple_value (float32)."""
@@ -198,9 +147,7 @@ class FileWriter:
 
     def _write_summary(self, summary, step: int, walltime, owned: bool) -> None:
         """Strip metadata already sent for a tag in this file, then queue the Event."""
-        s = self._state
-        if s.dead is not None:
-            s.raise_dead()
+        self._check_open()
         data = summary.SerializeToString()
         seen = self._meta_tags
         changed = False
@@ -216,16 +163,8 @@ class FileWriter:
                 changed = True
         if changed:
             data = summary.SerializeToString()
-        if walltime is None and 0 <= step < 128:
-            head = _HEAD_STEP1(0x09, time.time(), 0x10, step) if step else _HEAD.pack(0x09, time.time())
-        else:
-            head = _HEAD.pack(0x09, time.time() if walltime is None else _as_walltime(walltime)) + _step_field(step)
-        n = len(data)
-        event = b"".join((head, b"\x2a", VARINTS[n] if n < 4096 else _varint(n), data))
-        n = len(event)
-        crc = crc32c(event)
-        s.append(b"".join((_HEADERS.get(n) or _frame_header(n), event,
-                           _U32.pack((((crc >> 15) | (crc << 17)) + _MASK) & 0xFFFFFFFF))))
+        wall_time = time.time() if walltime is None else _as_walltime(walltime)
+        self.event_writer.write_serialized(wire.event(wall_time, step, wire.EVENT_SUMMARY, data))
 
     def add_hparams(self, hparam_dict: dict, metric_dict: dict, hparam_domain_discrete=None,
                     global_step=None, start_time_secs=None) -> None:
@@ -251,7 +190,7 @@ class FileWriter:
     def add_graph(self, graph, global_step=None, walltime=None) -> None:
         """Write a GraphDef (or an object with as_graph_def()) for the graph dashboard."""
         self.event_writer.write_serialized(
-            _event_bytes(_as_walltime(walltime), _as_step(global_step), b"\x22", _graph_bytes(graph)))
+            wire.event(_as_walltime(walltime), _as_step(global_step), wire.EVENT_GRAPH_DEF, _graph_bytes(graph)))
 
     def add_event(self, event) -> None:
         """Write an Event message (of this or another protobuf module) as it is."""
@@ -283,22 +222,11 @@ class FileWriter:
         self.close()
 
 
-def _frame_header(n: int) -> bytes:
-    """Length and masked length CRC of a record of n bytes."""
-    length = _U64.pack(n)
-    header = _HEADERS[n] = length + _U32.pack(masked_crc32c(length))
-    return header
-
-
 class _NullFileWriter:
     """The file writer of SummaryWriter(write_to_disk=False): accepts everything, writes nothing."""
 
-    class _State:
-        dead = None
-
     def __init__(self, logdir: str):
         self._logdir = logdir
-        self._state = self._State()
 
     def get_logdir(self) -> str:
         """The directory a writing writer would write into."""
@@ -308,7 +236,7 @@ class _NullFileWriter:
         """Drop the call."""
 
     _add_scalar = _write_summary = add_summary = add_graph = add_event = add_session_log = _ignore
-    add_scalar_value = add_hparams = flush = close = _ignore
+    add_scalar_value = add_hparams = flush = close = _check_open = _ignore
 
 
 class SummaryWriter:
@@ -371,8 +299,7 @@ class SummaryWriter:
     def _writer(self) -> FileWriter:
         """The run's FileWriter, checked usable before any costly encoding."""
         fw = self.file_writer or self._get_file_writer()
-        if fw._state.dead is not None:
-            fw._state.raise_dead()
+        fw._check_open()
         return fw
 
     def _sub_writer(self, logdir: str) -> FileWriter:
