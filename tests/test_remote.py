@@ -49,7 +49,7 @@ def record_bytes(logdir, **kw) -> int:
 def test_each_flush_stores_only_new_records_as_one_object_in_write_order():
     url = f"memory://bucket/{uuid.uuid4().hex}/run"
     w = tbwriter.SummaryWriter(url)
-    state = w.file_writer._state
+    state = w.file_writer.event_writer._state
     for step in range(300):
         w.add_scalar("loss", step / 10, step)
         if step % 50 == 49:
