@@ -25,7 +25,7 @@ from npnn.datasets.mnist import DataError
 from tbwriter.__main__ import main as tbwriter_main
 from tbwriter.proto import event_pb2, summary_pb2, tensor_pb2, types_pb2
 from tbwriter.reader import CorruptRecordError, read_records, tensor_to_array
-from tbwriter.record import masked_crc32c
+from tbwriter.wire import masked_crc32c
 
 MiB = 1 << 20
 
