@@ -40,7 +40,7 @@ from tbwriter.reader import (
     event_files,
     scalar_value,
 )
-from tbwriter.record import masked_crc32c
+from tbwriter.wire import mask, masked_crc32c
 
 __all__ = ["ScalarSeries", "Scalars", "read_scalars"]
 
@@ -212,7 +212,7 @@ def _masked_crcs(u8: np.ndarray, u32: np.ndarray, starts: np.ndarray, length: in
         crc = (crc >> 8) ^ t8[(crc ^ u8[pos]) & 0xFF]
         pos += 1
     crc ^= np.uint32(0xFFFFFFFF)
-    return ((crc >> 15) | (crc << 17)) + np.uint32(0xA282EAD8)
+    return mask(crc)  # uint32 arithmetic wraps as the formula's & 0xFFFFFFFF does
 
 
 # --- chunks of verified records -----------------------------------------------------------------
