@@ -1,4 +1,5 @@
-"""tbwriter vs tensorboardX, side by side in one run: add_scalar, small and big add_histogram.
+"""tbwriter vs tensorboardX, side by side in one run: add_scalar, small and big add_histogram;
+then add_image, add_embedding and add_figure against both peers (tensorboardX and torch.utils.tensorboard).
 
 Prints per-call medians over several interleaved repeats and the three ratios, in wall-clock
 time and in process CPU time (all threads; steadier when other jobs share the machine).
@@ -123,7 +124,10 @@ def main():
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--scale", type=float, default=1.0, help="multiply the call counts (e.g. 0.1 for a quick look)")
     ap.add_argument("--case", choices=[c[0] for c in CASES], help="run only this case (and skip the design check)")
+    ap.add_argument("--media-only", action="store_true", help="only add_image, add_embedding, add_figure")
     args = ap.parse_args()
+    if args.media_only:
+        return media(args.repeats, args.scale)
     if tensorboardX is None:
         sys.exit("tensorboardX is not installed: pip install -e .[bench]")
     print(f"tbwriter vs tensorboardX {tensorboardX.__version__}, medians of {args.repeats} interleaved repeats, "
@@ -156,6 +160,54 @@ def main():
     print(f"{'buffering design':26s} add_scalar inline writes {i * 1e6:.2f} us (cpu {ic * 1e6:.2f}), writer thread "
           f"{t * 1e6:.2f} us (cpu {tc * 1e6:.2f}): inline is {t / i:.2f}x the speed (cpu {tc / ic:.2f}x)")
     print("ratios (wall, cpu): " + ", ".join(f"{name} {r:.1f}x, {rc:.1f}x" for name, r, rc in ratios))
+
+    media(args.repeats, args.scale)
+
+
+IMAGE = np.random.default_rng(1).random((3, 256, 256), dtype=np.float32)
+EMBEDDING = np.random.default_rng(2).standard_normal((1000, 64)).astype(np.float32)
+LABELS = [f"point {i}" for i in range(1000)]
+SPRITES = np.random.default_rng(3).random((1000, 3, 16, 16), dtype=np.float32)
+
+
+def _figure():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig = plt.figure(figsize=(4, 3), dpi=80)
+    plt.plot(np.sin(np.linspace(0, 10, 200)))
+    return fig
+
+
+def media(repeats: int, scale: float) -> None:
+    """add_image, add_embedding, add_figure: tbwriter vs each installed peer, medians of interleaved repeats."""
+    import torch
+    writers = {"tbwriter": tbwriter.SummaryWriter}
+    if tensorboardX is not None:
+        writers["tensorboardX"] = tensorboardX.SummaryWriter
+    try:
+        from torch.utils.tensorboard import SummaryWriter as TorchWriter
+        writers["torch"] = TorchWriter
+    except ImportError as e:
+        print(f"torch.utils.tensorboard not measured: {e}")
+    fig = _figure()
+    sprites = torch.from_numpy(SPRITES)  # torch's add_embedding needs a torch label_img
+    cases = [
+        ("add_image 3x256x256 f32", lambda w, i: w.add_image("img", IMAGE, i), 40),
+        ("add_embedding 1000x64+sprite", lambda w, i: w.add_embedding(EMBEDDING, LABELS, sprites, i), 3),
+        ("add_figure 320x240", lambda w, i: w.add_figure("fig", fig, i, close=False), 20),
+    ]
+    for name, call, n in cases:
+        samples = {k: [] for k in writers}
+        for _ in range(repeats):
+            for k, cls in writers.items():
+                samples[k].append(per_call(cls, call, max(1, int(n * scale))))
+        (o, oc) = medians(samples["tbwriter"])
+        line = f"{name:30s} tbwriter {o * 1e3:8.2f} ms (cpu {oc * 1e3:8.2f})"
+        for k in list(writers)[1:]:
+            p, pc = medians(samples[k])
+            line += f"   {k} {p * 1e3:8.2f} ms (cpu {pc * 1e3:8.2f}) ratio {p / o:4.1f}x (cpu {pc / oc:4.1f}x)"
+        print(line)
 
 
 if __name__ == "__main__":

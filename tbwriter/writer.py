@@ -503,11 +503,14 @@ class SummaryWriter:
             model = graph_def(model, input_to_model, verbose, use_strict_trace)
         fw.add_graph(model)
 
-    def add_onnx_graph(self, onnx_model_file) -> None:
-        """The graph of an .onnx file (onnx imported here); torch names the argument prototxt."""
+    def add_onnx_graph(self, onnx_model_file=None, *, prototxt=None) -> None:
+        """The graph of an .onnx file (onnx imported here); tensorboardX's keyword, or torch's prototxt=."""
         from tbwriter.model_files import onnx_graph_def
 
-        self._writer().add_graph(onnx_graph_def(onnx_model_file))
+        if (onnx_model_file is None) == (prototxt is None):
+            raise TypeError("add_onnx_graph: expected the .onnx path as onnx_model_file or prototxt, "
+                            f"got {onnx_model_file!r} and {prototxt!r}")
+        self._writer().add_graph(onnx_graph_def(prototxt if onnx_model_file is None else onnx_model_file))
 
     def add_openvino_graph(self, xmlname) -> None:
         """The graph of an OpenVINO IR .xml file (tensorboardX)."""

@@ -83,6 +83,7 @@ def logdir(tmp_path_factory):
     w.add_scalar("dbl", 1 / 3, 7, new_style=True, double_precision=True)
     w.add_scalar("named", 2.0, 7, display_name="A named one", summary_description="what it shows")
     w.add_tensor("tensor", torch.arange(6, dtype=torch.int32).reshape(2, 3), 8)
+    w.add_images("listed", [torch.zeros(3, 4, 5), torch.ones(3, 4, 5)], 8)  # a list of CHW, as the peers take
     w.add_graph(Net(), torch.zeros(2, 4))
     w.add_embedding(torch.from_numpy(EMB), metadata=[f"p{i}" for i in range(12)], label_img=torch.from_numpy(SPRITES),
                     global_step=9, tag="emb/a")
@@ -91,7 +92,7 @@ def logdir(tmp_path_factory):
     w.add_scalar("after_close", 1.0, 10)  # reopens a new file in the same run
     w.close()
     with tbwriter.SummaryWriter(root / "onnx") as w2:
-        w2.add_onnx_graph(onnx_file(root / "model.onnx"))
+        w2.add_onnx_graph(prototxt=onnx_file(root / "model.onnx"))  # torch's keyword; tensorboardX's positional
     (root / "model.xml").write_text(OPENVINO_XML)
     with tbwriter.SummaryWriter(root / "openvino") as w2:
         w2.add_openvino_graph(str(root / "model.xml"))
@@ -145,6 +146,9 @@ def test_figures_and_boxes(tb):
     pixels = np.asarray(png)
     assert pixels.shape == (75, 100, 3) and (pixels == 255).mean() > 0.5  # mostly white, a line drawn
     assert fetch_image(tb, "figures")[1].size == (120, 40)  # three 40x40 figures side by side
+    meta, listed = fetch_image(tb, "listed")
+    assert meta["step"] == 8 and np.asarray(listed).shape == (4, 10, 3)
+    assert not np.asarray(listed)[:, :5].any() and (np.asarray(listed)[:, 5:] == 255).all()
     meta, png = fetch_image(tb, "boxes")
     box = np.asarray(png)
     assert meta["step"] == 4 and box.shape == (40, 60, 3)
@@ -254,7 +258,7 @@ def test_write_to_disk_false_writes_nothing(tmp_path):
 
 
 def test_use_metadata_and_export_scalars_to_json(tmp_path):
-    with tbwriter.SummaryWriter(tmp_path, logdir=None) as w:
+    with tbwriter.SummaryWriter(logdir=tmp_path) as w:  # tensorboardX's keyword
         with w.use_metadata(global_step=42, walltime=1000.5):
             w.add_scalar("s", 1.0)
             w.add_scalars("m", {"a": 2.0})
