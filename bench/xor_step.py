@@ -1,0 +1,162 @@
+"""The XOR training loop alone (10,001 steps, Adam lr 0.01): npnn eager vs JAX's jit, same run.
+
+npnn: the lab's forward, backward and Adam step, eager, as bench/xor_lab.py's training-alone
+child. JAX (optional, the bench extra): the same network and PyTorch's Adam rule as one
+jit-compiled step called from a Python loop (the usual JAX training loop), and, for context,
+the whole loop compiled into one `lax.fori_loop`. Compile time is reported apart (the first
+call). Repeats alternate the programs; medians. Also prints npnn's per-phase split.
+
+    python bench/xor_step.py [--steps 10001] [--repeats 5]
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import npnn  # noqa: E402  (before NumPy's first use: npnn's OpenBLAS setting)
+from npnn import init, optim  # noqa: E402
+
+X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
+Y = np.array([[0], [1], [1], [0]], np.float32)
+
+
+def npnn_loop(steps: int) -> tuple:
+    """(seconds, final cost) of npnn's eager loop."""
+    npnn.manual_seed(777)
+    x, y = npnn.Tensor(X), npnn.Tensor(Y)
+    W1, b1 = npnn.Parameter(init.normal([2, 2])), npnn.Parameter(init.normal([2]))
+    W2, b2 = npnn.Parameter(init.normal([2, 1])), npnn.Parameter(init.normal([1]))
+    opt = optim.Adam([W1, b1, W2, b2], lr=0.01)
+    t = time.perf_counter()
+    for _ in range(steps):
+        h = npnn.sigmoid(npnn.sigmoid(x @ W1 + b1) @ W2 + b2)
+        cost = -(y * npnn.log(h) + (1 - y) * npnn.log(1 - h)).mean()
+        opt.zero_grad()
+        cost.backward()
+        opt.step()
+    return time.perf_counter() - t, cost.item()
+
+
+def npnn_phases(steps: int) -> dict:
+    """Median microseconds per step of forward, backward and Adam (separately timed)."""
+    npnn.manual_seed(777)
+    x, y = npnn.Tensor(X), npnn.Tensor(Y)
+    W1, b1 = npnn.Parameter(init.normal([2, 2])), npnn.Parameter(init.normal([2]))
+    W2, b2 = npnn.Parameter(init.normal([2, 1])), npnn.Parameter(init.normal([1]))
+    opt = optim.Adam([W1, b1, W2, b2], lr=0.01)
+    clock = time.perf_counter
+    f, b, s = [], [], []
+    for _ in range(steps):
+        t0 = clock()
+        h = npnn.sigmoid(npnn.sigmoid(x @ W1 + b1) @ W2 + b2)
+        cost = -(y * npnn.log(h) + (1 - y) * npnn.log(1 - h)).mean()
+        t1 = clock()
+        opt.zero_grad()
+        cost.backward()
+        t2 = clock()
+        opt.step()
+        t3 = clock()
+        f.append(t1 - t0)
+        b.append(t2 - t1)
+        s.append(t3 - t2)
+    return {k: statistics.median(v) * 1e6 for k, v in (("forward", f), ("backward", b), ("adam", s))}
+
+
+def jax_programs():
+    """(jit step loop, fori_loop) runners, each returning (seconds, compile seconds, final cost); None without JAX."""
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError:
+        return None
+    jax.config.update("jax_platforms", "cpu")
+    x, y = jnp.asarray(X), jnp.asarray(Y)
+    lr, b1, b2, eps = 0.01, 0.9, 0.999, 1e-8
+
+    def cost_fn(p):
+        h = jax.nn.sigmoid(jax.nn.sigmoid(x @ p[0] + p[1]) @ p[2] + p[3])
+        return -jnp.mean(y * jnp.log(h) + (1 - y) * jnp.log(1 - h))
+
+    def step(p, m, v, t):
+        cost, g = jax.value_and_grad(cost_fn)(p)
+        t = t + 1
+        m = [b1 * mi + (1 - b1) * gi for mi, gi in zip(m, g)]
+        v = [b2 * vi + (1 - b2) * gi * gi for vi, gi in zip(v, g)]
+        mhat = [mi / (1 - b1 ** t) for mi in m]
+        vhat = [vi / (1 - b2 ** t) for vi in v]
+        p = [pi - lr * mh / (jnp.sqrt(vh) + eps) for pi, mh, vh in zip(p, mhat, vhat)]
+        return p, m, v, t, cost
+
+    def start():
+        rng = np.random.default_rng(777)
+        p = [jnp.asarray(rng.standard_normal(s).astype(np.float32)) for s in ((2, 2), (2,), (2, 1), (1,))]
+        return p, [jnp.zeros_like(a) for a in p], [jnp.zeros_like(a) for a in p], jnp.float32(0)
+
+    jstep = jax.jit(step)
+
+    def loop(steps):
+        p, m, v, t = start()
+        c = time.perf_counter()
+        p, m, v, t, cost = jstep(p, m, v, t)  # compiles (cached after the first repeat)
+        cost.block_until_ready()
+        compile_s = time.perf_counter() - c
+        c = time.perf_counter()
+        for _ in range(steps - 1):
+            p, m, v, t, cost = jstep(p, m, v, t)
+        cost.block_until_ready()
+        return time.perf_counter() - c, compile_s, float(cost)
+
+    @jax.jit
+    def whole(p, m, v, t, steps):
+        def body(_, s):
+            return step(*s[:4])
+        return jax.lax.fori_loop(0, steps, body, (p, m, v, t, jnp.float32(0)))
+
+    def fori(steps):
+        p, m, v, t = start()
+        c = time.perf_counter()
+        out = whole(p, m, v, t, 1)
+        out[4].block_until_ready()
+        compile_s = time.perf_counter() - c
+        c = time.perf_counter()
+        out = whole(p, m, v, t, steps)
+        out[4].block_until_ready()
+        return time.perf_counter() - c, compile_s, float(out[4])
+
+    return loop, fori, jax.__version__
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--steps", type=int, default=10001)
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    programs = {"npnn eager": lambda n: (lambda r: (r[0], 0.0, r[1]))(npnn_loop(n))}
+    jax_ = jax_programs()
+    if jax_ is None:
+        print("JAX is not installed (pip install -e .[bench]): npnn alone")
+    else:
+        programs["JAX jit step, Python loop"] = jax_[0]
+        programs["JAX fori_loop (whole loop jit)"] = jax_[1]
+    print(f"XOR loop, {args.steps} steps, medians of {args.repeats} alternating repeats; "
+          f"load {os.getloadavg()[0]:.1f}" + ("" if jax_ is None else f"; jax {jax_[2]}"))
+    runs = {name: [] for name in programs}
+    for _ in range(args.repeats):
+        for name, fn in programs.items():
+            runs[name].append(fn(args.steps))
+    base = statistics.median(r[0] for r in runs["npnn eager"])
+    for name, rs in runs.items():
+        secs = statistics.median(r[0] for r in rs)
+        comp = statistics.median(r[1] for r in rs)
+        print(f"{name:32s} {secs:7.3f} s ({secs / args.steps * 1e6:6.1f} us/step)  compile {comp:5.2f} s  "
+              f"final cost {rs[-1][2]:.6f}  npnn / this: {base / secs:5.2f}")
+    phases = npnn_phases(args.steps)
+    print("npnn per step (median us): " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()))
+
+
+if __name__ == "__main__":
+    main()
