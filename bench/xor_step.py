@@ -24,13 +24,18 @@ X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
 Y = np.array([[0], [1], [1], [0]], np.float32)
 
 
-def npnn_loop(steps: int) -> tuple:
-    """(seconds, final cost) of npnn's eager loop."""
+def npnn_setup() -> tuple:
+    """x, y, the four parameters (seed 777) and their Adam."""
     npnn.manual_seed(777)
     x, y = npnn.Tensor(X), npnn.Tensor(Y)
     W1, b1 = npnn.Parameter(init.normal([2, 2])), npnn.Parameter(init.normal([2]))
     W2, b2 = npnn.Parameter(init.normal([2, 1])), npnn.Parameter(init.normal([1]))
-    opt = optim.Adam([W1, b1, W2, b2], lr=0.01)
+    return x, y, W1, b1, W2, b2, optim.Adam([W1, b1, W2, b2], lr=0.01)
+
+
+def npnn_loop(steps: int) -> tuple:
+    """(seconds, final cost) of npnn's eager loop."""
+    x, y, W1, b1, W2, b2, opt = npnn_setup()
     t = time.perf_counter()
     for _ in range(steps):
         h = npnn.sigmoid(npnn.sigmoid(x @ W1 + b1) @ W2 + b2)
@@ -43,11 +48,7 @@ def npnn_loop(steps: int) -> tuple:
 
 def npnn_phases(steps: int) -> dict:
     """Median microseconds per step of forward, backward and Adam (separately timed)."""
-    npnn.manual_seed(777)
-    x, y = npnn.Tensor(X), npnn.Tensor(Y)
-    W1, b1 = npnn.Parameter(init.normal([2, 2])), npnn.Parameter(init.normal([2]))
-    W2, b2 = npnn.Parameter(init.normal([2, 1])), npnn.Parameter(init.normal([1]))
-    opt = optim.Adam([W1, b1, W2, b2], lr=0.01)
+    x, y, W1, b1, W2, b2, opt = npnn_setup()
     clock = time.perf_counter
     f, b, s = [], [], []
     for _ in range(steps):
