@@ -53,10 +53,11 @@ def directory_problem(path: str) -> str | None:
     existing = os.path.abspath(path)
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
+    where = "" if existing == os.path.abspath(path) else f"{path}: "
     if not os.path.isdir(existing):
-        return f"{path}: {existing} is a file, not a directory"
+        return f"{where}{existing} is a file, not a directory"
     if not os.access(existing, os.W_OK | os.X_OK):
-        return f"{path}: {existing} is not writable"
+        return f"{where}{existing} is not writable"
     return None
 
 
@@ -66,7 +67,8 @@ def file_problem(path: str) -> str | None:
         return f"{path} is a directory, not a file"
     if os.path.exists(path) and not os.access(path, os.W_OK):
         return f"{path} is not writable"
-    return directory_problem(os.path.dirname(os.path.abspath(path)))
+    problem = directory_problem(os.path.dirname(os.path.abspath(path)))
+    return problem and f"{path}: {problem}"
 
 
 def event_files(run_dir: str) -> list[str]:

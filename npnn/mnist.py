@@ -5,11 +5,12 @@
 --model cnn (lab 11): conv 3x3x32 + ReLU + maxpool 2, conv 3x3x64 + ReLU + maxpool 2,
 dropout (keep 0.7), dense to 10.
 
-TensorBoard (--logdir, default logs/mnist_<model>): train/loss every --log-every steps,
-test/accuracy and test/loss each epoch, histograms of every layer's weight and bias each
-epoch, the traced graph (one name scope per layer), a grid of test digits and one of
-misclassified digits with the predicted labels in the tag, and hparams with the final
-accuracy. All x axes are the global step (batches trained so far).
+TensorBoard: each run in its own directory under --logdir (default logs/mnist), named after
+the model and the flags that differ from the defaults (mlp, cnn_lr_0.01). It holds train/loss
+every --log-every steps, test/accuracy and test/loss each epoch, histograms of every layer's
+weight and bias each epoch, the traced graph (one name scope per layer), the image grids
+test_digits and misclassified (predicted and true labels in their descriptions), and hparams
+with the final accuracy. All x axes are the global step (batches trained so far).
 
 --distributed (under mpiexec): data-parallel over the job's processes. Each process trains on
 its share of every global --batch-size batch, gradients are averaged with one allreduce per
@@ -23,12 +24,14 @@ import math
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 import npnn
-from npnn import distributed, init, nn, optim
+from npnn import cli, distributed, init, nn, optim
 from npnn import functional as F
+from npnn.datasets import mnist as datasets_mnist
 from npnn.datasets.mnist import DataError, MissingDataError, load_mnist
 from npnn.tensor import Tensor
 
@@ -95,17 +98,22 @@ class CheckpointError(Exception):
 
 
 def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray,
-             batch_size: int = 1000) -> tuple[float, float, np.ndarray]:
+             batch_size: int = 1000, progress: bool = False) -> tuple[float, float, np.ndarray]:
     """(accuracy, mean cross-entropy, predicted labels) on a whole set, in eval mode."""
+    from tqdm import tqdm
+
     model.eval()
     preds = np.empty(len(labels), dtype=np.int64)
     total = 0.0
-    with npnn.no_grad():
+    bar = tqdm(total=len(labels), desc="evaluating", unit="img", disable=not progress, leave=False,
+               mininterval=0.5, file=sys.stderr)
+    with npnn.no_grad(), bar:
         for i in range(0, len(labels), batch_size):
             logits = model(Tensor(images[i:i + batch_size]))
             y = labels[i:i + batch_size]
             total += F.cross_entropy(logits, y).item() * len(y)
             preds[i:i + batch_size] = logits.data.argmax(axis=1)
+            bar.update(len(y))
     model.train()
     return float(np.mean(preds == labels)), total / len(labels), preds
 
@@ -213,16 +221,24 @@ def log_parameters(writer, model: nn.Module, step: int) -> None:
 
 
 def log_digits(writer, images: np.ndarray, labels: np.ndarray, preds: np.ndarray, step: int) -> None:
-    """Grids of the first test digits and of misclassified ones, predicted labels in the tags."""
-    def grid(tag: str, idx: np.ndarray) -> None:
+    """Grids test_digits (the first test digits) and misclassified, the labels in the descriptions.
+
+    The tags stay the same from run to run, so TensorBoard shows every run's grid on one card.
+    """
+    from tbwriter import summary
+
+    def grid(tag: str, idx: np.ndarray, description: str) -> None:
         if len(idx):
-            writer.add_images(tag, images[idx].reshape(-1, 1, 28, 28), step)
+            s = summary.described_images(tag, images[idx].reshape(-1, 1, 28, 28), description)
+            writer._get_file_writer().add_summary(s, step)
+
+    def row(values) -> str:
+        return " ".join(map(str, values))
 
     first = np.arange(min(GRID, len(labels)))
-    grid("test_digits/predicted " + " ".join(map(str, preds[first])), first)
+    grid("test_digits", first, f"Predicted: {row(preds[first])}\n\nTrue: {row(labels[first])}")
     wrong = np.flatnonzero(preds != labels)[:GRID]
-    grid("misclassified/predicted " + " ".join(map(str, preds[wrong]))
-         + " (true " + " ".join(map(str, labels[wrong])) + ")", wrong)
+    grid("misclassified", wrong, f"Predicted: {row(preds[wrong])}\n\nTrue: {row(labels[wrong])}")
 
 
 def log_graph(writer, model: nn.Module, x: np.ndarray, y: np.ndarray) -> None:
@@ -246,52 +262,74 @@ class _NoWriter:
 
 # -- the program ----------------------------------------------------------------------------
 
-def _positive(kind):
-    """argparse type: a positive int or float (argparse names the flag in its error)."""
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
-        if not value > 0 or (kind is float and not math.isfinite(value)):
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
-        return value
-    parse.__name__ = f"positive {kind.__name__}"
-    return parse
+def run_name(args: argparse.Namespace) -> str:
+    """The run directory's name: the model, then the flags that differ from the defaults."""
+    name = args.model
+    for flag, short in (("lr", "lr"), ("batch_size", "bs"), ("seed", "seed")):
+        value = getattr(args, flag)
+        if value != build_parser().get_default(flag):
+            name += f"_{short}_{value:g}"
+    return name
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an int, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}")
-    return value
+def run_dir(args: argparse.Namespace, meta: dict | None) -> str:
+    """This run's directory: the checkpoint's when resuming, else a new one under --logdir."""
+    name = os.path.join(args.logdir, run_name(args))
+    if meta is not None:
+        return meta.get("run_dir") or name
+    fresh = cli.new_run_dir(name)
+    if fresh != name:
+        print(f"{name} already holds a run: this one goes to {fresh}")
+    return fresh
+
+
+def data_problem(path: str) -> str | None:
+    """Why --data cannot be used (missing, a file, or the files one folder down), or None."""
+    if not os.path.exists(path):
+        return f"{path}: no such directory"
+    if not os.path.isdir(path):
+        return f"{path} is a file, not a directory"
+    if any(datasets_mnist.find_file(Path(path), f) for f in datasets_mnist.FILES):
+        return None
+    for sub in sorted(Path(path).glob("*/")) + sorted(Path(path).glob("*/*/")):
+        if all(datasets_mnist.find_file(sub, f) for f in datasets_mnist.FILES):
+            return f"{path} holds no MNIST files, but {sub} does: use --data {sub}"
+    return None  # an empty directory the user named: the files are downloaded into it
+
+
+def check_paths(parser: cli.Parser, args: argparse.Namespace) -> None:
+    """Every path flag checked before any work: exit 2 with one line naming flag and value."""
+    checks = (("--logdir", args.logdir, cli.directory_problem), ("--save", args.save, cli.file_problem),
+              ("--data", args.data, data_problem))
+    for flag, value, problem in checks:
+        message = value is not None and problem(value)
+        if message:
+            parser.fail(flag, message)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of python -m npnn.mnist."""
-    p = argparse.ArgumentParser(prog="python -m npnn.mnist", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.Parser(prog="python -m npnn.mnist", description=__doc__,
+                   formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=sorted(MODELS), default="mlp", help="network to train (default: mlp)")
-    p.add_argument("--epochs", type=_positive(int), default=15,
+    p.add_argument("--epochs", type=cli.integer(1), default=15,
                    help="epochs to train, in total when resuming (default: 15)")
-    p.add_argument("--batch-size", type=_positive(int), default=100, help="training batch size (default: 100)")
-    p.add_argument("--lr", type=_positive(float), default=1e-3, help="Adam learning rate (default: 0.001)")
-    p.add_argument("--seed", type=_non_negative_int, default=0,
+    p.add_argument("--batch-size", type=cli.integer(1), default=100, help="training batch size (default: 100)")
+    p.add_argument("--lr", type=cli.positive_number, default=1e-3, help="Adam learning rate (default: 0.001)")
+    p.add_argument("--seed", type=cli.integer(0), default=0,
                    help="seed of init, dropout and shuffling (default: 0)")
-    p.add_argument("--logdir", default=None, help="TensorBoard run directory (default logs/mnist_<model>)")
+    p.add_argument("--logdir", default="logs/mnist",
+                   help="where the runs go, one directory each (default: logs/mnist)")
     p.add_argument("--data", default=None,
-                   help="directory of the four MNIST files (default $NPNN_DATA, else ~/.cache/npnn/mnist); "
-                        "missing files are downloaded there")
+                   help="an existing directory holding the four MNIST files (default $NPNN_DATA, else "
+                        "~/.cache/npnn/mnist); missing files are downloaded there")
     p.add_argument("--save", default=None, metavar="PATH", help="write a checkpoint .npz after each epoch")
     p.add_argument("--resume", default=None, metavar="PATH", help="continue from a checkpoint written by --save")
-    p.add_argument("--log-every", type=_positive(int), default=10,
+    p.add_argument("--log-every", type=cli.integer(1), default=10,
                    help="steps between train/loss scalars (default: 10)")
-    p.add_argument("--limit", type=_non_negative_int, default=0,
+    p.add_argument("--limit", type=cli.integer(0), default=0,
                    help="train on the first N training images only (0: all)")
-    p.add_argument("--test-limit", type=_non_negative_int, default=0,
+    p.add_argument("--test-limit", type=cli.integer(0), default=0,
                    help="evaluate on the first N test images only (0: all)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--distributed", action="store_true",
@@ -328,7 +366,9 @@ def train(args: argparse.Namespace) -> dict:
         x_train, y_train = x_train[:args.limit], y_train[:args.limit]
     if args.test_limit:
         x_test, y_test = x_test[:args.test_limit], y_test[:args.test_limit]
-    logdir = args.logdir or os.path.join("logs", f"mnist_{args.model}")
+    logdir = run_dir(args, meta if args.resume else None) if lead else None
+    if args.distributed:  # rank 0 chose it: the other ranks' throughput goes into the same run
+        logdir = distributed.broadcast(logdir)
     # On resume, purge_step drops whatever a crashed run logged after the checkpoint (the
     # checkpoint's own step keeps its epoch summaries: they were written before it).
     writer = SummaryWriter(logdir, purge_step=step + 1 if args.resume else None) if lead else _NoWriter()
@@ -349,7 +389,7 @@ def train(args: argparse.Namespace) -> dict:
             order = np.random.default_rng([args.seed, epoch]).permutation(n)
             if args.distributed:  # dropout masks differ per rank, and repeat on resume
                 npnn.manual_seed(distributed.rank_seed(args.seed, epoch))
-            bar = tqdm(total=batches, desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch",
+            bar = tqdm(total=n, desc=f"epoch {epoch + 1}/{args.epochs}", unit="img",
                        disable=args.no_progress or not lead, mininterval=0.5, leave=True, file=sys.stderr)
             start = time.perf_counter()
             images = reduce_time = 0.0
@@ -371,16 +411,14 @@ def train(args: argparse.Namespace) -> dict:
                     value = loss.item() if not args.distributed else distributed.allreduce(
                         loss.item() * len(share) / len(idx) if len(share) else 0.0)
                     writer.add_scalar("train/loss", value, step)
-                    bar.set_postfix(loss=f"{value:.4f}",
-                                    img_s=f"{(b + 1) * bs / (time.perf_counter() - start):.0f}",
-                                    refresh=False)
-                bar.update()
+                    bar.set_postfix(loss=f"{value:.4f}", refresh=False)
+                bar.update(len(idx))
             bar.close()
             epoch += 1
             seconds = time.perf_counter() - start
             rank_writer.add_scalar("throughput/images_per_second", images / seconds, step)
             rank_writer.add_scalar("throughput/allreduce_ms_per_step", 1e3 * reduce_time / batches, step)
-            accuracy, test_loss, preds = evaluate(model, x_test, y_test)
+            accuracy, test_loss, preds = evaluate(model, x_test, y_test, progress=lead and not args.no_progress)
             writer.add_scalar("test/accuracy", accuracy, step)
             writer.add_scalar("test/loss", test_loss, step)
             log_parameters(writer, model, step)
@@ -389,10 +427,12 @@ def train(args: argparse.Namespace) -> dict:
                 print(f"epoch {epoch}/{args.epochs}: test accuracy {accuracy:.4f}, test loss {test_loss:.4f}, "
                       f"{n / seconds:.0f} images/s", flush=True)
             if args.save and lead:
-                save_checkpoint(args.save, model, opt, {"model": args.model, "epoch": epoch, "step": step})
+                save_checkpoint(args.save, model, opt, {"model": args.model, "epoch": epoch, "step": step,
+                                                        "run_dir": logdir})
         if math.isnan(accuracy):  # resumed at or past --epochs: evaluate what was loaded
             accuracy, test_loss, preds = evaluate(model, x_test, y_test)
-        log_digits(writer, x_test, y_test, preds, step)
+        if lead:  # the grids go through the run's file writer, which only rank 0 has
+            log_digits(writer, x_test, y_test, preds, step)
         writer.add_hparams(hparams, {"hparam/accuracy": accuracy, "hparam/test_loss": test_loss},
                            global_step=step)
     finally:
@@ -403,7 +443,9 @@ def train(args: argparse.Namespace) -> dict:
 
 def main(argv=None) -> int:
     """Entry point: parse flags, train, print the final accuracy; data problems exit 1."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_paths(parser, args)
     try:
         result = train(args)
     except (MissingDataError, DataError, CheckpointError, distributed.MPIUnavailableError) as e:
@@ -414,7 +456,7 @@ def main(argv=None) -> int:
     if distributed.rank() != 0:
         return 0
     print(f"final test accuracy {result['accuracy']:.4f} after {result['step']} steps; "
-          f"TensorBoard: tensorboard --logdir {result['logdir']}")
+          f"in {result['logdir']}; TensorBoard: tensorboard --logdir {args.logdir}")
     return 0
 
 

@@ -16,7 +16,7 @@ from tbwriter.proto import (histogram_pb2, hparams_pb2, plugins_pb2, summary_pb2
 
 Summary = summary_pb2.Summary
 
-__all__ = ["scalar", "scalar_tensor", "tensor", "histogram", "histogram_proto", "histogram_raw", "image", "images",
+__all__ = ["scalar", "scalar_tensor", "tensor", "histogram", "histogram_proto", "histogram_raw", "image", "images", "described_images",
            "text", "pr_curve", "pr_curve_raw", "custom_scalars", "hparams", "merge"]
 
 
@@ -139,6 +139,21 @@ def images(name: str, tensor, dataformats: str = "NCHW") -> Summary:
     """A batch of images (NCHW, NHWC or NHW) tiled into one grid image, 8 per row, like tensorboardX."""
     _check_tag(name)
     return _image_value(name, _image.grid(as_array(tensor, "tensor"), dataformats))
+
+
+def described_images(name: str, tensor, description: str, dataformats: str = "NCHW") -> Summary:
+    """images()' grid with a markdown description, as TF2's tf.summary.image writes it.
+
+    A string tensor [width, height, png] under the images plugin: TensorBoard's fast (Rust)
+    loader keeps the description only in this form, not on a TF1 Summary.Image.
+    """
+    img = images(name, tensor, dataformats).value[0].image
+    meta = _metadata("images")
+    meta.summary_description = description
+    data = tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_STRING, string_val=[str(img.width).encode(), str(img.height).encode(), img.encoded_image_string],
+        tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=3)]))
+    return Summary(value=[Summary.Value(tag=name, metadata=meta, tensor=data)])
 
 
 def _string_tensor(data: bytes) -> tensor_pb2.TensorProto:

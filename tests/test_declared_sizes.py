@@ -272,7 +272,7 @@ def flip_a_data_byte(path):
 ])
 def test_bad_resume_files_exit_1_with_one_message(checkpoint, tmp_path, capsys, damage, says):
     damage(checkpoint)
-    code = program.main(["--resume", str(checkpoint), "--data", str(tmp_path / "no-data-needed"),
+    code = program.main(["--resume", str(checkpoint), "--data", str(tmp_path),  # exists, holds no data
                          "--logdir", str(tmp_path / "logs"), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 1

@@ -67,6 +67,9 @@ def checkpoint(path: Path) -> dict:
         return {k: z[k] for k in z.files if k.startswith(("model/", "optim/"))}
 
 
+RUN = "mlp_seed_3"  # the run directory npnn.mnist names after the flags that differ (--seed 3)
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """One process and two processes, same flags, no dropout: their logdirs and checkpoints."""
@@ -101,7 +104,7 @@ def test_two_processes_match_one_within_float32_summation_order(runs):
         assert apart <= 1e-4 * moved, (step, apart, moved)
         assert moved > 0.01 * step  # Adam moves ~lr per element and step: the comparison is not vacuous
     # The logged loss of the two-process run is the global batch's, not rank 0's half.
-    a, b = scalars(tmp / "run1")["train/loss"], scalars(tmp / "run2")["train/loss"]
+    a, b = scalars(tmp / "run1" / RUN)["train/loss"], scalars(tmp / "run2" / RUN)["train/loss"]
     assert [s for s, _ in a] == [s for s, _ in b] == list(range(1, STEPS + 1))
     np.testing.assert_allclose([v for _, v in b], [v for _, v in a], rtol=1e-5)
 
@@ -120,7 +123,7 @@ def test_first_step_is_the_rank_ordered_sum_bit_for_bit(runs):
 
 def test_rank_0_alone_writes_the_run_each_rank_its_throughput(runs):
     tmp, out, _, _ = runs
-    run = tmp / "run2"
+    run = tmp / "run2" / RUN
     assert sorted(p.name for p in run.iterdir() if p.is_file()) == \
         sorted(p.name for p in run.glob("events.out.tfevents.*"))
     assert len(list(run.glob("events.out.tfevents.*"))) == 1  # rank 1 opened no writer there

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mnist_files import real_mnist_dir, skip_reason
 
 from npnn.datasets import mnist
 from npnn.datasets.mnist import DataError, MissingDataError, load_mnist
 
-REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -273,10 +273,10 @@ def test_bad_local_gzip_raises_naming_the_file(tmp_path, cut):
 
 
 def test_real_data_matches_the_published_facts():
-    if not all(mnist.find_file(REAL_DATA, n) for n in mnist.FILES):
-        pytest.skip(f"the real MNIST files are not in {REAL_DATA} (the repository's sibling "
-                    "shared/data/mnist); nothing to check without network")
-    d = load_mnist(REAL_DATA, download=False)
+    real = real_mnist_dir()
+    if real is None:
+        pytest.skip(skip_reason() + "; nothing to check without network")
+    d = load_mnist(real, download=False)
     assert d.train_images.shape == (60000, 784) and d.test_images.shape == (10000, 784)
     assert np.bincount(d.train_labels).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
     assert np.bincount(d.test_labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]

@@ -5,21 +5,27 @@ TensorBoard's EventAccumulator and a real `tensorboard` server; the CNN, resume 
 paths run on small fake data with their checksums injected.
 """
 import gzip
+import json
+import os
+import re
+import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from mnist_files import real_mnist_dir, skip_reason
 from tbserver import tensorboard
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from npnn import mnist as program
 from npnn.datasets import mnist as data
 
-REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+REAL_DATA = real_mnist_dir()
 REAL_LIMIT = 10_000  # 100 steps of 100
 LAYERS = ["Layer1", "Layer2", "Layer3", "Layer4", "Layer5"]
 
@@ -79,21 +85,88 @@ def run(argv) -> dict:
 
 # -- command line ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("argv, flag", [
-    (["--epochs", "0"], "--epochs"),
-    (["--lr", "fast"], "--lr"),
-    (["--lr", "nan"], "--lr"),
-    (["--batch-size", "-5"], "--batch-size"),
-    (["--seed", "-1"], "--seed"),
-    (["--model", "rnn"], "--model"),
-    (["--bogus"], "--bogus"),
+@pytest.mark.parametrize("argv, line", [
+    (["--epochs", "0"], "argument --epochs: expected an integer >= 1, got '0'"),
+    (["--epochs", "one"], "argument --epochs: expected an integer >= 1, got 'one'"),
+    (["--lr", "fast"], "argument --lr: expected a positive number, got 'fast'"),
+    (["--lr", "nan"], "argument --lr: expected a positive number, got 'nan'"),
+    (["--batch-size", "-5"], "argument --batch-size: expected an integer >= 1, got '-5'"),
+    (["--seed", "-1"], "argument --seed: expected an integer >= 0, got '-1'"),
+    (["--log-every", "0"], "argument --log-every: expected an integer >= 1, got '0'"),
+    (["--limit", "all"], "argument --limit: expected an integer >= 0, got 'all'"),
+    (["--test-limit", "-2"], "argument --test-limit: expected an integer >= 0, got '-2'"),
+    (["--model", "rnn"], "argument --model: invalid choice: 'rnn'"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
 ])
-def test_bad_flags_exit_2_naming_the_flag(argv, flag, capsys):
+def test_bad_flags_exit_2_with_one_line(argv, line, capsys):
     with pytest.raises(SystemExit) as info:
         program.main(argv)
     assert info.value.code == 2
-    err = capsys.readouterr().err
-    assert flag in err and err.startswith("usage: python -m npnn.mnist")
+    (err,) = capsys.readouterr().err.splitlines()
+    assert err.startswith(f"python -m npnn.mnist: error: {line}")
+
+
+def cli(argv, cwd=None, user=None) -> subprocess.CompletedProcess:
+    """python -m npnn.mnist as a user types it; as uid `user` (after the imports) when given."""
+    code = ("import os, sys\nfrom npnn import mnist\n"
+            + (f"os.setgid({user}); os.setuid({user})\n" if user is not None else "")
+            + "sys.exit(mnist.main(sys.argv[1:]))\n")
+    return subprocess.run([sys.executable, "-c", code, "--no-progress"] + argv, cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_progress_bars_count_images_while_training_and_evaluating(tmp_path, monkeypatch):
+    root = fake_data(tmp_path / "data", monkeypatch)
+    code = ("import sys\nfrom npnn import mnist\nfrom npnn.datasets import mnist as data\n"
+            f"data.SHA256.update({dict(data.SHA256)!r})\nsys.exit(mnist.main(sys.argv[1:]))\n")
+    out = subprocess.run([sys.executable, "-c", code, "--data", str(root), "--epochs", "1", "--limit", "200",
+                          "--logdir", str(tmp_path / "logs")], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    bars = out.stderr.replace("\r", "\n")
+    assert re.search(r"epoch 1/1: 100%.*200/200 .*img/s", bars), bars
+    assert re.search(r"evaluating: .*img/s", bars), bars
+
+
+def test_path_flags_fail_in_one_line_before_any_work(tmp_path, monkeypatch):
+    root = fake_data(tmp_path / "data", monkeypatch)
+    readme = tmp_path / "README.md"
+    readme.write_text("a file")
+    (tmp_path / "parent").mkdir()
+    cases = [
+        (["--logdir", str(readme)], f"argument --logdir: {readme} is a file, not a directory"),
+        (["--logdir", str(readme / "logs")], f"argument --logdir: {readme / 'logs'}: {readme} is a file, not a directory"),
+        (["--save", str(tmp_path)], f"argument --save: {tmp_path} is a directory, not a file"),
+        (["--save", str(readme / "ckpt.npz")], f"argument --save: {readme / 'ckpt.npz'}: {readme} is a file, not a directory"),
+        (["--data", str(tmp_path / "mnsit")], f"argument --data: {tmp_path / 'mnsit'}: no such directory"),
+        (["--data", str(readme)], f"argument --data: {readme} is a file, not a directory"),
+        (["--data", str(tmp_path)], f"argument --data: {tmp_path} holds no MNIST files, but {root} does: "
+                                    f"use --data {root}"),
+    ]
+    for argv, line in cases:
+        out = cli(argv + ["--logdir", str(tmp_path / "logs")] * ("--logdir" not in argv), cwd=tmp_path)
+        assert (out.returncode, out.stdout) == (2, ""), (argv, out.stderr)
+        assert out.stderr.splitlines() == [f"python -m npnn.mnist: error: {line}"], argv
+    assert sorted(os.listdir(tmp_path)) == ["README.md", "data", "parent"]  # nothing created
+
+
+def test_unwritable_logdir_and_save_fail_up_front(tmp_path):
+    if os.geteuid() != 0 and os.access("/", os.W_OK):
+        pytest.skip("cannot make a directory unwritable for this user")
+    base = tempfile.mkdtemp()  # under /tmp, so an unprivileged user can reach it
+    try:
+        os.chmod(base, 0o755)
+        locked = os.path.join(base, "locked")
+        os.mkdir(locked, 0o555)
+        free = os.path.join(base, "free")
+        os.mkdir(free)
+        os.chmod(free, 0o777)
+        user = 65534 if os.geteuid() == 0 else None  # root is never denied: run as nobody
+        for flag, path in (("--logdir", os.path.join(locked, "logs")), ("--save", os.path.join(locked, "m.npz"))):
+            out = cli(["--logdir", free, flag, path, "--data", base], cwd=base, user=user)
+            assert out.returncode == 2, out.stderr
+            assert out.stderr.splitlines() == [f"python -m npnn.mnist: error: argument {flag}: {path}: {locked} is not writable"]
+    finally:
+        shutil.rmtree(base)
 
 
 def test_help_lists_every_flag():
@@ -103,7 +176,7 @@ def test_help_lists_every_flag():
     for flag in ("--model", "--epochs", "--batch-size", "--lr", "--seed", "--logdir", "--data",
                  "--save", "--resume", "--log-every", "--limit"):
         assert flag in out.stdout
-    assert "logs/mnist_<model>" in out.stdout
+    assert "logs/mnist" in out.stdout
 
 
 def test_bad_data_exits_1_naming_the_file(tmp_path, monkeypatch, capsys):
@@ -142,10 +215,17 @@ def test_resume_continues_exactly(tmp_path, monkeypatch):
         assert sorted(a.files) == sorted(b.files)
         assert "model/layer1.weight" in a.files and "optim/0/m" in a.files
         for k in a.files:
-            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+            if k == "meta":  # equal but for the run directory each was saved from
+                meta_a, meta_b = json.loads(str(a[k])), json.loads(str(b[k]))
+                assert meta_a.pop("run_dir") == str(tmp_path / "a" / "mlp_bs_50")
+                assert meta_b.pop("run_dir") == str(tmp_path / "b" / "mlp_bs_50")
+                assert meta_a == meta_b
+            else:
+                np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".ckpt-")] == []  # no temp files
     # The resumed run's log continues the first one's: test/accuracy at both epochs.
-    ea = accumulator(tmp_path / "b")
+    assert os.listdir(tmp_path / "b") == ["mlp_bs_50"]  # the resumed run continues its own directory
+    ea = accumulator(tmp_path / "b" / "mlp_bs_50")
     assert [e.step for e in ea.Scalars("test/accuracy")] == [4, 8]
     assert [e.step for e in ea.Scalars("train/loss")] == [2, 4, 6, 8]
 
@@ -156,7 +236,8 @@ def test_cnn_logs_its_layers(tmp_path, monkeypatch):
                   "--batch-size", "50", "--log-every", "1", "--logdir", str(tmp_path / "cnn"),
                   "--save", str(tmp_path / "cnn.npz")])
     assert result["step"] == 2 and 0 <= result["accuracy"] <= 1
-    ea = accumulator(tmp_path / "cnn")
+    assert result["logdir"] == str(tmp_path / "cnn" / "cnn_bs_50")
+    ea = accumulator(result["logdir"])
     assert [e.step for e in ea.Scalars("train/loss")] == [1, 2]
     assert [e.step for e in ea.Scalars("test/accuracy")] == [2]
     hists = {t for t in ea.Tags()["histograms"]}
@@ -170,16 +251,63 @@ def test_cnn_logs_its_layers(tmp_path, monkeypatch):
         assert z["model/conv2.weight"].shape == (64, 32, 3, 3) and z["model/dense.weight"].shape == (10, 3136)
 
 
+def test_rerun_is_a_new_run_with_its_own_hparams(tmp_path, monkeypatch, capsys):
+    from tensorboard.plugins.hparams import metadata as hp_metadata
+    root = fake_data(tmp_path / "data", monkeypatch)
+    common = ["--data", str(root), "--epochs", "1", "--limit", "100", "--test-limit", "40",
+              "--logdir", str(tmp_path / "logs")]
+    first = run(common)
+    second = run(common + ["--seed", "3"])
+    third = run(common)
+    assert "logs/mlp already holds a run: this one goes to" in capsys.readouterr().out
+    assert [r["logdir"] for r in (first, second, third)] == [
+        str(tmp_path / "logs" / name) for name in ("mlp", "mlp_seed_3", "mlp_run2")]
+    for r, seed in ((first, 0), (second, 3), (third, 0)):
+        ea = accumulator(r["logdir"])
+        start = hp_metadata.parse_session_start_info_plugin_data(
+            ea.SummaryMetadata("_hparams_/session_start_info").plugin_data.content)
+        assert start.group_name == r["logdir"] and start.hparams["seed"].number_value == seed
+        (acc,) = ea.Scalars("test/accuracy")
+        assert [e.value for e in ea.Scalars("hparam/accuracy")] == [acc.value] == [f32(r["accuracy"])]
+        assert len(list(Path(r["logdir"]).glob("*tfevents*"))) == 1  # nothing appended
+
+
+def test_digit_grids_have_stable_tags_and_the_labels_in_their_descriptions(tmp_path, monkeypatch):
+    root = fake_data(tmp_path / "data", monkeypatch)
+    d = data.load_mnist(root, download=False)
+    r = run(["--data", str(root), "--epochs", "1", "--limit", "100", "--test-limit", "40",
+             "--logdir", str(tmp_path / "logs"), "--save", str(tmp_path / "m.npz")])
+    model = program.MLP()
+    with np.load(tmp_path / "m.npz") as z:
+        model.load_state_dict({k[6:]: z[k] for k in z.files if k.startswith("model/")})
+    _, _, preds = program.evaluate(model, d.test_images[:40], d.test_labels[:40])
+    wrong = np.flatnonzero(preds != d.test_labels[:40])[:16]
+    ea = accumulator(r["logdir"])
+    assert sorted(ea.PluginTagToContent("images")) == ["misclassified", "test_digits"]
+    def row(v): return " ".join(map(str, v))
+    assert ea.SummaryMetadata("test_digits").summary_description == (
+        f"Predicted: {row(preds[:16])}\n\nTrue: {row(d.test_labels[:16])}")
+    assert ea.SummaryMetadata("misclassified").summary_description == (
+        f"Predicted: {row(preds[wrong])}\n\nTrue: {row(d.test_labels[wrong])}")
+    tiles = [ea.Tensors(tag)[0].tensor_proto.string_val for tag in ("test_digits", "misclassified")]
+    assert [t[:2] for t in tiles] == [[b"224", b"56"], [b"224", b"56"]]  # 8x2 grids of 28x28 digits
+    pixels = png_pixels(tiles[1][2])[..., 0].reshape(2, 28, 8, 28).transpose(0, 2, 1, 3).reshape(16, 28, 28)
+    np.testing.assert_allclose(pixels[:len(wrong)], np.round(d.test_images[wrong].reshape(-1, 28, 28) * 255), atol=1)
+    with tensorboard(tmp_path / "logs", load_fast=True) as tb:  # the fast loader keeps the descriptions
+        tags = tb.wait_for(lambda: tb.json("/data/plugin/images/tags"), lambda t: len(t.get("mlp", {})) == 2)
+    assert tags["mlp"]["test_digits"]["description"].startswith(f"<p>Predicted: {row(preds[:16])}")
+
+
 # -- one epoch of the MLP on real data, read back by TensorBoard -----------------------------
 
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory):
-    if not all(data.find_file(REAL_DATA, n) for n in data.FILES):
-        pytest.skip(f"the real MNIST files are not in {REAL_DATA} (the repository's sibling "
-                    "shared/data/mnist); the real-data training needs them")
+    if REAL_DATA is None:
+        pytest.skip(skip_reason() + "; the real-data training needs them")
     root = tmp_path_factory.mktemp("mnist")
     result = run(["--data", str(REAL_DATA), "--limit", str(REAL_LIMIT), "--epochs", "1",
-                  "--logdir", str(root / "mlp"), "--save", str(root / "mlp.npz")])
+                  "--logdir", str(root), "--save", str(root / "mlp.npz")])
+    assert result["logdir"] == str(root / "mlp")
     return root, result
 
 
@@ -222,16 +350,16 @@ def test_digit_grids_carry_the_predictions(real_run):
     accuracy, _, preds = program.evaluate(model, d.test_images, d.test_labels)
     assert accuracy == result["accuracy"]
     ea = accumulator(root / "mlp")
-    tags = ea.Tags()["images"]
-    first = "test_digits/predicted " + " ".join(map(str, preds[:16]))
+    first, missed = "test_digits", "misclassified"
     wrong = np.flatnonzero(preds != d.test_labels)[:16]
-    missed = ("misclassified/predicted " + " ".join(map(str, preds[wrong]))
-              + " (true " + " ".join(map(str, d.test_labels[wrong])) + ")")
-    assert sorted(tags) == sorted([first, missed])
+    assert sorted(ea.PluginTagToContent("images")) == sorted([first, missed])
+    assert ea.SummaryMetadata(missed).summary_description.startswith(
+        "Predicted: " + " ".join(map(str, preds[wrong])))
     for tag, idx in ((first, np.arange(16)), (missed, wrong)):
-        (img,) = ea.Images(tag)
-        assert img.step == REAL_LIMIT // 100 and (img.width, img.height) == (8 * 28, 2 * 28)
-        pixels = png_pixels(img.encoded_image_string)[..., 0]
+        (img,) = ea.Tensors(tag)
+        width, height, png = img.tensor_proto.string_val
+        assert img.step == REAL_LIMIT // 100 and (width, height) == (b"224", b"56")
+        pixels = png_pixels(png)[..., 0]
         tiles = pixels.reshape(2, 28, 8, 28).transpose(0, 2, 1, 3).reshape(16, 28, 28)
         expected = np.round(d.test_images[idx].reshape(16, 28, 28) * 255)
         np.testing.assert_allclose(tiles, expected, atol=1)
@@ -251,7 +379,7 @@ def test_tensorboard_serves_the_run(real_run):
                            lambda r: len(r) == 2)
         assert [h[1] for h in hist] == [0, steps]
         images = tb.wait_for(lambda: tb.json("/data/plugin/images/tags"), lambda r: len(r.get("mlp", {})) == 2)
-        assert any(t.startswith("misclassified/predicted ") for t in images["mlp"])
+        assert images["mlp"]["misclassified"]["description"].startswith("<p>Predicted: ")
         body = {"experimentName": "", "startIndex": 0, "sliceSize": 10, "includeMetrics": True, "colParams": [],
                 "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]}
         groups = tb.wait_for(lambda: tb.post_json("/data/plugin/hparams/session_groups", body),
