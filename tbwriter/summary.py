@@ -49,6 +49,8 @@ def scalar_tensor(name: str, value: float, new_style: bool = False, double_preci
     _check_tag(name)
     meta = summary_pb2.SummaryMetadata(display_name=display_name or "", summary_description=summary_description or "")
     if not new_style:
+        if not (display_name or summary_description):  # no empty metadata: a plain simple_value, as the peers write
+            return Summary(value=[Summary.Value(tag=name, simple_value=value)])
         return Summary(value=[Summary.Value(tag=name, simple_value=value, metadata=meta)])
     meta.plugin_data.plugin_name = "scalars"
     t = (tensor_pb2.TensorProto(dtype=types_pb2.DT_DOUBLE, double_val=[value]) if double_precision

@@ -299,3 +299,27 @@ def test_onnx_and_openvino_graphs(tb, run, expect):
     body = tb.wait_for(lambda: tb.get("/data/plugin/graphs/graph", run=run, conceptual="false"), bool)
     g = text_format.Parse(body.decode(), graph_pb2.GraphDef())
     assert {(n.name, n.op, tuple(n.input)) for n in g.node} == expect
+
+
+def test_import_and_numpy_only_calls_load_no_optional_library(tmp_path):
+    code = ("import sys, numpy as np, tbwriter\n"
+            "w = tbwriter.SummaryWriter(sys.argv[1])\n"
+            "w.add_scalar('s', 1.0, 1); w.add_audio('a', np.zeros(10), 1); w.add_mesh('m', np.zeros((1, 3, 3)))\n"
+            "w.add_embedding(np.eye(4), label_img=np.zeros((4, 1, 2, 2))); w.add_tensor('t', np.ones(2))\n"
+            "w.add_pr_curve_raw('p', *[[1, 0]] * 6, num_thresholds=2); w.close()\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'PIL', 'matplotlib', 'onnx'}))\n")
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_add_figure_closes_the_figure_unless_told_not_to(tmp_path):
+    fig_closed, fig_kept = plt.figure(), plt.figure()
+    with tbwriter.SummaryWriter(tmp_path) as w:
+        w.add_figure("closed", fig_closed, 1)
+        w.add_figure("kept", [fig_kept], 1, close=False)
+    assert not plt.fignum_exists(fig_closed.number) and plt.fignum_exists(fig_kept.number)
+    plt.close(fig_kept)
+    assert {e.step for tag in ("closed", "kept") for e in accumulator(tmp_path).Images(tag)} == {1}
