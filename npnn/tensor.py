@@ -190,14 +190,14 @@ class Tensor:
                     f"{self.data.shape}; pass grad= of that shape")
             grad = np.empty(self.data.shape, self.data.dtype)
             grad.fill(1)  # np.ones' Python wrapper costs more than the array
-            owned = {id(self)}
+            owned = True
         else:
             grad = np.asarray(grad.data if isinstance(grad, Tensor) else grad,
                               dtype=self.data.dtype)
             if grad.shape != self.data.shape:
                 raise ValueError(
                     f"backward(): grad has shape {grad.shape}, expected {self.data.shape}")
-            owned = set()  # the caller's array: never written into
+            owned = False  # the caller's array: never written into
         # The walk allocates small tuples by the thousand and frees them all, creating no
         # reference cycles: the cyclic GC would only rescan them, so it pauses meanwhile.
         gc_was_on = gc.isenabled()
@@ -227,94 +227,84 @@ class Parameter(Tensor):
         return "Parameter" + super().__repr__()[len("Tensor"):]
 
 
-def _accumulate_leaf(leaf: Tensor, g: np.ndarray, owned: bool) -> None:
-    """Add g into leaf.grad like PyTorch's AccumulateGrad (copying g unless the engine owns it)."""
+def _is_fresh(share: np.ndarray, given: np.ndarray) -> bool:
+    """The ownership rule: a VJP's output that is a new array (no base) and not the gradient the
+    VJP was given belongs to the engine, which may add into it or hand it to a leaf uncopied."""
+    return share.base is None and share is not given
+
+
+def _write_leaf(leaf: Tensor, share: np.ndarray, fresh: bool) -> None:
+    """Add share into leaf.grad like PyTorch's AccumulateGrad: keep it if fresh, else a copy."""
     dtype = leaf.data.dtype
-    if g.dtype is not dtype and g.dtype != dtype:  # mixed precision: .grad keeps the leaf's dtype
-        g = g.astype(dtype)
-        owned = True
+    if share.dtype is not dtype and share.dtype != dtype:  # mixed precision: .grad keeps the leaf's dtype
+        share = share.astype(dtype)
+        fresh = True
     buf = leaf.grad
     if buf is None:
-        leaf.grad = g if owned else g.copy()
+        leaf.grad = share if fresh else share.copy()
         return
     try:
-        buf += g  # the leaf's own buffer
-    except ValueError:  # a read-only .grad someone assigned: replace it
-        leaf.grad = np.asarray(buf + g)
+        buf += share  # the leaf's own buffer
+    except ValueError:  # a read-only or odd-shaped .grad someone assigned: replace it
+        leaf.grad = np.asarray(buf + share)
 
 
-_MISSING = object()
+def _add_outgrad(prev, share, fresh: bool) -> tuple:
+    """HIPS autograd's add_outgrads: (sum, owned) of a node's gradient so far and one more share.
+
+    The first share is kept by reference; a second one allocates a sum the engine owns, and
+    later ones are added into that buffer in place, never into an array received from a VJP.
+    """
+    if prev is None or prev[0] is None:
+        return share, fresh
+    if share is None:
+        return prev
+    total, owned = prev
+    if owned:
+        total += share  # same_kind casting: a float64 share adds into a float32 buffer
+        return prev
+    total = total + share
+    return (total if type(total) is _ndarray else np.array(total)), True
 
 
-def _run_backward(root: Tensor, grad: np.ndarray, owned: set) -> None:
-    """Walk the tape from root, summing gradients HIPS-style and filling leaves' .grad.
+def _run_backward(root: Tensor, grad: np.ndarray, owned: bool) -> None:
+    """Run every VJP reachable from root once, newest node first, and fill the leaves' .grad.
 
     Order: every op output carries a creation number (`_seq`), and an op's inputs always exist
     before it, so running the VJPs from the newest node to the oldest is a topological order.
     A heap of the nodes reached so far pops the newest: when a node comes out, every reachable
     node newer than it (all its consumers) has run, since the first unrun node on a path from
     root to such a consumer would be in the heap and newer still. One pass, no counting walk.
-
-    The first gradient reaching a node is kept by reference; a second one allocates a sum that
-    the engine owns, and later ones are added into that buffer in place. An array is owned when
-    a VJP made it fresh (base is None and it is not the gradient it was given): only those may
-    be written into or handed to a leaf without a copy.
+    Sums of shares: _add_outgrad; leaves: _write_leaf; who may write into what: _is_fresh.
     """
     if root._backward is None:
-        _accumulate_leaf(root, grad, id(root) in owned)
+        _write_leaf(root, grad, owned)
         return
-    grads = {id(root): grad}
+    grads = {id(root): (grad, owned)}  # node -> (gradient so far, owned by the engine)
     heap = [(-root._seq, root)]  # creation numbers are unique: Tensors are never compared
     pop = heapq.heappop
     push = heapq.heappush
     while heap:
         node = pop(heap)[1]
-        g = grads.pop(id(node))
+        g = grads.pop(id(node))[0]
         parents = node._parents
-        for p, pg in zip(parents, node._backward(g, node) if g is not None else (None,) * len(parents)):
+        for p, share in zip(parents, node._backward(g, node) if g is not None else (None,) * len(parents)):
             if not p.requires_grad:
                 continue
-            if p._backward is None:  # a leaf: straight into .grad
-                if pg is None:
-                    continue
-                buf = p.grad
-                if type(pg) is _ndarray:
-                    if buf is None:
-                        if pg.dtype is p.data.dtype:  # after zero_grad: keep a fresh array, copy others
-                            p.grad = pg if pg.base is None and pg is not g else pg.copy()
-                            continue
-                    elif pg.dtype is buf.dtype:
-                        try:  # the common case, inline: add into the leaf's own buffer
-                            buf += pg
-                            continue
-                        except ValueError:  # read-only or odd-shaped .grad: the general path
-                            pass
-                if type(pg) is not _ndarray:  # a NumPy scalar from a 0-d VJP
-                    pg = np.array(pg)
-                _accumulate_leaf(p, pg, pg.base is None and pg is not g)
+            fresh = False
+            if share is not None:
+                if type(share) is not _ndarray:  # a NumPy scalar from a 0-d VJP
+                    share = np.array(share)
+                fresh = _is_fresh(share, g)
+            if p._backward is None:
+                if share is not None:
+                    _write_leaf(p, share, fresh)
                 continue
-            if pg is not None and type(pg) is not _ndarray:  # a NumPy scalar from a 0-d VJP
-                pg = np.array(pg)  # += needs an array
-            pk = id(p)
-            cur = grads.get(pk, _MISSING)
-            if cur is _MISSING:  # first reached: schedule it, keeping its first share
+            key = id(p)
+            prev = grads.get(key)
+            if prev is None:  # first reached: schedule it
                 push(heap, (-p._seq, p))
-                if pg is not None and pg.base is None and pg is not g:
-                    owned.add(pk)
-                grads[pk] = pg
-                continue
-            if pg is None:
-                continue
-            if cur is None:
-                grads[pk] = pg
-                if pg.base is None and pg is not g:
-                    owned.add(pk)
-            elif pk in owned:
-                cur += pg  # same_kind casting: a float64 share adds into a float32 buffer
-            else:
-                total = cur + pg
-                grads[pk] = total if type(total) is _ndarray else np.array(total)
-                owned.add(pk)
+            grads[key] = _add_outgrad(prev, share, fresh)
 
 
 _UNBROADCAST_PLANS: dict = {}  # (grad shape, input shape) -> (axes to sum, keepdims, reshape)
