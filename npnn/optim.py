@@ -1,12 +1,13 @@
 """Optimizers with PyTorch's update rules, updating parameters in place in float32.
 
-Each optimizer is a ``_prepare`` (per-step Python-float scalars and the state arrays of one
-parameter) and a ``_kernel`` (the update on flat arrays through ``out=``, into its own state
-and scratch buffers). A step thus allocates nothing and never upcasts: Python floats keep
-float32 in NumPy 2. Large parameters are split in two halves updated by two threads
-(``NUM_THREADS``; NumPy's ufunc loops release the GIL), the way PyTorch's CPU kernels use
-their intra-op threads. Adam's groups of small parameters (XOR's) instead update as one flat
-array (``Adam._step_fused``), bit-identical to the per-parameter kernel. ``zero_grad()`` sets
+Each optimizer is a ``_prepare`` (one parameter's arrays and this step's Python-float
+hyperparameters, as two named tuples) and an ``_update`` (its update rule on those arrays
+through ``out=``, into its own state and scratch buffers). A step thus allocates nothing and
+never upcasts: Python floats keep float32 in NumPy 2. Large parameters are split in two halves
+updated by two threads (``NUM_THREADS``; NumPy's ufunc loops release the GIL), the way
+PyTorch's CPU kernels use their intra-op threads. Adam's groups of small parameters (XOR's)
+run the same ``_adam_direction`` once over flat buffers (``Adam._step_fused``), bit-identical
+to the per-parameter path. ``zero_grad()`` sets
 ``.grad`` to None (PyTorch's default): the next backward then hands its first gradient over
 without a memset or an add.
 """
@@ -17,6 +18,7 @@ import math
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import numpy as np
 
@@ -44,11 +46,11 @@ def _temps(n: int, dtype) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _run_all(tasks: list) -> None:
-    """Run kernel(*arrays, tmp, tmp2, *scalars) for each task with this thread's scratch."""
-    for kernel, arrays, scalars in tasks:
-        p = arrays[0]
+    """Run update(arrays, hyper, tmp, tmp2) for each task with this thread's scratch."""
+    for update, arrays, hyper in tasks:
+        p = arrays.p
         tmp, tmp2 = _temps(p.size, p.dtype)
-        kernel(*arrays, tmp.reshape(p.shape), tmp2.reshape(p.shape), *scalars)
+        update(arrays, hyper, tmp.reshape(p.shape), tmp2.reshape(p.shape))
 
 
 def _execute(tasks: list) -> None:
@@ -58,15 +60,15 @@ def _execute(tasks: list) -> None:
         _run_all(tasks)
         return
     mine, theirs = [], []
-    for kernel, arrays, scalars in tasks:
-        n = arrays[0].size
+    for update, arrays, hyper in tasks:
+        n = arrays.p.size
         if n < _MIN_SPLIT or not all(a is None or a.flags.c_contiguous for a in arrays):
-            mine.append((kernel, arrays, scalars))
+            mine.append((update, arrays, hyper))
             continue
         h = n // 2
         flat = [None if a is None else a.reshape(-1) for a in arrays]
-        mine.append((kernel, [None if a is None else a[:h] for a in flat], scalars))
-        theirs.append((kernel, [None if a is None else a[h:] for a in flat], scalars))
+        mine.append((update, arrays._make(None if a is None else a[:h] for a in flat), hyper))
+        theirs.append((update, arrays._make(None if a is None else a[h:] for a in flat), hyper))
     if not theirs:
         _run_all(mine)
         return
@@ -183,17 +185,17 @@ class Optimizer:
                 if state is None:
                     state = self.state[id(p)] = {"step": 0}
                 state["step"] += 1
-                arrays, scalars = self._prepare(p.data, state, group)
-                tasks.append((self._kernel, [p.data, g, *arrays], scalars))
+                arrays, hyper = self._prepare(p.data, g, state, group)
+                tasks.append((self._update, arrays, hyper))
         _execute(tasks)
 
-    def _prepare(self, data: np.ndarray, state: dict, group: dict) -> tuple[list, tuple]:
-        """(state arrays, Python-float scalars) for one parameter's update this step."""
+    def _prepare(self, p: np.ndarray, g: np.ndarray, state: dict, group: dict) -> tuple:
+        """(arrays, hyper): named tuples of one parameter's arrays (p, g, state) and this step's floats."""
         raise NotImplementedError
 
     @staticmethod
-    def _kernel(p, g, *arrays_and_scalars) -> None:
-        """The in-place update on (flat) arrays: p, g, state arrays, tmp, tmp2, scalars."""
+    def _update(arrays: NamedTuple, hyper: NamedTuple, tmp: np.ndarray, tmp2: np.ndarray) -> None:
+        """The update rule in place on arrays (or halves of them), tmp and tmp2 as scratch."""
         raise NotImplementedError
 
     def state_dict(self) -> dict:
@@ -268,38 +270,55 @@ class SGD(Optimizer):
             raise ValueError(f"nesterov: needs momentum > 0 and dampening = 0, "
                              f"got momentum={group['momentum']}, dampening={group['dampening']}")
 
-    def _prepare(self, data, state, group):
+    def _prepare(self, p, g, state, group):
         momentum = float(group["momentum"])
         buf = None
         if momentum:
             buf = state.get("momentum_buffer")
             if buf is None:
-                buf = state["momentum_buffer"] = np.zeros_like(data)
-        first = state["step"] == 1
-        return [buf], (float(group["lr"]), momentum, float(group["dampening"]), bool(group["nesterov"]),
-                       float(group["weight_decay"]), first)
+                buf = state["momentum_buffer"] = np.zeros_like(p)
+        return _SGDArrays(p, g, buf), _SGDHyper(
+            float(group["lr"]), momentum, float(group["dampening"]), bool(group["nesterov"]),
+            float(group["weight_decay"]), state["step"] == 1)
 
     @staticmethod
-    def _kernel(p, g, buf, tmp, tmp2, lr, momentum, dampening, nesterov, weight_decay, first):
-        g = _add_decay(g, p, weight_decay, tmp2)
+    def _update(a, h, tmp, tmp2):
+        """buf = momentum * buf + (1 - dampening) * g;  p -= lr * (g + momentum * buf if nesterov else buf)."""
+        p, buf = a.p, a.momentum_buffer
+        g = _add_decay(a.g, p, h.weight_decay, tmp2)
         if buf is not None:
-            if first:  # PyTorch starts the buffer at the first gradient, undamped
+            if h.first:  # PyTorch starts the buffer at the first gradient, undamped
                 np.copyto(buf, g)
             else:
-                buf *= momentum
-                if dampening:
-                    np.multiply(g, 1.0 - dampening, out=tmp)
+                buf *= h.momentum
+                if h.dampening:
+                    np.multiply(g, 1.0 - h.dampening, out=tmp)
                     buf += tmp
                 else:
                     buf += g
-            if nesterov:
-                np.multiply(buf, momentum, out=tmp)
+            if h.nesterov:
+                np.multiply(buf, h.momentum, out=tmp)
                 tmp += g
                 g = tmp
             else:
                 g = buf
-        np.multiply(g, -lr, out=tmp)
+        np.multiply(g, -h.lr, out=tmp)
         p += tmp
+
+
+class _SGDArrays(NamedTuple):
+    p: np.ndarray
+    g: np.ndarray
+    momentum_buffer: np.ndarray | None
+
+
+class _SGDHyper(NamedTuple):
+    lr: float
+    momentum: float
+    dampening: float
+    nesterov: bool
+    weight_decay: float
+    first: bool  # the first step: the momentum buffer starts at the gradient
 
 
 class Adam(Optimizer):
@@ -314,7 +333,7 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False):
-        self._plans = {}  # id(param group) -> flat buffers of _step_fused, or (params, None)
+        self._plans = {}  # id(param group) -> _FusedPlan
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
                                       weight_decay=weight_decay, amsgrad=amsgrad))
 
@@ -340,82 +359,93 @@ class Adam(Optimizer):
         if rest:
             self._step_groups(rest)
 
+    def _prepare(self, p, g, state, group):
+        lr, eps, wd = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])
+        beta1, beta2 = float(group["betas"][0]), float(group["betas"][1])
+        if "m" not in state:
+            state["m"] = np.zeros_like(p)
+            state["s"] = np.zeros_like(p)
+            if group["amsgrad"]:
+                state["s_max"] = np.zeros_like(p)
+        step_size, root = _adam_scales(lr, beta1, beta2, state["step"])
+        return _AdamArrays(p, g, state["m"], state["s"], state.get("s_max")), _AdamHyper(
+            beta1, beta2, eps * root, step_size,
+            0.0 if self._decoupled else wd,  # Adam: L2 decay added to the gradient
+            1.0 - lr * wd if self._decoupled else 1.0)  # AdamW: the weights decay
+
+    @staticmethod
+    def _update(a, h, tmp, tmp2):
+        """p *= decay;  g += weight_decay * p;  p -= _adam_direction(g)."""
+        p = a.p
+        if h.decay != 1.0:
+            p *= h.decay
+        g = _add_decay(a.g, p, h.weight_decay, tmp2)
+        p -= _adam_direction(g, a.m, a.s, a.s_max, h, tmp)
+
     def _step_fused(self, group: dict) -> bool:
         """Update a group of small parameters as one flat array; False if the group does not qualify.
 
         Small parameters (XOR's 2x2 weights) spend their time in the ~10 NumPy calls per
         parameter, not in arithmetic: here the moments live in one flat buffer (the state's
-        "m" and "s" are views into it), the gradients are gathered into one, and the same ufunc
-        sequence as _kernel runs once; each parameter then adds its slice. Elementwise float
+        "m" and "s" are views into it), the gradients are gathered into one, and
+        _adam_direction runs once; each parameter then subtracts its slice. Elementwise float
         ops are correctly rounded, so the result is bit-identical to the per-parameter path.
         """
         if group["amsgrad"] or group["weight_decay"]:
             return False
         plan = self._plans.get(id(group))
         params = group["params"]
-        if plan is None or plan[0] is not params or plan[1] is not self.state:
-            if plan is not None and plan[0] is params and plan[1] is None:
+        if plan is None or plan.params is not params or plan.state is not self.state:
+            if plan is not None and plan.params is params and plan.state is None:
                 return False  # known not to qualify
             if any(p.grad is None for p in params):
                 return False  # parameters without a gradient get no state: the per-parameter path
             plan = self._plan(group)
             if plan is None:
                 return False
-        _, _, entries, gflat, m, s, tmp, k = plan
-        if len(entries) != len(params):
+        if len(plan.entries) != len(params):
             return False
         t = None
-        for q, (p, st, shape, mv, sv, tv, gv) in zip(params, entries):
+        dtype = plan.direction.dtype
+        for q, (p, st, shape, m, s, _, g_slot) in zip(params, plan.entries):  # _FusedEntry's fields
             g = p.grad
-            if (q is not p or g is None or g.shape != shape or p.data.shape != shape or g.dtype is not tmp.dtype
-                    or st["m"] is not mv or st["s"] is not sv):
+            if (q is not p or g is None or g.shape != shape or p.data.shape != shape or g.dtype is not dtype
+                    or st["m"] is not m or st["s"] is not s):
                 return False
             if t is None:
                 t = st["step"]
             elif st["step"] != t:
                 return False
-            gv[...] = g  # gathered into the flat buffer (cheaper than one concatenate)
+            g_slot[...] = g  # gathered into the flat buffer (cheaper than one concatenate)
         t += 1
-        for e in entries:
-            e[1]["step"] = t
-        lr, eps = float(group["lr"]), float(group["eps"])
+        for e in plan.entries:
+            e.state["step"] = t
         beta1, beta2 = float(group["betas"][0]), float(group["betas"][1])
-        step, root = _adam_scales(lr, beta1, beta2, t)
-        g = gflat
-        # The scalars as 0-d arrays of the parameters' dtype: a NumPy op converts a Python float
-        # to that dtype (NEP 50) anyway, the same rounding as this assignment, but takes twice
-        # as long doing it.
-        b1, b2, e, neg_step = k
-        b1[()] = beta1
-        b2[()] = beta2
-        e[()] = eps * root
-        neg_step[()] = -step
-        # _kernel's sequence with weight_decay 0, decay 1 and no amsgrad
-        m *= b1
-        m += g
-        np.multiply(g, g, out=tmp)
-        s *= b2
-        s += tmp
-        np.sqrt(s, out=tmp)
-        tmp += e
-        np.divide(m, tmp, out=tmp)
-        tmp *= neg_step
-        for e in entries:
-            data = e[0].data
-            data += e[5]
+        step_size, root = _adam_scales(float(group["lr"]), beta1, beta2, t)
+        # The hyperparameters as 0-d arrays of the parameters' dtype: a NumPy op converts a
+        # Python float to that dtype (NEP 50) anyway, the same rounding, but takes twice as long.
+        h = plan.hyper
+        h.beta1[()] = beta1
+        h.beta2[()] = beta2
+        h.eps[()] = float(group["eps"]) * root
+        h.step_size[()] = step_size
+        _adam_direction(plan.g, plan.m, plan.s, None, h, plan.direction)
+        for e in plan.entries:
+            data = e.param.data
+            data -= e.direction
         return True
 
     def _plan(self, group: dict):
         """Flat buffers and per-parameter views for _step_fused (None when the group is not all small)."""
         params = group["params"]
-        self._plans[id(group)] = (params, None)  # "does not qualify" unless built below
+        self._plans[id(group)] = _FusedPlan(params, None)  # "does not qualify" unless built below
         sizes = [p.data.size for p in params]
         dtypes = {p.data.dtype for p in params}
         if len(dtypes) != 1 or sum(sizes) > _FUSE_MAX:
             return None
         dtype = dtypes.pop()
         n = sum(sizes)
-        m, s, tmp, gflat = (np.zeros(n, dtype) for _ in range(4))
+        m, s, direction, gflat = (np.zeros(n, dtype) for _ in range(4))
         entries = []
         off = 0
         for p, k in zip(params, sizes):
@@ -423,48 +453,76 @@ class Adam(Optimizer):
             st = self.state.get(id(p))
             if st is None:
                 st = self.state[id(p)] = {"step": 0}
-            mv, sv = m[off:off + k].reshape(shape), s[off:off + k].reshape(shape)
+            view = [a[off:off + k].reshape(shape) for a in (m, s, direction, gflat)]
             if "m" in st:  # moments from earlier steps or load_state_dict: move them in
-                mv[...] = st["m"]
-                sv[...] = st["s"]
-            st["m"], st["s"] = mv, sv
-            entries.append((p, st, shape, mv, sv, tmp[off:off + k].reshape(shape), gflat[off:off + k].reshape(shape)))
+                view[0][...] = st["m"]
+                view[1][...] = st["s"]
+            st["m"], st["s"] = view[0], view[1]
+            entries.append(_FusedEntry(p, st, shape, *view))
             off += k
-        plan = (params, self.state, entries, gflat, m, s, tmp, tuple(np.zeros((), dtype) for _ in range(4)))
+        hyper = _AdamHyper(*(np.zeros((), dtype) for _ in range(4)), weight_decay=0.0, decay=1.0)
+        plan = _FusedPlan(params, self.state, tuple(entries), gflat, m, s, direction, hyper)
         self._plans[id(group)] = plan
         return plan
 
-    def _prepare(self, data, state, group):
-        lr, eps, wd = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])
-        beta1, beta2 = float(group["betas"][0]), float(group["betas"][1])
-        if "m" not in state:
-            state["m"] = np.zeros_like(data)
-            state["s"] = np.zeros_like(data)
-            if group["amsgrad"]:
-                state["s_max"] = np.zeros_like(data)
-        step, root = _adam_scales(lr, beta1, beta2, state["step"])
-        decay = 1.0 - lr * wd if self._decoupled else 1.0  # AdamW decays the weights
-        return [state["m"], state["s"], state.get("s_max")], (
-            beta1, beta2, 0.0 if self._decoupled else wd, decay, step, eps * root)
 
-    @staticmethod
-    def _kernel(p, g, m, s, s_max, tmp, tmp2, beta1, beta2, weight_decay, decay, step, eps):
-        if decay != 1.0:
-            p *= decay
-        g = _add_decay(g, p, weight_decay, tmp2)
-        m *= beta1
-        m += g
-        np.multiply(g, g, out=tmp)
-        s *= beta2
-        s += tmp
-        if s_max is not None:  # amsgrad
-            np.maximum(s_max, s, out=s_max)
-            s = s_max
-        np.sqrt(s, out=tmp)
-        tmp += eps
-        np.divide(m, tmp, out=tmp)
-        tmp *= -step
-        p += tmp
+def _adam_direction(g, m, s, s_max, h, out: np.ndarray) -> np.ndarray:
+    """m = beta1 m + g;  s = beta2 s + g*g (s_max = max(s_max, s));  out = step_size m / (sqrt(s) + eps)."""
+    m *= h.beta1
+    m += g
+    np.multiply(g, g, out=out)
+    s *= h.beta2
+    s += out
+    if s_max is not None:  # amsgrad
+        np.maximum(s_max, s, out=s_max)
+        s = s_max
+    np.sqrt(s, out=out)
+    out += h.eps
+    np.divide(m, out, out=out)
+    out *= h.step_size
+    return out
+
+
+class _AdamArrays(NamedTuple):
+    p: np.ndarray
+    g: np.ndarray
+    m: np.ndarray  # exp_avg / (1 - beta1)
+    s: np.ndarray  # exp_avg_sq / (1 - beta2)
+    s_max: np.ndarray | None  # amsgrad's running maximum of s
+
+
+class _AdamHyper(NamedTuple):
+    beta1: float
+    beta2: float
+    eps: float  # eps folded with the bias correction (see _adam_scales)
+    step_size: float  # lr folded with the bias corrections and (1 - beta1)
+    weight_decay: float  # Adam's L2 term (0 for AdamW)
+    decay: float  # AdamW's weight factor 1 - lr * weight_decay (1 for Adam)
+
+
+class _FusedEntry(NamedTuple):
+    """One parameter of a fused group and its views into the flat buffers."""
+
+    param: _t.Tensor
+    state: dict
+    shape: tuple
+    m: np.ndarray
+    s: np.ndarray
+    direction: np.ndarray
+    g: np.ndarray
+
+
+class _FusedPlan(NamedTuple):
+    """Flat buffers of a group of small parameters (state None: the group does not qualify)."""
+
+    params: list
+    state: dict | None
+    entries: tuple = ()
+    g: np.ndarray | None = None
+    m: np.ndarray | None = None
+    s: np.ndarray | None = None
+    direction: np.ndarray | None = None
+    hyper: _AdamHyper | None = None
 
 
 class AdamW(Adam):
@@ -492,41 +550,59 @@ class RMSprop(Optimizer):
         _check("weight_decay", group["weight_decay"])
         _check("momentum", group["momentum"])
 
-    def _prepare(self, data, state, group):
+    def _prepare(self, p, g, state, group):
         momentum = float(group["momentum"])
         if "square_avg" not in state:
-            state["square_avg"] = np.zeros_like(data)
+            state["square_avg"] = np.zeros_like(p)
             if group["centered"]:
-                state["grad_avg"] = np.zeros_like(data)
+                state["grad_avg"] = np.zeros_like(p)
             if momentum:
-                state["momentum_buffer"] = np.zeros_like(data)
-        return [state["square_avg"], state.get("grad_avg"), state.get("momentum_buffer")], (
-            float(group["lr"]), float(group["alpha"]), float(group["eps"]), float(group["weight_decay"]),
-            momentum)
+                state["momentum_buffer"] = np.zeros_like(p)
+        return _RMSpropArrays(p, g, state["square_avg"], state.get("grad_avg"), state.get("momentum_buffer")), \
+            _RMSpropHyper(float(group["lr"]), float(group["alpha"]), float(group["eps"]),
+                          float(group["weight_decay"]), momentum)
 
     @staticmethod
-    def _kernel(p, g, sq, ga, buf, tmp, tmp2, lr, alpha, eps, weight_decay, momentum):
-        g = _add_decay(g, p, weight_decay, tmp2)
-        # square_avg = alpha * square_avg + (1 - alpha) * g * g
-        np.multiply(g, 1.0 - alpha, out=tmp)
+    def _update(a, h, tmp, tmp2):
+        """sq = alpha sq + (1 - alpha) g*g;  d = g / (sqrt(sq - grad_avg**2 if centered else sq) + eps);
+        p -= lr * (buf = momentum buf + d if momentum else d)."""
+        p, sq, ga, buf = a.p, a.square_avg, a.grad_avg, a.momentum_buffer
+        g = _add_decay(a.g, p, h.weight_decay, tmp2)
+        np.multiply(g, 1.0 - h.alpha, out=tmp)
         tmp *= g
-        sq *= alpha
+        sq *= h.alpha
         sq += tmp
         if ga is not None:  # centered: subtract the squared mean gradient
             np.subtract(g, ga, out=tmp)  # grad_avg += (1 - alpha) * (g - grad_avg), PyTorch's lerp
-            tmp *= 1.0 - alpha
+            tmp *= 1.0 - h.alpha
             ga += tmp
             np.multiply(ga, ga, out=tmp)
             np.subtract(sq, tmp, out=tmp)
             np.sqrt(tmp, out=tmp)
         else:
             np.sqrt(sq, out=tmp)
-        tmp += eps
+        tmp += h.eps
         np.divide(g, tmp, out=tmp)
         if buf is not None:
-            buf *= momentum
+            buf *= h.momentum
             buf += tmp
-            np.multiply(buf, -lr, out=tmp)
+            np.multiply(buf, -h.lr, out=tmp)
         else:
-            tmp *= -lr
+            tmp *= -h.lr
         p += tmp
+
+
+class _RMSpropArrays(NamedTuple):
+    p: np.ndarray
+    g: np.ndarray
+    square_avg: np.ndarray
+    grad_avg: np.ndarray | None  # centered only
+    momentum_buffer: np.ndarray | None  # momentum > 0 only
+
+
+class _RMSpropHyper(NamedTuple):
+    lr: float
+    alpha: float
+    eps: float
+    weight_decay: float
+    momentum: float

@@ -361,7 +361,7 @@ def test_small_params_fused_path_is_bit_identical_to_per_parameter_path():
             opt_f.load_state_dict(opt_f.state_dict())
         opt_f.step()
         opt_p._step_groups(opt_p.param_groups)  # the per-parameter kernel
-        assert opt_f._plans[id(opt_f.param_groups[0])][1] is opt_f.state  # the fused path ran
+        assert opt_f._plans[id(opt_f.param_groups[0])].state is opt_f.state  # the fused path ran
     for pf, pp in zip(fused, plain):
         assert pf.data.dtype == np.float32
         np.testing.assert_array_equal(pf.data, pp.data)
