@@ -11,6 +11,9 @@ unusable; the error, naming the file, is raised by that call or, if the timer th
 it, by the next write/flush/close. Nothing is written after a failure, so the file never
 holds a record after a torn one.
 
+A URL logdir (s3://, gs://, any fsspec URL) is written as immutable objects instead, by
+tbwriter.remote, imported only then; its faults are retried rather than final (see there).
+
 fork(): a writer inherited by a child process refuses every call there (WriterStateError),
 so the child can never write into, or flush its copy of the buffer into, the parent's file;
 create a new writer in the child instead.
@@ -74,6 +77,11 @@ class _FileState:
         self.reported = False  # whether `error` reached a caller already
         self.stop = threading.Event()
         self.thread = None
+
+    @property
+    def closed(self) -> bool:
+        """Whether the writer can no longer write (closed, failed, or inherited through fork)."""
+        return self.dead is not None
 
     def raise_dead(self):
         """Raise the reason this writer cannot be used."""
@@ -297,7 +305,7 @@ class EventFileWriter:
     @property
     def closed(self) -> bool:
         """Whether the writer can no longer write."""
-        return self._state.dead is not None
+        return self._state.closed
 
     def __enter__(self):
         return self

@@ -41,6 +41,8 @@ RETRY_SECS = 30.0  # no new try starts this long after the first
 # Errors a retry cannot fix (missing bucket, no permission, a bad option).
 _PERMANENT = (PermissionError, FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError, TypeError)
 
+# Buckets are never created (makedirs would): a mistyped bucket name must be an error.
+_BUCKET_SCHEMES = ("s3", "s3a", "gs", "gcs")
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 _USERINFO = re.compile(r"(://)[^/@]*@")
 
@@ -103,10 +105,11 @@ class ObjectState:
     def __init__(self, logdir: str, filename_suffix: str, storage_options: dict | None):
         self.fs, self.root = filesystem(logdir, storage_options)
         self.url = logdir.rstrip("/")
-        try:
-            self.fs.makedirs(self.root, exist_ok=True)
-        except Exception as e:
-            raise _store_error(e, "tbwriter could not create the log directory", self.url) from None
+        if _SCHEME.match(logdir).group(1) not in _BUCKET_SCHEMES:
+            try:
+                self.fs.makedirs(self.root, exist_ok=True)
+            except Exception as e:
+                raise _store_error(e, "tbwriter could not create the log directory", self.url) from None
         self.prefix = "events.out.tfevents.%010d.%s.%s.%s-%s." % (
             time.time(), socket.gethostname(), os.getpid(), next(_uid), os.urandom(3).hex())
         self.suffix = filename_suffix

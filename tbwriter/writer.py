@@ -1,6 +1,7 @@
 """SummaryWriter (tensorboardX-compatible) and FileWriter (TensorFlow 1 style).
 
-Both write one event file per run directory through events.EventFileWriter. Summaries
+Both write one event file per run directory through events.EventFileWriter (for a URL
+log_dir, s3://... or any fsspec URL, one object per upload: see remote.py). Summaries
 come from tbwriter.summary; Event bytes and record framing from tbwriter.wire (the scalar
 hot path from a per-tag prefix, without protobuf objects).
 """

@@ -159,6 +159,7 @@ def test_a_failing_store_keeps_records_and_raises_at_the_next_call(flaky):
         w.flush()
     assert e.value.filename.startswith(url + "/events.out.tfevents.")
     assert flaky.puts == remote.ATTEMPTS  # bounded retries
+    assert not w.file_writer.event_writer.closed
     w.add_scalar("loss", 20, 20)  # the error was raised once: the writer goes on
     with pytest.raises(EventFileError):
         w.flush()  # still down: raised again, nothing dropped
@@ -263,6 +264,13 @@ def test_s3_run_read_by_tbwriter_and_by_tensorboard(s3):
                            lambda r: len(r) == 10)
         assert [h[1] for h in hist] == list(range(0, 1000, 100))
         assert [sum(b[2] for b in h[2]) for h in hist] == pytest.approx([200] * 10)
+
+
+def test_s3_a_missing_bucket_is_an_error_naming_the_url_and_never_created(s3):
+    with pytest.raises(EventFileError, match="bucket does not exist.*s3://no-such-bucket/run/events"):
+        tbwriter.SummaryWriter("s3://no-such-bucket/run")
+    buckets = boto3.client("s3", endpoint_url=s3.endpoint).list_buckets()["Buckets"]
+    assert [b["Name"] for b in buckets] == ["runs"]
 
 
 def test_s3_ten_thousand_steps_with_frequent_flushes(s3):
