@@ -15,12 +15,15 @@ import math
 import os
 import re
 import sys
+import tempfile
+import warnings
 from typing import Iterator, Optional, TextIO
 
 import numpy as np
 
 from tbwriter.reader import (
     CorruptRecordError,
+    SkippedFileWarning,
     TagKinds,
     Truncation,
     event_files,
@@ -86,6 +89,14 @@ _EVENT_KINDS = {
 
 
 _COLUMNS = ("TAG", "KIND", "STEPS", "COUNT")
+_MAX_WIDTH = 60  # columns pad to at most this: a longer tag is printed whole and only its row is wider
+
+
+def _printable(text: str) -> str:
+    """text with each non-printable character escaped (\\n, \\x1b, \\u200b): nothing reaches the terminal raw."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _inspect(runs: dict[str, list[str]], out: TextIO, problems: _Problems) -> None:
@@ -110,13 +121,13 @@ def _inspect(runs: dict[str, list[str]], out: TextIO, problems: _Problems) -> No
             tags.setdefault(tag, _TagStats(kind)).add(event.step)
     for run, tags in stats.items():
         nfiles = len(runs[run])
-        print(f"run {run}  ({nfiles} file{'s' * (nfiles != 1)}, {events[run]} events)", file=out)
+        print(f"run {_printable(run)}  ({nfiles} file{'s' * (nfiles != 1)}, {events[run]} events)", file=out)
         if not tags:
             print("  (no tags)", file=out)
             continue
-        rows = [(tag, s.kind, str(s.first) if s.first == s.last else f"{s.first}..{s.last}", str(s.count))
-                for tag, s in sorted(tags.items())]
-        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(_COLUMNS)]
+        rows = [(_printable(tag), _printable(s.kind), str(s.first) if s.first == s.last else f"{s.first}..{s.last}",
+                 str(s.count)) for tag, s in sorted(tags.items())]
+        widths = [min(_MAX_WIDTH, max(len(h), *(len(r[i]) for r in rows))) for i, h in enumerate(_COLUMNS)]
         for row in [_COLUMNS, *rows]:
             print("  " + "  ".join(f"{c:<{w}}" for c, w in zip(row, widths)).rstrip(), file=out)
 
@@ -154,22 +165,25 @@ def _scalars(runs, problems: _Problems, tag_filter: Optional[re.Pattern]) -> Ite
 
 
 class _AtomicOutput:
-    """A text file written under a temp name beside the target and renamed over it on success.
+    """A text file written under a fresh temp name beside the target and renamed over it on success.
 
-    The temp name is fixed (.NAME.PID.tmp) so that discard() can remove it even when an
-    interrupt lands halfway through creating it. OSErrors name the target path.
+    The temp file is created with O_EXCL (mkstemp), so a planted file or symlink of any name
+    is never opened or followed. OSErrors name the target path.
     """
 
     def __init__(self, path: str):
         self.path = path
-        self.tmp = os.path.join(os.path.dirname(os.path.abspath(path)),
-                                f".{os.path.basename(path)}.{os.getpid()}.tmp")
+        self.tmp = None
         self.file = None
 
     def open(self) -> None:
         """Create the temp file (permissions as open() would give: 0666 minus the umask)."""
+        folder = os.path.dirname(os.path.abspath(self.path))
         try:
-            fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+            fd, self.tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(self.path)}.", suffix=".tmp")
+            umask = os.umask(0o022)  # read it (a CLI process: no other thread minds)
+            os.umask(umask)
+            os.fchmod(fd, 0o666 & ~umask)
         except OSError as e:
             raise OSError(e.errno, e.strerror, self.path) from e
         self.file = os.fdopen(fd, "w", newline="", encoding="utf-8")
@@ -192,7 +206,8 @@ class _AtomicOutput:
         except OSError:
             pass  # e.g. the disk filled: the file goes anyway
         try:
-            os.unlink(self.tmp)
+            if self.tmp is not None:
+                os.unlink(self.tmp)
         except FileNotFoundError:
             pass
 
@@ -230,6 +245,25 @@ def _export(runs, csv_path: Optional[str], json_path: Optional[str], tag_filter,
     finally:
         for out in pending:  # interrupted or failed: leave nothing half-written behind
             out.discard()
+
+
+def _output_problem(csv_path: Optional[str], json_path: Optional[str], runs: dict) -> Optional[str]:
+    """Why these outputs cannot be written (one file named twice, or an input file), or None; checked before writing."""
+    def same(a: str, b: str) -> bool:
+        if os.path.realpath(a) == os.path.realpath(b):
+            return True
+        try:
+            return os.path.samefile(a, b)  # hard links
+        except OSError:
+            return False
+    if csv_path and json_path and same(csv_path, json_path):
+        return f"--csv and --json name the same file ({csv_path}); give two different paths"
+    for option, out in (("--csv", csv_path), ("--json", json_path)):
+        if out and "://" not in out and os.path.exists(out):
+            for paths in runs.values():
+                if any("://" not in p and same(out, p) for p in paths):
+                    return f"{option} {out} is one of the event files being read; give another path"
+    return None
 
 
 @functools.lru_cache(maxsize=None)  # built once: main() is called in loops (tests, fuzzing)
@@ -270,7 +304,11 @@ def main(argv: Optional[list[str]] = None, stdout: Optional[TextIO] = None, stde
         return int(e.code or 0)
     path = args.path
     try:
-        runs = event_files(path)
+        with warnings.catch_warnings(record=True) as skipped:
+            warnings.simplefilter("always", SkippedFileWarning)
+            runs = event_files(path)
+        for w in skipped:
+            print(f"warning: {w.message}", file=stderr)
     except FileNotFoundError:
         print(f"tbwriter: error: no such file or directory: {path}", file=stderr)
         return 2
@@ -297,6 +335,10 @@ def main(argv: Optional[list[str]] = None, stdout: Optional[TextIO] = None, stde
             except re.error as e:
                 print(f"tbwriter export: error: --tag: not a regular expression: {args.tag!r} ({e})", file=stderr)
                 return 2
+        problem = _output_problem(args.csv, args.json, runs)
+        if problem:
+            print(f"tbwriter export: error: {problem}", file=stderr)
+            return 2
         for out in (args.csv, args.json):
             if out and "://" in out:
                 print(f"tbwriter export: error: outputs are local files, got the URL {out}", file=stderr)

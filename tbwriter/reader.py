@@ -16,8 +16,10 @@ What can go wrong, and what the reader does about it:
 """
 from __future__ import annotations
 
+import errno
 import math
 import os
+import stat
 import struct
 import warnings
 from typing import Callable, Iterator, NamedTuple, Union
@@ -32,6 +34,7 @@ from tbwriter.wire import mask, masked_crc32c
 __all__ = [
     "CorruptRecordError",
     "Record",
+    "SkippedFileWarning",
     "TagKinds",
     "Truncation",
     "TruncatedRecordWarning",
@@ -106,7 +109,13 @@ def _open(path: str, storage_options: "dict | None"):
         return f, lambda: f.size  # objects are immutable
     if storage_options is not None:
         raise ValueError(f"storage_options: only for URLs (s3://...), got the local path {path!r}")
-    f = open(path, "rb", buffering=0)
+    # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it.
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, f"{_file_kind(mode)}, not a regular file", path)
+    f = os.fdopen(fd, "rb", buffering=0)
     return f, lambda: os.fstat(f.fileno()).st_size
 
 
@@ -238,12 +247,44 @@ def _is_event_file(name: str) -> bool:
     return "tfevents" in name
 
 
+class SkippedFileWarning(UserWarning):
+    """Warned when an entry of a logdir named like an event file is not a regular file (a FIFO, a device) and is skipped."""
+
+
+def _file_kind(mode: int) -> str:
+    """What a non-regular file is, for messages: 'a FIFO', 'a character device', ..."""
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _regular_files(dirpath: str, names: list[str]) -> list[str]:
+    """The paths of names in dirpath that are regular files (symlinks followed); warn about and skip the rest."""
+    paths = []
+    for name in names:
+        path = os.path.join(dirpath, name)
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as e:
+            warnings.warn(SkippedFileWarning(f"{path}: skipped: {e.strerror or e}"), stacklevel=3)
+            continue
+        if not stat.S_ISREG(mode):
+            warnings.warn(SkippedFileWarning(f"{path}: skipped: {_file_kind(mode)}, not a regular file"), stacklevel=3)
+            continue
+        paths.append(path)
+    return paths
+
+
 def event_files(logdir: "str | os.PathLike", storage_options: "dict | None" = None) -> dict[str, list[str]]:
     """Map each run (directory holding event files, relative to logdir, '.' for logdir itself) to its sorted event files.
 
     A path to a single file gives {'.': [path]}. Runs are sorted by name; symlinked
-    directories are not followed (TensorBoard does not follow them either). A URL logdir
-    (s3://..., any fsspec URL) gives the event objects' URLs.
+    directories are not followed (TensorBoard does not follow them either). Entries that are
+    not regular files (FIFOs, devices) are skipped with a SkippedFileWarning; given directly,
+    they raise OSError saying what they are. A URL logdir (s3://..., any fsspec URL) gives the
+    event objects' URLs.
     """
     logdir = os.fspath(logdir)
     if "://" in logdir:
@@ -251,17 +292,21 @@ def event_files(logdir: "str | os.PathLike", storage_options: "dict | None" = No
         return remote_event_files(logdir, storage_options)
     if storage_options is not None:
         raise ValueError(f"storage_options: only for URLs (s3://...), got the local path {logdir!r}")
-    if os.path.isfile(logdir):
+    try:
+        mode = os.stat(logdir).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"logdir: no such file or directory: {logdir}") from None
+    if stat.S_ISREG(mode):
         return {".": [logdir]}
-    if not os.path.isdir(logdir):
-        raise FileNotFoundError(f"logdir: no such file or directory: {logdir}")
+    if not stat.S_ISDIR(mode):
+        raise OSError(errno.EINVAL, f"{_file_kind(mode)}, not an event file or a directory", logdir)
     runs: dict[str, list[str]] = {}
     for dirpath, dirnames, filenames in os.walk(logdir):
         dirnames.sort()
-        files = sorted(n for n in filenames if _is_event_file(n))
+        files = _regular_files(dirpath, sorted(n for n in filenames if _is_event_file(n)))
         if files:
             run = os.path.relpath(dirpath, logdir).replace(os.sep, "/")
-            runs[run] = [os.path.join(dirpath, n) for n in files]
+            runs[run] = files
     return dict(sorted(runs.items()))
 
 

@@ -25,7 +25,17 @@ def _check_tag(tag, arg: str = "name") -> str:
         raise TypeError(f"{arg} must be a str, got {type(tag).__name__}")
     if not tag:
         raise ValueError(f"{arg} must be a non-empty string")
+    utf8(tag, arg)
     return tag
+
+
+def utf8(text: str, arg: str) -> bytes:
+    """text encoded as UTF-8; ValueError naming arg for text that has none (a lone surrogate)."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"{arg}: {text[:100]!r} is not valid Unicode text: {e.reason} at index {e.start} "
+                         f"({text[e.start]!r})") from None
 
 
 def scalar(name: str, value) -> Summary:
@@ -124,7 +134,17 @@ def histogram_raw(name: str, min, max, num, sum, sum_squares, bucket_limits, buc
     return Summary(value=[Summary.Value(tag=name, histo=histo)])
 
 
+# protobuf refuses messages over 2 GiB; an Event also holds the tag and a few framing bytes.
+_MAX_ENCODED_IMAGE = (1 << 31) - 1 - (1 << 20)
+
+
 def _image_value(name: str, hwc: np.ndarray) -> Summary:
+    h, w, c = hwc.shape
+    raw = h * (1 + w * c)  # PNG scanlines; zlib's compressBound is the most they can encode to
+    bound = raw + (raw >> 12) + (raw >> 14) + (raw >> 25) + 13 + 57
+    if bound > _MAX_ENCODED_IMAGE:
+        raise ValueError(f"image {name!r}: {h}x{w}x{c} pixels may encode to {bound} bytes, beyond protobuf's "
+                         f"2 GiB message limit; log a smaller image (about 700 megapixels of RGB at most)")
     pixels = _image.to_uint8(hwc)
     h, w, c = pixels.shape
     img = Summary.Image(height=h, width=w, colorspace=c, encoded_image_string=_image.encode_png(pixels))

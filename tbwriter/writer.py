@@ -63,8 +63,17 @@ def _as_float(value, arg_name: str = "scalar_value") -> float:
         value = value.reshape(())  # float() of a 1-element array is deprecated in numpy
     try:
         return float(value)
+    except OverflowError:
+        raise OverflowError(f"{arg_name}: an int of {int(value).bit_length()} bits is beyond the float range "
+                            f"(about 1.8e308); pass float('inf') for an infinite value") from None
     except (TypeError, ValueError) as e:
         raise TypeError(f"{arg_name}: expected a number, got {type(value).__name__}: {e}") from None
+
+
+def _expand_user(logdir) -> str:
+    """A local logdir with ~ expanded (as the shell and --data do); URLs unchanged."""
+    logdir = os.fspath(logdir)
+    return logdir if "://" in logdir else os.path.expanduser(logdir)
 
 
 def _graph_bytes(graph) -> bytes:
@@ -94,7 +103,7 @@ class FileWriter:
                  filename_suffix: str = "", graph_def=None, storage_options=None):
         if logdir is None or (isinstance(logdir, str) and not logdir):
             raise ValueError(f"logdir: expected a directory path, got {logdir!r}")
-        self._logdir = os.fspath(logdir)
+        self._logdir = _expand_user(logdir)
         self._start_time = time.time()  # the HPARAMS session's start
         self.event_writer = EventFileWriter(self._logdir, max_queue, flush_secs, filename_suffix or "",
                                             storage_options)
@@ -117,6 +126,7 @@ class FileWriter:
         if prefix is None:
             if not isinstance(tag, str) or not tag:
                 raise ValueError(f"tag: expected a non-empty str, got {tag!r}")
+            _summary.utf8(tag, "tag")  # a lone surrogate: an error naming the argument
             prefix = self._scalar_prefixes[tag] = wire.scalar_event_prefix(tag)
         self.event_writer.write_framed(
             wire.scalar_record(time.time() if walltime is None else walltime, step, prefix, value))
@@ -124,7 +134,7 @@ class FileWriter:
     def add_scalar_value(self, tag: str, scalar_value, global_step=None, walltime=None) -> None:
         """Write one scalar as Summary.Value.simple_value (float32)."""
         t = type(scalar_value)
-        v = scalar_value if t is float else float(scalar_value) if t is int else _as_float(scalar_value)
+        v = scalar_value if t is float else _as_float(scalar_value)
         step = global_step if type(global_step) is int else _as_step(global_step)
         self._add_scalar(tag, v, step, None if walltime is None else _as_walltime(walltime))
 
@@ -254,7 +264,7 @@ class SummaryWriter:
         if comet_config not in (None, {"disabled": True}):
             raise ValueError(f"comet_config: tbwriter does not log to Comet; expected None or "
                              f"{{'disabled': True}}, got {comet_config!r}")
-        self._logdir = os.fspath(log_dir)
+        self._logdir = _expand_user(log_dir)
         self._max_queue = max_queue
         self._flush_secs = flush_secs
         self._filename_suffix = filename_suffix
@@ -342,7 +352,7 @@ class SummaryWriter:
                    double_precision: bool = False, display_name: str = "", summary_description: str = "") -> None:
         """Write one scalar (float32 simple_value, or a tensor with new_style) at global_step."""
         t = type(scalar_value)
-        v = scalar_value if t is float else float(scalar_value) if t is int else _as_float(scalar_value)
+        v = scalar_value if t is float else _as_float(scalar_value)
         if new_style or display_name or summary_description or self._defaults is not None:
             self._add(self._writer(), _summary.scalar_tensor(tag, v, new_style, double_precision, display_name,
                                                              summary_description), global_step, walltime)
