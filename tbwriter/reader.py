@@ -183,10 +183,22 @@ def read_records(path: "str | os.PathLike", on_truncated: OnTruncated = "warn",
 
 
 def _read_large_record(f, path: str, offset: int, length: int, on_truncated: OnTruncated) -> "bytes | None":
-    """The data of the record at offset, CRC-checked in chunks before it is held whole; None if cut short.
+    """The data of the record at offset, CRC-checked in chunks before it is held whole; None if cut short."""
+    expected = _stream_crc(f, path, offset, length, on_truncated)
+    if expected is None:
+        return None
+    f.seek(offset + 12)
+    data = _read_exactly(f, length)  # one read, one copy: a lone part is returned as it is
+    f.seek(offset + 12 + length + 4)
+    if len(data) < length or masked_crc32c(data) != expected:
+        raise CorruptRecordError(path, offset, f"data changed while it was being read ({length} data bytes)")
+    return data
 
-    Its checksum is checked while streaming first, so a damaged or made-up length (a sparse file
-    of zeros) costs one chunk of memory, and the data that is returned is checked again.
+
+def _stream_crc(f, path: str, offset: int, length: int, on_truncated: OnTruncated) -> "int | None":
+    """Check the data CRC of the record at offset a chunk at a time; return it, None if the file is cut short.
+
+    A damaged or made-up length (a sparse file of zeros) so costs one chunk of memory, not the record.
     """
     f.seek(offset + 12)
     crc = 0
@@ -204,12 +216,7 @@ def _read_large_record(f, path: str, offset: int, length: int, on_truncated: OnT
     expected = _FOOTER.unpack(footer)[0]
     if mask(crc) != expected:
         raise CorruptRecordError(path, offset, f"data checksum mismatch ({length} data bytes)")
-    f.seek(offset + 12)
-    data = _read_exactly(f, length)  # one read, one copy: a lone part is returned as it is
-    f.seek(offset + 12 + length + 4)
-    if len(data) < length or masked_crc32c(data) != expected:
-        raise CorruptRecordError(path, offset, f"data changed while it was being read ({length} data bytes)")
-    return data
+    return expected
 
 
 def _read_exactly(f, n: int) -> bytes:

@@ -37,6 +37,7 @@ from tbwriter.reader import (
     _parse_event,
     _read_exactly,
     _report_truncation,
+    _stream_crc,
     event_files,
     scalar_value,
 )
@@ -46,6 +47,7 @@ __all__ = ["ScalarSeries", "Scalars", "read_scalars"]
 
 _CHUNK = 4 << 20  # bytes per chunk: the working set stays a few times this, whatever the file size
 _PAD = 16  # zero bytes after a chunk, so that fixed-width reads near its end stay in bounds
+_SCAN = 1 << 18  # positions whose header CRC is computed at once: ~40 bytes of temporaries each
 
 
 class ScalarSeries(NamedTuple):
@@ -246,6 +248,13 @@ def _chunks(path: str, on_truncated: OnTruncated, storage_options: "dict | None"
     with f:
         carry, base, need = b"", 0, 12  # need: bytes the record at `base` needs at least
         while True:
+            if need > _CHUNK:  # one large record (its length checksum holds): alone, held once
+                chunk = _large_record_chunk(f, path, base, need - 16, current_size(), on_truncated)
+                if chunk is None:
+                    return
+                yield chunk
+                carry, base, need = b"", base + need, 12
+                continue
             want = max(min(_CHUNK, current_size() - base - len(carry)), need - len(carry), 1)
             data = _read_exactly(f, want)
             at_end = len(data) < want  # fewer bytes only at the end of the file
@@ -277,6 +286,30 @@ def _chunks(path: str, on_truncated: OnTruncated, storage_options: "dict | None"
             base += stop
 
 
+def _large_record_chunk(f, path: str, base: int, length: int, size: int, on_truncated: OnTruncated):
+    """The _Chunk of the one record at base, CRC-checked while streaming before it is read into one buffer; None if cut short."""
+    if base + 16 + length > size:
+        _report_truncation(on_truncated, Truncation(
+            path, base, f"record of {length} data bytes needs {16 + length} bytes, file has {size - base}"))
+        return None
+    if _stream_crc(f, path, base, length, on_truncated) is None:
+        return None
+    buf = bytearray(16 + length + _PAD)
+    f.seek(base)
+    view = memoryview(buf)[:16 + length]
+    got = 0
+    while got < len(view):
+        n = f.readinto(view[got:])
+        if not n:
+            break
+        got += n
+    f.seek(base + 16 + length)
+    if got < len(view) or masked_crc32c(view[12:12 + length]) != _U32.unpack_from(buf, 12 + length)[0]:
+        raise CorruptRecordError(path, base, f"data changed while it was being read ({length} data bytes)")
+    return _Chunk(path, base, buf, np.zeros(1, np.int64), np.array([length], np.int64))
+
+
+_U32 = struct.Struct("<I")
 _HEADER = struct.Struct("<QI")
 _EMPTY = np.empty(0, dtype=np.int64)
 
@@ -294,11 +327,13 @@ def _frame(buf: bytes, at_end: bool, limit: int):
     u32 = np.ndarray((len(padded) - 3,), "<u4", padded, 0, (1,))
     hi = np.ndarray((n - 11,), "<u4", padded, 4, (1,))
     stored = np.ndarray((n - 11,), "<u4", padded, 8, (1,))
-    cand = np.flatnonzero(hi == 0)  # records of under 4 GiB: the length's high bytes are zero
-    lengths = u32[cand]
-    cand = cand[lengths <= limit]  # most zero runs inside data give impossible lengths
-    ok = _masked_crcs(np.frombuffer(padded, np.uint8), u32, cand, 8) == stored[cand]
-    starts = cand[ok]
+    u8 = np.frombuffer(padded, np.uint8)
+    found = []
+    for lo in range(0, n - 11, _SCAN):  # in blocks: in zeros every position is a candidate
+        cand = np.flatnonzero(hi[lo:lo + _SCAN] == 0) + lo  # records under 4 GiB: high length bytes zero
+        cand = cand[u32[cand] <= limit]  # most zero runs inside data give impossible lengths
+        found.append(cand[_masked_crcs(u8, u32, cand, 8) == stored[cand]])
+    starts = np.concatenate(found)
     lengths = u32[starts].astype(np.int64)
     ends = starts + 16 + lengths
     # The chain from 0: normally every verified header is on it; a header-like pattern inside

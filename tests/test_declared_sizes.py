@@ -279,3 +279,28 @@ def test_bad_resume_files_exit_1_with_one_message(checkpoint, tmp_path, capsys, 
     assert err.startswith(f"error: --resume {checkpoint}: ") and says in err, err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "logs").exists()  # refused before any work
+
+
+def test_read_scalars_reads_a_large_zero_filled_record_in_bounded_memory(tmp_path):
+    from tbwriter.scalars import read_scalars
+    scalar = event_pb2.Event(step=1, summary=summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag="a", simple_value=1.5)]))
+    image = event_pb2.Event(step=1, summary=summary_pb2.Summary(value=[summary_pb2.Summary.Value(
+        tag="img", image=summary_pb2.Summary.Image(encoded_image_string=bytes(8 * MiB)))]))
+    path = tmp_path / "events.out.tfevents.zeros"
+    path.write_bytes(frame(scalar.SerializeToString()) + frame(image.SerializeToString()) + frame(scalar.SerializeToString()))
+    scalars, peak = peak_bytes(lambda: read_scalars(path))
+    assert scalars["."]["a"].values.tolist() == [1.5, 1.5]
+    assert peak < 8 * MiB + 16 * MiB, peak  # the record once plus the 4 MiB chunks' working set (was 348 MiB)
+
+
+def test_export_of_a_sparse_file_claiming_a_64_mib_record(tmp_path):
+    length = 64 * MiB
+    scalar = event_pb2.Event(step=1, summary=summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag="a", simple_value=1.5)]))
+    path = tmp_path / "events.out.tfevents.sparse"
+    path.write_bytes(frame(scalar.SerializeToString()) + _header(length))
+    os.truncate(path, path.stat().st_size + length + 4)
+    out, err = io.StringIO(), io.StringIO()
+    code, peak = peak_bytes(lambda: tbwriter_main(["export", str(path), "--csv", str(tmp_path / "o.csv")],
+                                                  stdout=out, stderr=err))
+    assert code == 1 and f"{path}: corrupt record at byte offset 30: data checksum mismatch" in err.getvalue()
+    assert peak < 24 * MiB, peak  # was 2.7 GiB
