@@ -10,6 +10,7 @@ VERTS = np.array([[[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]]], dtype=np.float3
 FACES = np.array([[[0, 1, 2], [0, 1, 3], [0, 2, 3], [1, 2, 3]]], dtype=np.int32)
 EMB = np.random.default_rng(3).standard_normal((9, 4)).astype(np.float32)
 SPRITES = np.random.default_rng(4).random((9, 3, 5, 5)).astype(np.float32)
+CLIPS = np.random.default_rng(5).integers(0, 256, (2, 3, 3, 8, 8), dtype=np.uint8)  # N T C H W
 RATE = 8000
 WAVE = (0.5 * np.sin(np.arange(400) * 2 * np.pi * 440 / RATE)).astype(np.float32)
 
@@ -43,6 +44,8 @@ def run(SummaryWriter, logdir, skip=()) -> None:
     plt.plot([0, 1, 2], [2, 0, 1])
     writer.add_figure("figure", fig, 7)
     writer.add_image_with_boxes("boxes", torch.zeros(3, 30, 40), torch.tensor([[3.0, 4.0, 25.0, 20.0]]), 8)
+    if "video" not in skip:
+        writer.add_video("clip", torch.from_numpy(CLIPS), 10, fps=5)
     if "audio" not in skip:
         writer.add_audio("sound", torch.from_numpy(WAVE), 9, sample_rate=RATE)
     writer.add_hparams({"lr": 0.1, "layers": 2, "opt": "sgd"}, {"hp/acc": 0.75})
