@@ -2,12 +2,8 @@
 import os as _os
 import sys as _sys
 
-# After each matrix product OpenBLAS's idle threads spin for 2**28 cycles (~0.1 s), holding a
-# core that the optimizer's second thread and the elementwise ops then wait for: on 2 cores
-# an MNIST MLP step took ~10% longer, Adam's two threads no faster than one (bench/mnist.py).
-# 2**16 cycles (~20 us) still bridges back-to-back products. OpenBLAS reads the variable once,
-# when NumPy loads it, so this works only when npnn is imported first; a value set by the
-# user is kept.
+# OpenBLAS's idle threads spin ~0.1 s after each product, holding a core our other threads
+# need (docs/performance.md); it reads the variable when NumPy loads, so npnn must come first.
 if "numpy" not in _sys.modules:
     _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "16")
 from npnn.allocator import keep_freed_memory as _keep_freed_memory

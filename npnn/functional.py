@@ -295,7 +295,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0) -> Tensor:
         if weight.requires_grad and few:  # one small product per image, summed
             g3 = g.reshape(n, o, ho * wo).transpose(0, 2, 1)
             gw = np.matmul(cols.transpose(1, 0, 2), g3).sum(axis=0).T.reshape(W.shape)
-        elif weight.requires_grad:  # cols @ g.T: g @ cols.T measured ~5x slower in OpenBLAS
+        elif weight.requires_grad:  # cols @ g.T: OpenBLAS is slow at g @ cols.T (docs/performance.md)
             gw = (cols.reshape(k, n * ho * wo) @ g_o.T).T.reshape(W.shape)
         gx = None
         if x.requires_grad and g_o is None:
@@ -325,9 +325,8 @@ def _conv2d_same_input_grad(W: np.ndarray, g_o: np.ndarray, n: int, h: int, w: i
     Kernel offset (i, j) moves its [c, n, h, w] block of W^T g by (i - ph, j - pw), which in
     the flattened [c, n, h, w] array is one constant shift: once the rows and columns that
     would wrap into a neighbouring row or image are zeroed, each offset is a single contiguous
-    add. NumPy adds into a strided 2-D window ~3x slower than into a contiguous run (on MNIST's
-    32->64 conv: 1.4 vs 0.4 ms per offset; the whole scatter 13.1 -> 6.5 ms). The kernel rows
-    are ordered (i, j, c) so each block is contiguous.
+    add, which NumPy does several times faster than a strided 2-D window add (docs/performance.md).
+    The kernel rows are ordered (i, j, c) so each block is contiguous.
     """
     o, c, kh, kw = W.shape
     wmat = W.transpose(2, 3, 1, 0).reshape(kh * kw * c, o)
@@ -366,9 +365,8 @@ def _max_pool_2x2(x: Tensor, ho: int, wo: int) -> Tensor:
     A window's max is the larger of its top and bottom rows' maxima; the forward keeps one
     byte per window, whether the top row won (ties go to the top). The backward routes g to
     the winning row with it, then to the winning column with a recomputed left >= right.
-    Both run over batch chunks of ~1 MB so the temporaries stay in cache: on [100, 32, 28, 28]
-    the forward measured 1.2x and the backward 2.3x faster than whole-array passes comparing
-    all four window positions. (A non-finite g turns into NaN beside the winner: g * 0.)
+    Both run over batch chunks of ~1 MB so the temporaries stay in cache (docs/performance.md).
+    (A non-finite g turns into NaN beside the winner: g * 0.)
     """
     X = x.data
     n, c = X.shape[:2]

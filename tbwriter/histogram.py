@@ -284,8 +284,9 @@ def _encode_sorted(idx: list):
 
 
 # Serialized HistogramProto, built with struct instead of field by field (protobuf's Python
-# setters cost ~1 us each): min..sum_squares as fixed64 fields 1-5, then bucket_limit (6) and
-# bucket (7) packed. Parsing these bytes gives the same message as setting the fields.
+# setters cost more than the arithmetic: docs/performance.md): min..sum_squares as fixed64
+# fields 1-5, then bucket_limit (6) and bucket (7) packed. Parsing these bytes gives the same
+# message as setting the fields.
 _STATS = struct.Struct("<BdBdBdBdBd").pack
 _PACKED = {}  # count of doubles -> struct packing them
 

@@ -1,7 +1,7 @@
 """The bytes of an event file: protobuf varints, Event fields and TFRecord framing, in one place.
 
 Hot paths (scalars, histograms) build Event bytes here directly instead of through protobuf
-objects, whose Python setters cost ~1 us each; the bytes parse to exactly the message protobuf
+objects, whose Python setters cost more (docs/performance.md); the bytes parse to exactly the message protobuf
 would build (tests/test_wire.py checks that against protobuf and TensorBoard's RecordWriter).
 """
 import struct
