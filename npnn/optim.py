@@ -214,7 +214,7 @@ class Optimizer:
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """Restore hyperparameters and state saved by state_dict() for the same parameters; all checked, then assigned."""
+        """Restore hyperparameters and state saved by state_dict() for the same parameters (all checked first)."""
         groups = state_dict["param_groups"]
         if len(groups) != len(self.param_groups):
             raise ValueError(f"state_dict: has {len(groups)} param groups, optimizer has {len(self.param_groups)}")

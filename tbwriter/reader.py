@@ -285,7 +285,7 @@ def _regular_files(dirpath: str, names: list[str]) -> list[str]:
 
 
 def event_files(logdir: "str | os.PathLike", storage_options: "dict | None" = None) -> dict[str, list[str]]:
-    """Map each run (directory holding event files, relative to logdir, '.' for logdir itself) to its sorted event files.
+    """Map each run (directory of event files, relative to logdir, '.' for logdir itself) to its sorted event files.
 
     A path to a single file gives {'.': [path]}. Runs are sorted by name; symlinked
     directories are not followed (TensorBoard does not follow them either). Entries that are

@@ -80,7 +80,7 @@ class Scalars(dict):
 
 def read_scalars(logdir: "str | os.PathLike", tags: Optional[Iterable[str]] = None,
                  on_truncated: OnTruncated = "warn", storage_options: "dict | None" = None) -> Scalars:
-    """Every scalar under logdir (a path or URL, or one event file) as NumPy arrays per run and tag; `tags` keeps only those.
+    """Every scalar under logdir (a path, URL or event file) as NumPy arrays per run and tag; `tags` keeps only those.
 
     A corrupt record raises CorruptRecordError (file and byte offset); a truncated last record is
     reported through on_truncated ("warn", "ignore" or a callable) and skipped.
@@ -160,7 +160,8 @@ class RunColumns:
         """Values the vectorized walk does not handle: protobuf, as reader-based tools do."""
         if value_bytes is None:  # the whole record
             start = int(chunk.starts[rec])
-            record = Record(chunk.path, chunk.base + start, bytes(chunk.buf[start + 12:start + 12 + int(chunk.lengths[rec])]))
+            data = bytes(chunk.buf[start + 12:start + 12 + int(chunk.lengths[rec])])
+            record = Record(chunk.path, chunk.base + start, data)
             event = _parse_event(record)
             if event.WhichOneof("what") != "summary":
                 return

@@ -266,7 +266,8 @@ def flip_a_data_byte(path):
     (flip_a_data_byte, "Bad CRC-32"),
     (lambda p: rewrite_meta(p, lambda m: m.update(epoch="one")), "meta: 'epoch' is 'one', expected int"),
     (lambda p: rewrite_meta(p, lambda m: m.pop("rng")), "meta: missing key 'rng'"),
-    (lambda p: rewrite_meta(p, lambda m: m["optim_groups"][0].update(lr=-0.5)), "lr: expected a value >= 0.0, got -0.5"),
+    (lambda p: rewrite_meta(p, lambda m: m["optim_groups"][0].update(lr=-0.5)),
+     "lr: expected a value >= 0.0, got -0.5"),
     (lambda p: rewrite_meta(p, lambda m: m.update(rng={"state": 1})), "--resume"),
     (lambda p: rewrite_meta(p, lambda m: m.update(optim_scalars={"x": 1})), "optim_scalars key 'x'"),
 ])
