@@ -262,7 +262,8 @@ def _chunks(path: str, on_truncated: OnTruncated, storage_options: "dict | None"
             buf = carry + data
             if not buf:
                 return
-            starts, lengths, stop, problem = _frame(buf, at_end, current_size())
+            size = current_size()  # a live writer may have appended since the last read
+            starts, lengths, stop, problem = _frame(buf, at_end, size, size - base)
             if starts.size:
                 padded = buf + bytes(_PAD)
                 bad = _check_data(padded, starts, lengths)
@@ -315,15 +316,16 @@ _HEADER = struct.Struct("<QI")
 _EMPTY = np.empty(0, dtype=np.int64)
 
 
-def _frame(buf: bytes, at_end: bool, limit: int):
+def _frame(buf: bytes, at_end: bool, limit: int, in_file: int):
     """(starts, lengths, stop, problem) of the whole records in buf, which end at `stop`.
 
     limit: no record is longer (the file's size); longer lengths are not looked at.
+    in_file: bytes of the file from buf's start on (buf may hold fewer).
     problem: None (buf ends at stop), ("more", bytes needed) when the record at stop continues
     past buf, ("truncated", message) or ("corrupt", message)."""
     n = len(buf)
     if n < 12:
-        return _EMPTY, _EMPTY, 0, _tail(buf, 0, at_end)
+        return _EMPTY, _EMPTY, 0, _tail(buf, 0, at_end, in_file)
     padded = buf + bytes(_PAD)
     u32 = np.ndarray((len(padded) - 3,), "<u4", padded, 0, (1,))
     hi = np.ndarray((n - 11,), "<u4", padded, 4, (1,))
@@ -350,10 +352,10 @@ def _frame(buf: bytes, at_end: bool, limit: int):
     whole = int(np.searchsorted(ends, n, side="right"))  # ends increase along the chain
     starts, lengths = starts[:whole], lengths[:whole]
     stop = int(ends[whole - 1]) if whole else 0
-    return starts, lengths, stop, _tail(buf, stop, at_end)
+    return starts, lengths, stop, _tail(buf, stop, at_end, in_file)
 
 
-def _tail(buf: bytes, stop: int, at_end: bool):
+def _tail(buf: bytes, stop: int, at_end: bool, in_file: int):
     """What the bytes from stop on are: nothing (None), an incomplete record, or a corrupt header."""
     rest = len(buf) - stop
     if rest == 0:
@@ -366,8 +368,9 @@ def _tail(buf: bytes, stop: int, at_end: bool):
     if masked_crc32c(buf[stop:stop + 8]) != stored:
         return "corrupt", "length checksum mismatch"
     total = 12 + length + 4
-    if at_end:
-        return "truncated", f"record of {length} data bytes needs {total} bytes, file has {rest}"
+    left = max(in_file - stop, rest)
+    if at_end or total > left:  # checked before reading: a huge trusted length costs nothing
+        return "truncated", f"record of {length} data bytes needs {total} bytes, file has {left}"
     return "more", total
 
 

@@ -149,6 +149,18 @@ def test_corruption_and_truncation_are_reported_like_the_record_reader(mixed_log
                                                 for v in e.summary.value if v.tag == "loss"]
 
 
+def test_huge_trusted_length_is_truncation_not_allocation(tmp_path):
+    length = struct.pack("<Q", 2 ** 40)
+    good = frame(event_pb2.Event(step=1, summary=summary_pb2.Summary(
+        value=[summary_pb2.Summary.Value(tag="a", simple_value=2.0)])).SerializeToString())
+    path = tmp_path / "events.out.tfevents.huge"
+    path.write_bytes(good + length + struct.pack("<I", masked_crc(length)) + b"abc")
+    seen = []
+    got = tbwriter.read_scalars(path, on_truncated=seen.append)
+    assert got["."]["a"].values.tolist() == [2.0]
+    assert seen[0].offset == len(good) and "needs" in seen[0].reason
+
+
 def test_many_tags_tags_filter_and_bad_arguments(tmp_path):
     with tbwriter.SummaryWriter(tmp_path) as w:
         for step in range(30):
