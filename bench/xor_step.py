@@ -1,7 +1,7 @@
-"""The XOR training loop alone (10,001 steps, Adam lr 0.01): npnn eager vs JAX's jit, same run.
+"""The XOR training loop alone (10,001 steps, Adam lr 0.01): npnn eager and as a plan vs JAX's jit, same run.
 
 npnn: the lab's forward, backward and Adam step, eager, as bench/xor_lab.py's training-alone
-child. JAX (optional, the bench extra): the same network and PyTorch's Adam rule as one
+child, and the same step as an `npnn.plan` (recorded once, replayed; bit-identical). JAX (optional, the bench extra): the same network and PyTorch's Adam rule as one
 jit-compiled step called from a Python loop (the usual JAX training loop), and, for context,
 the whole loop compiled into one `lax.fori_loop`. Compile time is reported apart (the first
 call). Repeats alternate the programs; medians. Also prints npnn's per-phase split.
@@ -18,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import npnn  # noqa: E402  (before NumPy's first use: npnn's OpenBLAS setting)
-from npnn import init, optim  # noqa: E402
+from npnn import init, optim, plan  # noqa: E402
 
 X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
 Y = np.array([[0], [1], [1], [0]], np.float32)
@@ -43,6 +43,21 @@ def npnn_loop(steps: int) -> tuple:
         opt.zero_grad()
         cost.backward()
         opt.step()
+    return time.perf_counter() - t, cost.item()
+
+
+def npnn_plan_loop(steps: int) -> tuple:
+    """(seconds, final cost) of the same loop as an npnn.plan (recorded on its first call)."""
+    x, y, W1, b1, W2, b2, opt = npnn_setup()
+
+    def loss_fn(x, y):
+        h = npnn.sigmoid(npnn.sigmoid(x @ W1 + b1) @ W2 + b2)
+        return -(y * npnn.log(h) + (1 - y) * npnn.log(1 - h)).mean()
+    step = plan.compile(loss_fn, opt)
+    t = time.perf_counter()
+    for _ in range(steps):
+        cost = step(x, y)
+    assert step.replaying, step.refused
     return time.perf_counter() - t, cost.item()
 
 
@@ -136,7 +151,8 @@ def main():
     ap.add_argument("--steps", type=int, default=10001)
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
-    programs = {"npnn eager": lambda n: (lambda r: (r[0], 0.0, r[1]))(npnn_loop(n))}
+    programs = {"npnn eager": lambda n: (lambda r: (r[0], 0.0, r[1]))(npnn_loop(n)),
+                "npnn plan (npnn.plan.compile)": lambda n: (lambda r: (r[0], 0.0, r[1]))(npnn_plan_loop(n))}
     jax_ = jax_programs()
     if jax_ is None:
         print("JAX is not installed (pip install -e .[bench]): npnn alone")

@@ -1,0 +1,247 @@
+"""A fixed training step recorded once and replayed: `step = plan.compile(loss_fn, optimizer)`.
+
+`step(*inputs)` does what the eager lines
+    loss = loss_fn(*inputs); optimizer.zero_grad(); loss.backward(); optimizer.step()
+do, with the same results bit for bit, but the forward is run as a recorded list of NumPy
+calls writing into the arrays the first (eager) call allocated, with no Tensor created: the
+first call records loss_fn's ops through the tape's tracing hook, later calls replay them.
+backward runs over the recorded tape in the engine's order (same VJPs, same sums; no heap),
+and the optimizer's step as usual.
+
+Replaying is refused, and the step runs eagerly, when it could be wrong:
+- an input's shape or dtype differs from the recorded call (or their number): eager for that
+  call (a changed shape stays eager; the plan is kept for calls that match again);
+- loss_fn read a tensor's value into Python while recorded (bool(), item(), float(), int(),
+  numpy(), np.asarray(): the control flow may depend on data), made a Tensor() or used a
+  constant tensor other than its inputs and parameters, used an op the plan has no kernel for
+  (MatMul of matrices, AddV2, Sub, Mul, Neg, Log, Sigmoid and the full float32 Mean have one),
+  or did anything else the tape's tracing hook sees (summaries, backward): eager from then on.
+Reading `.data` directly inside loss_fn is not seen: control flow must not depend on it.
+The returned loss Tensor is the same object at every replay (its data updated in place).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from npnn import ops as _ops
+from npnn import tensor as _t
+from npnn.tensor import Tensor
+
+__all__ = ["compile", "Plan"]
+
+
+class _Unsupported(Exception):
+    """Something in the recorded step cannot be replayed safely."""
+
+
+class _Recorder:
+    """Stands in for npnn.trace's graph while loss_fn runs once: collects (op, inputs, output)."""
+
+    def __init__(self):
+        self.ops = []
+
+    def record(self, op: str, inputs, out: Tensor) -> None:
+        self.ops.append((op, tuple(inputs), out))
+
+    def record_backward(self, root):
+        raise _Unsupported("backward() inside loss_fn (the plan runs backward itself)")
+
+    def record_step(self, optimizer):
+        raise _Unsupported("optimizer.step() inside loss_fn (the plan runs the step itself)")
+
+    def __getattr__(self, name):  # summaries and graph helpers look for more: not replayable
+        raise _Unsupported(f"loss_fn used {name} while recorded (summaries are not replayed)")
+
+
+# Tensor methods that hand data to Python (control flow may follow) or make tensors the
+# recording cannot see being computed: any of them while recording refuses the plan.
+_READS = tuple(n for n in ("__bool__", "item", "__float__", "__int__", "__index__", "numpy", "tolist", "__array__",
+                            "__init__") if n in vars(Tensor))
+
+
+_UFUNCS = {"AddV2": np.add, "Sub": np.subtract, "Mul": np.multiply, "Neg": np.negative, "Log": np.log}
+
+
+def _kernel(op: str, inputs: tuple, out: Tensor):
+    """A function replaying one recorded op into out.data, bit-identical to the eager op (npnn/ops.py)."""
+    dst = out.data
+    if type(dst) is not np.ndarray or not dst.flags.c_contiguous:
+        raise _Unsupported(f"{op}: its output is not a contiguous array")
+    if op == "MatMul" and out._backward is _ops._matmul_vjp:  # 2-D: ndarray.dot
+        a, b = inputs
+        return lambda: a.data.dot(b.data, out=dst)
+    if op == "Sigmoid" and out._backward is _ops._sigmoid_vjp:
+        (x,), d = inputs, out._ctx  # as ops.sigmoid: u = exp(min(x, 88)); d = u + 1; out = u / d
+
+        def sigmoid():
+            np.minimum(x.data, _ops._EXP_MAX, out=dst)
+            np.exp(dst, out=dst)
+            np.add(dst, _ops._ONE, out=d)
+            np.divide(dst, d, out=dst)
+        return sigmoid
+    if op == "Mean" and out._backward is _ops._mean_vjp and dst.ndim == 0 and dst.dtype == np.float32 \
+            and inputs[0].data.dtype == np.float32:
+        (x,), exact = inputs, float(out._ctx[1])  # as ops.mean's full float32 mean
+
+        def mean():
+            np.add.reduce(x.data, None, out=dst)
+            dst[()] = dst.item() * exact
+        return mean
+    f = _UFUNCS.get(op)
+    if f is None:
+        raise _Unsupported(f"no replay kernel for op {op!r}")
+    if f.nin == 1:
+        (x,) = inputs
+        return lambda: f(x.data, out=dst)
+    a, b = inputs
+    if op == "Mul" and out._backward is _ops._scale_vjp:  # times a number: eager multiplies by node._ctx
+        s = out._ctx
+        return lambda: f(a.data, s, out=dst)
+    if isinstance(a, Tensor) and isinstance(b, Tensor):
+        return lambda: f(a.data, b.data, out=dst)
+    if isinstance(a, Tensor):
+        s = _ops._scalar(b, dst.dtype)
+        return lambda: f(a.data, s, out=dst)
+    s = _ops._scalar(a, dst.dtype)
+    return lambda: f(s, b.data, out=dst)
+
+
+class Plan:
+    """A training step: the first call runs eagerly and records, later calls replay (see the module doc)."""
+
+    def __init__(self, loss_fn, optimizer):
+        self.loss_fn = loss_fn
+        self.optimizer = optimizer
+        self.signature = None  # ((shape, dtype, requires_grad) of each input)
+        self.placeholders = None  # the Tensors loss_fn saw while recorded; replay points them at new data
+        self.kernels = None
+        self.loss = None
+        self.schedule = None  # (index, node, vjp, parents as indices / leaves / None), newest first
+        self.ones = None  # d loss / d loss
+        self.refused = None  # why the plan runs eagerly for good, once known
+
+    def __call__(self, *inputs) -> Tensor:
+        """One step: the loss (before the update), gradients in .grad, parameters updated."""
+        signature = _signature(inputs)
+        if self.refused is None and self.kernels is not None and signature == self.signature:
+            for p, x in zip(self.placeholders, inputs):
+                p.data = x.data
+            for k in self.kernels:
+                k()
+            loss = self.loss
+        elif self.refused is None and self.kernels is None and signature is not None:
+            loss = self._record(inputs, signature)
+        else:
+            loss = self.loss_fn(*inputs)
+        self.optimizer.zero_grad()
+        if loss is self.loss:
+            self._backward()
+        else:
+            loss.backward()
+        self.optimizer.step()
+        return loss
+
+    def _backward(self) -> None:
+        """loss.backward() over the recorded tape in its fixed order: the engine's VJP calls and
+        gradient sums, in the same order (so bit-identical), without its heap and bookkeeping.
+        Sums are always fresh arrays and leaves get copies: no share is written into in place."""
+        grads = [None] * len(self.schedule)
+        grads[0] = self.ones
+        for i, node, vjp, targets in self.schedule:
+            g = grads[i]
+            if g is None:
+                continue
+            for target, pg in zip(targets, vjp(g, node)):
+                if pg is None or target is None:
+                    continue
+                if type(target) is int:  # an op output: sum its shares in arrival order
+                    cur = grads[target]
+                    grads[target] = pg if cur is None else cur + pg
+                elif target.grad is None:  # a leaf: a copy, since shares may be aliased
+                    target.grad = np.array(pg, dtype=target.data.dtype)
+                else:
+                    target.grad += pg
+
+    @property
+    def replaying(self) -> bool:
+        """Whether calls with the recorded input shapes replay (False: eager for good, see refused)."""
+        return self.refused is None and self.kernels is not None
+
+    def _record(self, inputs: tuple, signature: tuple) -> Tensor:
+        """Run loss_fn once eagerly through placeholders, recording its ops; build the kernels."""
+        placeholders = [Tensor(x.data, requires_grad=x.requires_grad, name=x.name) for x in inputs]
+        recorder = _Recorder()
+        reads = []
+        saved = {name: getattr(Tensor, name) for name in _READS}
+
+        def reading(name):
+            original = saved[name]
+
+            def read(self, *args, **kwargs):
+                reads.append(name)
+                return original(self, *args, **kwargs)
+            return read
+        if _t._tracer is not None:
+            raise RuntimeError("plan: cannot record inside npnn.trace")
+        _t._tracer = recorder
+        for name in _READS:
+            setattr(Tensor, name, reading(name))
+        try:
+            loss = self.loss_fn(*placeholders)
+        except _Unsupported as e:
+            self.refused = str(e)
+            loss = None
+        finally:
+            _t._tracer = None
+            for name, f in saved.items():
+                setattr(Tensor, name, f)
+        if loss is None:  # recording stopped halfway: this step runs eagerly from its start
+            return self.loss_fn(*inputs)
+        if reads:
+            self.refused = f"loss_fn read tensor values into Python ({', '.join(sorted(set(reads)))}) while recorded"
+            return loss
+        if not isinstance(loss, Tensor) or not recorder.ops or recorder.ops[-1][2] is not loss:
+            self.refused = "loss_fn must return the Tensor its last op made"
+            return loss
+        made = {id(out) for _, _, out in recorder.ops}
+        known = {id(p) for p in placeholders}
+        for _, ins, _ in recorder.ops:
+            for x in ins:
+                if isinstance(x, Tensor) and id(x) not in made and id(x) not in known and not x.requires_grad:
+                    self.refused = ("loss_fn used a constant tensor that is not one of its inputs "
+                                    "(it could change between steps unseen): pass it as an input")
+                    return loss
+        try:
+            self.kernels = [_kernel(op, ins, out) for op, ins, out in recorder.ops]
+        except _Unsupported as e:
+            self.refused = str(e)
+            return loss
+        order = [out for _, _, out in recorder.ops if out.requires_grad]
+        if any(t.data.dtype != loss.data.dtype for t in order) or loss.data.size != 1:
+            self.refused = "the replayed backward needs one float dtype throughout and a one-element loss"
+            return loss
+        order.sort(key=lambda t: -t._seq)  # what the engine's heap pops: newest node first
+        if order[0] is not loss:
+            self.refused = "loss_fn must return the Tensor its last op made"
+            return loss
+        index = {id(t): i for i, t in enumerate(order)}
+        if any(p.requires_grad and p._backward is not None and id(p) not in index for t in order for p in t._parents):
+            self.refused = "loss_fn used a tensor computed outside it with a graph behind it: pass its leaves"
+            return loss
+        self.schedule = [(i, t, t._backward, [None if not p.requires_grad else index.get(id(p), p)
+                                              for p in t._parents]) for i, t in enumerate(order)]
+        self.ones = np.ones(loss.data.shape, loss.data.dtype)
+        self.placeholders, self.signature, self.loss = placeholders, signature, loss
+        return loss
+
+
+def _signature(inputs: tuple):
+    """(shape, dtype, requires_grad) of each input Tensor; None if one is not a Tensor."""
+    if not all(isinstance(x, Tensor) for x in inputs):
+        return None
+    return tuple((x.data.shape, x.data.dtype, x.requires_grad) for x in inputs)
+
+
+def compile(loss_fn, optimizer) -> Plan:
+    """A Plan running loss_fn, zero_grad, backward and optimizer.step as one recorded step."""
+    return Plan(loss_fn, optimizer)
