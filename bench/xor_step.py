@@ -1,9 +1,10 @@
-"""The XOR training loop alone (10,001 steps, Adam lr 0.01): npnn eager and as a plan vs JAX's jit, same run.
+"""The XOR training loop alone (10,001 steps, Adam lr 0.01): npnn eager, npnn plan, JAX's jit; same run.
 
 npnn: the lab's forward, backward and Adam step, eager, as bench/xor_lab.py's training-alone
-child, and the same step as an `npnn.plan` (recorded once, replayed; bit-identical). JAX (optional, the bench extra): the same network and PyTorch's Adam rule as one
-jit-compiled step called from a Python loop (the usual JAX training loop), and, for context,
-the whole loop compiled into one `lax.fori_loop`. Compile time is reported apart (the first
+child, and the same step as an `npnn.plan` (recorded once, replayed; bit-identical). JAX
+(optional, the bench extra): the same network and PyTorch's Adam rule as one jit-compiled
+step called from a Python loop (the usual JAX training loop), and, for context, the whole
+loop compiled into one `lax.fori_loop`. Compile time is reported apart (the first
 call). Repeats alternate the programs; medians. Also prints npnn's per-phase split.
 
     python bench/xor_step.py [--steps 10001] [--repeats 5]

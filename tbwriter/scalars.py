@@ -289,7 +289,7 @@ def _chunks(path: str, on_truncated: OnTruncated, storage_options: "dict | None"
 
 
 def _large_record_chunk(f, path: str, base: int, length: int, size: int, on_truncated: OnTruncated):
-    """The _Chunk of the one record at base, CRC-checked while streaming before it is read into one buffer; None if cut short."""
+    """The _Chunk of the one record at base, CRC-checked while streaming, then read whole; None if cut short."""
     if base + 16 + length > size:
         _report_truncation(on_truncated, Truncation(
             path, base, f"record of {length} data bytes needs {16 + length} bytes, file has {size - base}"))

@@ -1,4 +1,4 @@
-"""npnn.plan: a recorded training step replays bit-identically to eager, and falls back to eager when it could be wrong."""
+"""npnn.plan: a recorded step replays bit-identically to eager, and runs eager when replay could be wrong."""
 import numpy as np
 import pytest
 
