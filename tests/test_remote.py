@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 
 import boto3
@@ -332,3 +333,33 @@ def test_s3_kill_9_after_flush_loses_nothing_flushed(s3):
         child.send_signal(signal.SIGKILL)
         child.wait()
     assert scalars(logdir) == {s: s for s in range(1500)}  # the unflushed 500 are gone, as documented
+
+
+UPLOAD_LOOP = """
+import sys, tbwriter
+w = tbwriter.FileWriter(sys.argv[1])
+step = 0
+while True:
+    for _ in range(20_000):  # ~0.9 MB per object: the kill lands mid-upload often
+        w.add_scalar_value("loss", step, step)
+        step += 1
+    w.flush()
+    print(step, flush=True)
+"""
+
+
+def test_s3_kill_9_mid_upload_leaves_no_partial_object(s3):
+    logdir = f"s3://runs/{uuid.uuid4().hex}"
+    child = subprocess.Popen([sys.executable, "-c", UPLOAD_LOOP, logdir], stdout=subprocess.PIPE,
+                             env={**os.environ, "PYTHONPATH": REPO})
+    try:
+        flushed = int(child.stdout.readline())
+        time.sleep(0.15)  # the next object is being built or uploaded
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    truncated = []
+    got = scalars(logdir, on_truncated=truncated.append)
+    assert truncated == []  # every visible object is whole
+    assert len(got) >= flushed
+    assert got == {s: s for s in range(len(got))}  # whole objects, in order, no gap
