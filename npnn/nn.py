@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import tempfile
 import zlib
 from collections import OrderedDict
@@ -238,6 +239,8 @@ def read_npz(path, check, required=(), only=None) -> dict:
     import zipfile
     path = os.fspath(path)
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the open below
+            raise ValueError("not a regular file (a FIFO or device?), expected an .npz file")
         with zipfile.ZipFile(path) as z:
             problems, members = [], []
             for info in z.infolist():

@@ -252,6 +252,11 @@ def empty(path):
     os.truncate(path, 0)
 
 
+def fifo(path):
+    os.unlink(path)
+    os.mkfifo(path)
+
+
 def flip_a_data_byte(path):
     raw = bytearray(path.read_bytes())
     with zipfile.ZipFile(path) as z:
@@ -263,6 +268,7 @@ def flip_a_data_byte(path):
 @pytest.mark.parametrize("damage, says", [
     (truncate_half, "File is not a zip file"),
     (empty, "File is not a zip file"),
+    (fifo, "not a regular file"),
     (flip_a_data_byte, "Bad CRC-32"),
     (lambda p: rewrite_meta(p, lambda m: m.update(epoch="one")), "meta: 'epoch' is 'one', expected int"),
     (lambda p: rewrite_meta(p, lambda m: m.pop("rng")), "meta: missing key 'rng'"),
