@@ -276,6 +276,7 @@ class SummaryWriter:
         self._scalars_for_json = {}  # add_scalars values since the last export_scalars_to_json
         self.file_writer = None
         self.all_writers = None
+        self._closing = []  # file writers taken out of all_writers by close() and not closed yet
         fw = self._get_file_writer()
         if purge_step is not None:
             # TensorBoard's Python loaders drop earlier-read steps >= purge_step on a
@@ -555,14 +556,16 @@ class SummaryWriter:
     def close(self) -> None:
         """Flush and close every file; a later add_* opens a new event file in the same run."""
         with self._lock:
-            writers = list((self.all_writers or {}).values())
+            # Writers leave _closing only once closed: a retry after an interrupt closes the rest.
+            self._closing += [fw for fw in (self.all_writers or {}).values() if fw not in self._closing]
             self.file_writer = self.all_writers = None
         errors = []
-        for fw in writers:
+        while self._closing:
             try:
-                fw.close()
+                self._closing[0].close()
             except OSError as e:
                 errors.append(e)
+            del self._closing[0]
         if errors:
             raise errors[0]
 

@@ -109,6 +109,26 @@ def test_an_interrupted_close_is_finished_by_the_finalizer(tmp_path):
     assert check_scalar_file(path, "x", float) == N_RECORDS
 
 
+def test_an_interrupted_summarywriter_close_closes_every_file_on_retry(tmp_path):
+    w = tbwriter.SummaryWriter(tmp_path, max_queue=10 ** 6, flush_secs=10 ** 6)
+    for i in range(N_RECORDS):
+        w.add_scalars("pair", {"a": i, "b": 2 * i}, i)  # two sub-run files
+        w.add_scalar("x", float(i), i)
+    files = list(w.all_writers.values())  # kept alive: no finalizer may finish what close() left
+    events_mod.os = InterruptingOs(0)  # the first file's first write
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            w.close()
+    finally:
+        events_mod.os = os
+    w.close()
+    assert all(fw.event_writer.closed for fw in files)
+    for run, scale in (("pair_a", 1), ("pair_b", 2)):
+        (path,) = event_files(tmp_path / run)
+        assert check_scalar_file(path, "pair", lambda s: scale * s) == N_RECORDS
+    assert [e.value for e in accumulator(tmp_path).Scalars("x")] == [float(i) for i in range(N_RECORDS)]
+
+
 @pytest.mark.parametrize("after", [False, True])
 def test_an_interrupted_flush_loses_nothing(tmp_path, after):
     w = buffered_writer(tmp_path)
