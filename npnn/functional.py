@@ -275,28 +275,32 @@ def conv2d(x, weight, bias=None, stride=1, padding=0) -> Tensor:
     # im2col, the one copy: rows (c, kh, kw), columns (n, ho, wo), so every row is read and
     # written in runs of wo and the backward scatter below adds contiguous blocks.
     k = c * kh * kw
-    cols = win.transpose(1, 4, 5, 0, 2, 3).reshape(k, n, ho * wo)
+    # A bias rides in the products as one more row of ones under the columns: the forward
+    # adds it and the weight gradient's product sums g for it, each saving a pass over the output.
+    kb = k + (bias is not None)
+    cols = np.empty((kb, n, ho * wo), X.dtype)
+    cols[:k].reshape(c, kh, kw, n, ho, wo)[...] = win.transpose(1, 4, 5, 0, 2, 3)
     wmat = W.reshape(o, k)
-    few = k <= _FEW_ROWS
-    if few:  # image i's columns cols[:, i] are a strided matrix that BLAS reads in place
-        out = np.matmul(wmat, cols.transpose(1, 0, 2))  # [n, o, ho*wo]: NCHW already
-    else:
-        out = wmat @ cols.reshape(k, n * ho * wo)  # [o, n*ho*wo]
+    wb = wmat
     if bias is not None:
-        out += bias.data[:, None]
-    if few:
-        out = out.reshape(n, o, ho, wo)
+        cols[k] = 1
+        wb = np.concatenate([wmat, bias.data[:, None].astype(W.dtype, copy=False)], axis=1)
+    few = kb <= _FEW_ROWS
+    if few:  # image i's columns cols[:, i] are a strided matrix that BLAS reads in place
+        out = np.matmul(wb, cols.transpose(1, 0, 2)).reshape(n, o, ho, wo)  # NCHW already
     else:
+        out = wb @ cols.reshape(kb, n * ho * wo)  # [o, n*ho*wo]
         out = np.ascontiguousarray(out.reshape(o, n, ho, wo).transpose(1, 0, 2, 3))
 
     def backward(g, node):
         g_o = None if few else g.transpose(1, 0, 2, 3).reshape(o, n * ho * wo)  # a small copy
-        gw = None
-        if weight.requires_grad and few:  # one small product per image, summed
-            g3 = g.reshape(n, o, ho * wo).transpose(0, 2, 1)
-            gw = np.matmul(cols.transpose(1, 0, 2), g3).sum(axis=0).T.reshape(W.shape)
-        elif weight.requires_grad:  # cols @ g.T: OpenBLAS is slow at g @ cols.T (docs/performance.md)
-            gw = (cols.reshape(k, n * ho * wo) @ g_o.T).T.reshape(W.shape)
+        gwb = None  # [o, kb]: the weight gradient, then the bias gradient in column k
+        if (weight.requires_grad or kb > k and bias.requires_grad) and few:
+            g3 = g.reshape(n, o, ho * wo).transpose(0, 2, 1)  # one small product per image
+            gwb = np.matmul(cols.transpose(1, 0, 2), g3).sum(axis=0).T
+        elif weight.requires_grad or kb > k and bias.requires_grad:
+            gwb = (cols.reshape(kb, n * ho * wo) @ g_o.T).T  # not g @ cols.T: slow in OpenBLAS (docs/performance.md)
+        gw = gwb[:, :k].reshape(W.shape) if weight.requires_grad else None
         gx = None
         if x.requires_grad and g_o is None:
             g_o = g.transpose(1, 0, 2, 3).reshape(o, n * ho * wo)
@@ -312,7 +316,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0) -> Tensor:
             gx = np.ascontiguousarray(gxp[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3))
         if bias is None:
             return gx, gw
-        return gx, gw, (g.sum(axis=(0, 2, 3)) if bias.requires_grad else None)
+        return gx, gw, (gwb[:, k].astype(bias.data.dtype) if bias.requires_grad else None)
 
     parents = (x, weight) if bias is None else (x, weight, bias)
     return _nary(out, parents, backward, "Conv2D")

@@ -273,6 +273,21 @@ def test_conv2d_gradcheck_and_float32():
     assert w.grad.dtype == np.float32 and b.grad.dtype == np.float32
 
 
+@pytest.mark.parametrize("xs,ws", [((5, 1, 9, 8), (6, 1, 3, 3)), ((5, 8, 7, 6), (6, 8, 3, 3))])
+def test_conv2d_float32_within_rounding_of_float64(xs, ws):
+    # MNIST's two kinds: few im2col rows (one product per image) and many (one large product)
+    x, w, b, g = rand(xs, 1), rand(ws, 2), rand((ws[0],), 3), rand((xs[0], ws[0]) + xs[2:], 4)
+    grads = []
+    for dtype in (np.float64, np.float32):
+        tx, tw, tb = (Tensor(a.astype(dtype), requires_grad=True) for a in (x, w, b))
+        out = F.conv2d(tx, tw, tb, padding=1)
+        out.backward(g.astype(dtype))
+        assert {out.dtype, tx.grad.dtype, tw.grad.dtype, tb.grad.dtype} == {np.dtype(dtype)}
+        grads.append((out.data, tx.grad, tw.grad, tb.grad))
+    for exact, got in zip(*grads):
+        np.testing.assert_allclose(got, exact, rtol=1e-4, atol=1e-5 * np.abs(exact).max())
+
+
 def test_conv2d_errors_name_both_shapes():
     with pytest.raises(ValueError, match=r"\(2, 3, 8, 8\).*\(4, 2, 3, 3\)"):
         F.conv2d(Tensor(np.zeros((2, 3, 8, 8))), Parameter(np.zeros((4, 2, 3, 3))))
