@@ -60,7 +60,7 @@ def main() -> None:
 
     steps = {"npnn": npnn_step, "torch": torch_step}
     times = {k: ([], []) for k in steps}
-    for k, step in steps.items():  # warm-up
+    for step in steps.values():  # warm-up
         for i in range(3):
             step(slice(i * 100, i * 100 + 100))
     done = 0
