@@ -210,12 +210,13 @@ def test_export_with_corrupt_input_writes_readable_rows_and_exits_1(logdir, tmp_
 
 
 def test_export_interrupted_leaves_no_output_and_no_temp(tmp_path):
-    # A file big enough that export takes a while; SIGINT it while its temp file exists.
+    # A file big enough that writing the CSV takes seconds (read_scalars reads it in well under
+    # one); SIGINT export while its temp file exists.
     event = event_pb2.Event(step=1, wall_time=1.0)
     event.summary.value.add(tag="loss", simple_value=0.5)
     (tmp_path / "logs").mkdir()
     path = tmp_path / "logs" / "events.out.tfevents.1.big"
-    path.write_bytes(frame(event.SerializeToString()) * 400_000)
+    path.write_bytes(frame(event.SerializeToString()) * 2_000_000)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     proc = subprocess.Popen([sys.executable, "-m", "tbwriter", "export", str(path), "--csv", str(out_dir / "o.csv")],
