@@ -10,6 +10,8 @@ module-level VJPs; the rest use closures, which read more easily.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
+
 import numpy as np
 
 from npnn.tensor import Tensor, _add_reduce, _binary, _const, _nary, _result, _unary, unbroadcast
@@ -461,7 +463,22 @@ def _sum_vjp(g, node):
     return (_spread(g, node._ctx, X.shape, X.dtype),)
 
 
-_MEAN_PLANS: dict = {}  # (shape, dtype, axis, keepdims) -> _mean_vjp's context and the result's shape
+class _MeanContext(NamedTuple):
+    """What _mean_vjp needs: g spread back over the reduced axes, times 1/n."""
+
+    kept: tuple  # the input's shape with the reduced axes as 1
+    inv_n: np.ndarray  # 1 / (elements averaged), in the input's dtype
+    shape: tuple
+    dtype: np.dtype
+
+
+class _MeanPlan(NamedTuple):
+    ctx: _MeanContext
+    out_shape: tuple
+    exact: float | None  # 1/n as a Python float for a float32 full reduction, else None
+
+
+_MEAN_PLANS: dict = {}  # (shape, dtype, axis, keepdims) -> _MeanPlan
 
 
 def mean(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:
@@ -483,7 +500,7 @@ def mean(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:
         # A float32 product is exact in double, so rounding it once gives float32's own multiply,
         # and a Python float skips NumPy's slow 0-d ufunc call (docs/performance.md).
         exact = float(inv_n) if not out_shape and dtype == np.float32 else None
-        plan = ((kept, inv_n, shape, dtype), out_shape, exact)
+        plan = _MeanPlan(_MeanContext(kept, inv_n, shape, dtype), out_shape, exact)
         if key is not None:
             if len(_MEAN_PLANS) > 4096:
                 _MEAN_PLANS.clear()
@@ -492,15 +509,15 @@ def mean(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:
     out = np.empty(out_shape, dtype)  # reduce into an array: a full reduction gives no NumPy scalar
     _add_reduce(X, axis, out=out, keepdims=keepdims)
     if exact is None:
-        np.multiply(out, ctx[1], out=out)
+        np.multiply(out, ctx.inv_n, out=out)
     else:
         out[()] = out.item() * exact
     return _unary(out, x, _mean_vjp, "Mean", None, ctx)
 
 
 def _mean_vjp(g, node):
-    kept, inv_n, shape, dtype = node._ctx
-    return (_spread(g, kept, shape, dtype, inv_n),)
+    c = node._ctx
+    return (_spread(g, c.kept, c.shape, c.dtype, c.inv_n),)
 
 
 def max(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:
