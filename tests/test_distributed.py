@@ -136,6 +136,20 @@ def test_rank_0_alone_writes_the_run_each_rank_its_throughput(runs):
     assert out[2].stdout.count(f"epoch {STEPS}/{STEPS}") == 1
 
 
+def test_resume_broadcasts_rank_0s_checkpoint_and_continues_exactly(runs):
+    tmp, _, root, sha = runs
+    # Rank 0 alone reads ck2.3; if rank 1 kept fresh Adam moments its update, and so the next
+    # step's averaged gradient, would differ from the straight run's.
+    done = launch(["--data", str(root), "--limit", "100", "--batch-size", "100", "--epochs", str(STEPS),
+                   "--log-every", "1", "--seed", "3", "--logdir", str(tmp / "resumed_run"), "--distributed",
+                   "--resume", str(tmp / "ck2.3"), "--save", str(tmp / "resumed")], tmp, sha, processes=2,
+                  NPNN_TEST_NO_DROPOUT="1")
+    assert done.returncode == 0, done.stderr
+    straight, resumed = checkpoint(tmp / f"ck2.{STEPS}"), checkpoint(tmp / f"resumed.{STEPS}")
+    for name, value in straight.items():
+        np.testing.assert_array_equal(resumed[name], value, err_msg=name)
+
+
 def test_a_failing_rank_ends_the_job_naming_rank_and_error(runs, tmp_path):
     _, _, root, sha = runs
     start = time.monotonic()
