@@ -234,7 +234,7 @@ def _pair(v) -> tuple:
     return int(a), int(b)
 
 
-_FEW_ROWS = 32  # im2col rows (c*kh*kw) up to which conv2d multiplies image by image
+_FEW_ROWS = 32  # im2col rows (c*kh*kw, +1 with a bias) up to which conv2d multiplies image by image
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0) -> Tensor:
