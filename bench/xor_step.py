@@ -5,7 +5,9 @@ child, and the same step as an `npnn.plan` (recorded once, replayed; bit-identic
 (optional, the bench extra): the same network and PyTorch's Adam rule as one jit-compiled
 step called from a Python loop (the usual JAX training loop), and, for context, the whole
 loop compiled into one `lax.fori_loop`. Compile time is reported apart (the first
-call). Repeats alternate the programs; medians. Also prints npnn's per-phase split.
+call). Repeats alternate the programs; medians of wall and of CPU time (process_time: all the
+process's threads; under load wall time also counts time waiting for a core). Also prints
+npnn's per-phase split.
 
     python bench/xor_step.py [--steps 10001] [--repeats 5]
 """
@@ -35,31 +37,31 @@ def npnn_setup() -> tuple:
 
 
 def npnn_loop(steps: int) -> tuple:
-    """(seconds, final cost) of npnn's eager loop."""
+    """(seconds, 0 compile seconds, final cost, CPU seconds) of npnn's eager loop."""
     x, y, W1, b1, W2, b2, opt = npnn_setup()
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     for _ in range(steps):
         h = npnn.sigmoid(npnn.sigmoid(x @ W1 + b1) @ W2 + b2)
         cost = -(y * npnn.log(h) + (1 - y) * npnn.log(1 - h)).mean()
         opt.zero_grad()
         cost.backward()
         opt.step()
-    return time.perf_counter() - t, cost.item()
+    return time.perf_counter() - t, 0.0, cost.item(), time.process_time() - cpu
 
 
 def npnn_plan_loop(steps: int) -> tuple:
-    """(seconds, final cost) of the same loop as an npnn.plan (recorded on its first call)."""
+    """The same as npnn_loop for the loop as an npnn.plan (recorded on its first call)."""
     x, y, W1, b1, W2, b2, opt = npnn_setup()
 
     def loss_fn(x, y):
         h = npnn.sigmoid(npnn.sigmoid(x @ W1 + b1) @ W2 + b2)
         return -(y * npnn.log(h) + (1 - y) * npnn.log(1 - h)).mean()
     step = plan.compile(loss_fn, opt)
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     for _ in range(steps):
         cost = step(x, y)
-    assert step.replaying, step.refused
-    return time.perf_counter() - t, cost.item()
+    assert step.replaying and step.program is not None, step.refused or step.unbuffered
+    return time.perf_counter() - t, 0.0, cost.item(), time.process_time() - cpu
 
 
 def npnn_phases(steps: int) -> dict:
@@ -84,7 +86,7 @@ def npnn_phases(steps: int) -> dict:
 
 
 def jax_programs():
-    """(jit step loop, fori_loop) runners, each returning (seconds, compile seconds, final cost); None without JAX."""
+    """(jit step loop, fori_loop, version); each runner returns (seconds, compile s, final cost, CPU s)."""
     try:
         import jax
         import jax.numpy as jnp
@@ -121,11 +123,11 @@ def jax_programs():
         p, m, v, t, cost = jstep(p, m, v, t)  # compiles (cached after the first repeat)
         cost.block_until_ready()
         compile_s = time.perf_counter() - c
-        c = time.perf_counter()
+        c, cpu = time.perf_counter(), time.process_time()
         for _ in range(steps - 1):
             p, m, v, t, cost = jstep(p, m, v, t)
         cost.block_until_ready()
-        return time.perf_counter() - c, compile_s, float(cost)
+        return time.perf_counter() - c, compile_s, float(cost), time.process_time() - cpu
 
     @jax.jit
     def whole(p, m, v, t, steps):
@@ -139,10 +141,10 @@ def jax_programs():
         out = whole(p, m, v, t, 1)
         out[4].block_until_ready()
         compile_s = time.perf_counter() - c
-        c = time.perf_counter()
+        c, cpu = time.perf_counter(), time.process_time()
         out = whole(p, m, v, t, steps)
         out[4].block_until_ready()
-        return time.perf_counter() - c, compile_s, float(out[4])
+        return time.perf_counter() - c, compile_s, float(out[4]), time.process_time() - cpu
 
     return loop, fori, jax.__version__
 
@@ -152,8 +154,7 @@ def main():
     ap.add_argument("--steps", type=int, default=10001)
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
-    programs = {"npnn eager": lambda n: (lambda r: (r[0], 0.0, r[1]))(npnn_loop(n)),
-                "npnn plan (npnn.plan.compile)": lambda n: (lambda r: (r[0], 0.0, r[1]))(npnn_plan_loop(n))}
+    programs = {"npnn eager": npnn_loop, "npnn plan (npnn.plan.compile)": npnn_plan_loop}
     jax_ = jax_programs()
     if jax_ is None:
         print("JAX is not installed (pip install -e .[bench]): npnn alone")
@@ -167,11 +168,14 @@ def main():
         for name, fn in programs.items():
             runs[name].append(fn(args.steps))
     base = statistics.median(r[0] for r in runs["npnn eager"])
+    base_cpu = statistics.median(r[3] for r in runs["npnn eager"])
     for name, rs in runs.items():
         secs = statistics.median(r[0] for r in rs)
         comp = statistics.median(r[1] for r in rs)
-        print(f"{name:32s} {secs:7.3f} s ({secs / args.steps * 1e6:6.1f} us/step)  compile {comp:5.2f} s  "
-              f"final cost {rs[-1][2]:.6f}  npnn / this: {base / secs:5.2f}")
+        cpu = statistics.median(r[3] for r in rs)
+        print(f"{name:32s} {secs:7.3f} s ({secs / args.steps * 1e6:6.1f} us/step, CPU {cpu / args.steps * 1e6:6.1f})  "
+              f"compile {comp:5.2f} s  final cost {rs[-1][2]:.6f}  npnn / this: {base / secs:5.2f} "
+              f"(CPU {base_cpu / cpu:5.2f})")
     phases = npnn_phases(args.steps)
     print("npnn per step (median us): " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()))
 

@@ -53,6 +53,11 @@ def _scalar(value, dtype):
     return s
 
 
+def _array(a):
+    """a as an ndarray: ufuncs on 0-d arrays return NumPy scalars, which out= cannot write into."""
+    return a if type(a) is np.ndarray else np.array(a)
+
+
 def _pass(g, node):
     return (g,)
 
@@ -315,20 +320,20 @@ def abs(x: Tensor) -> Tensor:
 def sigmoid(x: Tensor) -> Tensor:
     """1 / (1 + e^-x), computed as u / (1 + u) with u = e^min(x, 88): no overflow for any x."""
     # exp overflows float32 above 88.7; sigmoid(88) is 1 - 6e-39, so clamping there loses nothing.
-    u = np.minimum(x.data, _EXP_MAX)
+    u = _array(np.minimum(x.data, _EXP_MAX))
     np.exp(u, out=u)
     d = u + _ONE
     return _unary(np.divide(u, d, out=u), x, _sigmoid_vjp, "Sigmoid", None, d)
 
 
 def _sigmoid_vjp(g, node):
-    t = g * node.data  # sigmoid' = u / (1 + u)^2 = out / d, exact even where out rounds to 1
+    t = _array(g * node.data)  # sigmoid' = u / (1 + u)^2 = out / d, exact even where out rounds to 1
     return (np.divide(t, node._ctx, out=t),)
 
 
 def _tanh_vjp(g, node):
     out = node.data
-    t = out * out  # fresh: the rest happens in place
+    t = _array(out * out)  # fresh: the rest happens in place
     np.subtract(_ONE, t, out=t)
     return (np.multiply(t, g, out=t),)
 
@@ -341,7 +346,7 @@ def tanh(x: Tensor) -> Tensor:
 def _relu_vjp(g, node):
     # g where the output is > 0 or NaN (PyTorch's threshold_backward passes NaN's gradient
     # through); a one-byte mask is cheaper than a float one (docs/performance.md).
-    keep = np.less_equal(node.data, _ZERO)
+    keep = _array(np.less_equal(node.data, _ZERO))
     return (g * np.logical_not(keep, out=keep),)
 
 

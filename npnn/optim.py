@@ -416,7 +416,8 @@ class Adam(Optimizer):
                 t = st["step"]
             elif st["step"] != t:
                 return False
-            g_slot[...] = g  # gathered into the flat buffer (cheaper than one concatenate)
+            if g is not g_slot:  # npnn.plan's replay writes gradients into the slots themselves
+                g_slot[...] = g  # gathered into the flat buffer (cheaper than one concatenate)
         t += 1
         for e in plan.entries:
             e.state["step"] = t

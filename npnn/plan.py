@@ -6,7 +6,11 @@ do, with the same results bit for bit, but the forward is run as a recorded list
 calls writing into the arrays the first (eager) call allocated, with no Tensor created: the
 first call records loss_fn's ops through the tape's tracing hook, later calls replay them.
 backward runs over the recorded tape in the engine's order (same VJPs, same sums; no heap),
-and the optimizer's step as usual.
+and the optimizer's step as usual. After the first replayed step, when the optimizer is
+Adam updating one group of small parameters as one flat buffer (optim.Adam._step_fused), the
+whole step becomes one list of NumPy calls (see Plan._program): the VJPs write with out= into
+a buffer per node, the parameters' gradients go straight into Adam's flat gradient buffer,
+and the parameters' .grad arrays, like the loss, are the same arrays at every replay.
 
 Replaying is refused, and the step runs eagerly, when it could be wrong:
 - an input's shape or dtype differs from the recorded call (or their number): eager for that
@@ -14,7 +18,8 @@ Replaying is refused, and the step runs eagerly, when it could be wrong:
 - loss_fn read a tensor's value into Python while recorded (bool(), item(), float(), int(),
   numpy(), np.asarray(): the control flow may depend on data), made a Tensor() or used a
   constant tensor other than its inputs and parameters, used an op the plan has no kernel for
-  (MatMul of matrices, AddV2, Sub, Mul, Neg, Log, Sigmoid and the full float32 Mean have one),
+  (MatMul of matrices, AddV2, Sub, Mul, division by a number, Neg, Log, Exp, Sigmoid and the
+  full float32 Mean have one),
   or did anything else the tape's tracing hook sees (summaries, backward): eager from then on.
 Reading `.data` directly inside loss_fn is not seen: control flow must not depend on it.
 The returned loss Tensor is the same object at every replay (its data updated in place).
@@ -24,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from npnn import ops as _ops
+from npnn import optim as _optim
 from npnn import tensor as _t
 from npnn.tensor import Tensor
 
@@ -59,7 +65,8 @@ _READS = tuple(n for n in ("__bool__", "item", "__float__", "__int__", "__index_
                             "__init__") if n in vars(Tensor))
 
 
-_UFUNCS = {"AddV2": np.add, "Sub": np.subtract, "Mul": np.multiply, "Neg": np.negative, "Log": np.log}
+_UFUNCS = {"AddV2": np.add, "Sub": np.subtract, "Mul": np.multiply, "RealDiv": np.divide, "Neg": np.negative,
+           "Log": np.log, "Exp": np.exp}
 
 
 def _kernel(op: str, inputs: tuple, out: Tensor):
@@ -88,14 +95,14 @@ def _kernel(op: str, inputs: tuple, out: Tensor):
             dst[()] = dst.item() * exact
         return mean
     f = _UFUNCS.get(op)
-    if f is None:
+    if f is None or (op == "RealDiv" and out._backward is not _ops._div_scalar_vjp):  # others' VJPs keep arrays
         raise _Unsupported(f"no replay kernel for op {op!r}")
     if f.nin == 1:
         (x,) = inputs
         return lambda: f(x.data, out=dst)
     a, b = inputs
-    if op == "Mul" and out._backward is _ops._scale_vjp:  # times a number: eager multiplies by node._ctx
-        s = out._ctx
+    if out._backward is _ops._scale_vjp or out._backward is _ops._div_scalar_vjp:
+        s = out._ctx  # Mul or RealDiv by a number: eager uses node._ctx
         return lambda: f(a.data, s, out=dst)
     if isinstance(a, Tensor) and isinstance(b, Tensor):
         return lambda: f(a.data, b.data, out=dst)
@@ -119,9 +126,19 @@ class Plan:
         self.schedule = None  # (index, node, vjp, parents as indices / leaves / None), newest first
         self.ones = None  # d loss / d loss
         self.refused = None  # why the plan runs eagerly for good, once known
+        self.program = None  # the whole step as NumPy calls into buffers (see _program)
+        self.tried = False
+        self.unbuffered = None  # why the step replays without the buffered backward, if it does
 
     def __call__(self, *inputs) -> Tensor:
         """One step: the loss (before the update), gradients in .grad, parameters updated."""
+        program = self.program
+        if program is not None and self._matches(inputs):
+            for p, x in zip(self.placeholders, inputs):
+                p.data = x.data
+            for k in program:
+                k()
+            return self.loss
         signature = _signature(inputs)
         if self.refused is None and self.kernels is not None and signature == self.signature:
             for p, x in zip(self.placeholders, inputs):
@@ -139,7 +156,51 @@ class Plan:
         else:
             loss.backward()
         self.optimizer.step()
+        if loss is self.loss and self.program is None and not self.tried:
+            self.tried = True
+            try:
+                self.program = self._program()
+            except _Unsupported as e:
+                self.unbuffered = str(e)
         return loss
+
+    def _matches(self, inputs: tuple) -> bool:
+        """Whether inputs have the recorded number, shapes, dtypes and requires_grad (the replay's guard)."""
+        if len(inputs) != len(self.signature):
+            return False
+        for x, (shape, dtype, grad) in zip(inputs, self.signature):
+            if type(x) is not Tensor and not isinstance(x, Tensor):
+                return False
+            d = x.data
+            if d.shape != shape or d.dtype != dtype or x.requires_grad != grad:
+                return False
+        return True
+
+    def _program(self) -> list:
+        """The whole step as one list of NumPy calls into preallocated buffers: the forward kernels,
+        the backward's VJPs writing with out= (shares summed in the engine's order), the leaves'
+        .grad set to their buffers, and Adam's fused update. Built after the first replayable step,
+        when the optimizer's own buffers exist; _Unsupported keeps the step-by-step replay."""
+        opt = self.optimizer
+        if type(opt) is not _optim.Adam or len(opt.param_groups) != 1:
+            raise _Unsupported("the fused replay needs one torch-style Adam parameter group")
+        group = opt.param_groups[0]
+        fused = opt._plans.get(id(group))
+        if fused is None or fused.state is not opt.state or len(fused.entries) != len(group["params"]):
+            raise _Unsupported("Adam does not update this group as one flat buffer")
+        slots = {id(e.param): e.g for e in fused.entries}  # each leaf's .grad: its slice of Adam's flat g
+        backward, reached = _backward_kernels(self.schedule, self.ones, slots)
+        if len(reached) != len(slots):
+            raise _Unsupported("some optimizer parameters get no gradient from the loss")
+        grads = [(e.param, e.g) for e in fused.entries]
+        step_fused = opt._step_fused
+
+        def set_grads_and_step():
+            for p, g in grads:
+                p.grad = g
+            if not step_fused(group):  # the group changed (state loaded, options, shapes): eager Adam
+                opt.step()
+        return [*self.kernels, *backward, set_grads_and_step]
 
     def _backward(self) -> None:
         """loss.backward() over the recorded tape in its fixed order: the engine's VJP calls and
@@ -233,6 +294,114 @@ class Plan:
         self.ones = np.ones(loss.data.shape, loss.data.dtype)
         self.placeholders, self.signature, self.loss = placeholders, signature, loss
         return loss
+
+
+def _share_writer(node: Tensor, k: int, g: np.ndarray, dst: np.ndarray):
+    """A call writing node's VJP share for its input k into dst, as the eager VJP computes it
+    (npnn/ops.py; same ufuncs on the same operands, so the same bits), given node's gradient g."""
+    vjp, parents = node._backward, node._parents
+    x = parents[k]
+    if any(a.dtype != dst.dtype for a in (g, x.data)) or dst.shape != x.data.shape:
+        raise _Unsupported("the buffered backward needs one float dtype throughout")
+    if vjp is _ops._pass or vjp is _ops._pass2 or (vjp is _ops._pass_negate and k == 0):
+        return lambda: np.positive(g, out=dst)  # the share is g itself: a copy
+    if vjp is _ops._negate or vjp is _ops._pass_negate:
+        return lambda: np.negative(g, out=dst)
+    if vjp is _ops._add_vjp:  # unbroadcast(g, x.shape)
+        if g.shape == dst.shape:
+            return lambda: np.positive(g, out=dst)
+        if g.shape[1:] == dst.shape:
+            return lambda: np.add.reduce(g, 0, out=dst)
+        raise _Unsupported("AddV2 broadcasting beyond a leading axis")
+    if vjp is _ops._mul_vjp:  # g * the other input
+        other = parents[1 - k]
+        return lambda: np.multiply(g, other.data, out=dst)
+    if vjp is _ops._scale_vjp or vjp is _ops._div_scalar_vjp:
+        s, f = node._ctx, np.multiply if vjp is _ops._scale_vjp else np.divide
+        return lambda: f(g, s, out=dst)
+    if vjp is _ops._matmul_vjp:
+        a, b = parents
+        if k == 0:
+            return lambda: g.dot(b.data.T, out=dst)
+        return lambda: a.data.T.dot(g, out=dst)
+    if vjp is _ops._log_vjp:
+        return lambda: np.divide(g, x.data, out=dst)
+    if vjp is _ops._exp_vjp:
+        return lambda: np.multiply(g, node.data, out=dst)
+    if vjp is _ops._sigmoid_vjp:
+        d = node._ctx
+
+        def sigmoid():
+            np.multiply(g, node.data, out=dst)
+            np.divide(dst, d, out=dst)
+        return sigmoid
+    if vjp is _ops._mean_vjp:  # _spread: g reshaped to the kept shape, times 1/n, broadcast
+        kept, inv_n = node._ctx[0], node._ctx[1]
+        gk = g.reshape(kept)
+        return lambda: np.multiply(gk, inv_n, out=dst)
+    raise _Unsupported(f"no buffered VJP for {getattr(vjp, '__name__', vjp)}")
+
+
+def _passes_g(node: Tensor, k: int, g: np.ndarray, shape: tuple) -> bool:
+    """Whether node's VJP hands input k the gradient g itself (the engine's share is g)."""
+    vjp = node._backward
+    return g.shape == shape and (vjp is _ops._pass or vjp is _ops._pass2 or vjp is _ops._add_vjp
+                                 or (vjp is _ops._pass_negate and k == 0))
+
+
+def _edges(schedule: list):
+    """(node index, node, input k, target) of every share the engine computes, in its order."""
+    reached = {0}
+    for i, node, _, targets in schedule:
+        if i not in reached:  # no share reached it: the engine skips it
+            continue
+        for k, target in enumerate(targets):
+            if target is not None:
+                if type(target) is int:
+                    reached.add(target)
+                yield i, node, k, target
+
+
+def _backward_kernels(schedule: list, ones: np.ndarray, leaf_grads: dict) -> tuple:
+    """(calls, leaves reached): the recorded backward as NumPy calls into one buffer per node
+    and the given leaf buffers (id(leaf) -> array). Same VJPs in the same order as the engine;
+    a first share is written straight into its node's or leaf's buffer, each later one into a
+    scratch array then added in (first + second, ..., the engine's order of sums). A node whose
+    only share is its consumer's gradient itself shares that buffer (nothing writes it later)."""
+    arrivals: dict = {}
+    for _, _, _, target in _edges(schedule):
+        key = target if type(target) is int else id(target)
+        arrivals[key] = arrivals.get(key, 0) + 1
+    buffers = [ones] + [None] * (len(schedule) - 1)
+    seen, calls = set(), []
+    for i, node, k, target in _edges(schedule):
+        g = buffers[i]
+        if type(target) is int:
+            key, shape = target, schedule[target][1].data.shape
+            if arrivals[key] == 1 and _passes_g(node, k, g, shape):
+                buffers[target] = g
+                seen.add(key)
+                continue
+            if buffers[target] is None:
+                buffers[target] = np.empty_like(schedule[target][1].data)
+            dst = buffers[target]
+        else:
+            key = id(target)
+            if key not in leaf_grads:
+                raise _Unsupported("a leaf that is not an optimizer parameter needs a gradient")
+            dst = leaf_grads[key]
+        if key not in seen:
+            seen.add(key)
+            calls.append(_share_writer(node, k, g, dst))
+        else:
+            scratch = np.empty_like(dst)
+            write = _share_writer(node, k, g, scratch)
+
+            def add(write=write, dst=dst, scratch=scratch):
+                write()
+                np.add(dst, scratch, out=dst)
+            calls.append(add)
+    return calls, {id(t) for _, _, _, t in _edges(schedule) if type(t) is not int}
 
 
 def _signature(inputs: tuple):

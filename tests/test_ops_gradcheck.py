@@ -117,6 +117,20 @@ def test_unary(name, fn, low):
     gradcheck(fn, x)
 
 
+@pytest.mark.parametrize("name", ["sigmoid", "tanh", "relu", "exp", "log", "sqrt", "abs"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_unary_of_a_0d_tensor(name, dtype):
+    # 0-d operands make NumPy return scalars, which out= cannot write into (tanh's backward failed)
+    fn = getattr(npnn, name)
+    x = npnn.Tensor(np.array(0.7, dtype), requires_grad=True)
+    y = fn(x)
+    y.backward()
+    assert type(y.data) is np.ndarray and y.shape == () and y.dtype == dtype
+    assert type(x.grad) is np.ndarray and x.grad.shape == () and x.grad.dtype == dtype
+    if dtype is np.float64:
+        gradcheck(fn, np.array(0.7))
+
+
 def test_relu_gradient_at_zero_and_nan_follows_pytorch():
     # PyTorch's threshold_backward: 0 where the output is <= 0, the gradient elsewhere (NaN too).
     x = npnn.Tensor(np.array([-1.0, 0.0, 2.0, np.nan], np.float32), requires_grad=True)
