@@ -88,7 +88,7 @@ def _kernel(op: str, inputs: tuple, out: Tensor):
         return sigmoid
     if op == "Mean" and out._backward is _ops._mean_vjp and dst.ndim == 0 and dst.dtype == np.float32 \
             and inputs[0].data.dtype == np.float32:
-        (x,), exact = inputs, float(out._ctx[1])  # as ops.mean's full float32 mean
+        (x,), exact = inputs, float(out._ctx.inv_n)  # as ops.mean's full float32 mean
 
         def mean():
             np.add.reduce(x.data, None, out=dst)
@@ -336,7 +336,7 @@ def _share_writer(node: Tensor, k: int, g: np.ndarray, dst: np.ndarray):
             np.divide(dst, d, out=dst)
         return sigmoid
     if vjp is _ops._mean_vjp:  # _spread: g reshaped to the kept shape, times 1/n, broadcast
-        kept, inv_n = node._ctx[0], node._ctx[1]
+        kept, inv_n = node._ctx.kept, node._ctx.inv_n
         gk = g.reshape(kept)
         return lambda: np.multiply(gk, inv_n, out=dst)
     raise _Unsupported(f"no buffered VJP for {getattr(vjp, '__name__', vjp)}")
