@@ -26,6 +26,8 @@ The returned loss Tensor is the same object at every replay (its data updated in
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from npnn import ops as _ops
@@ -69,48 +71,39 @@ _UFUNCS = {"AddV2": np.add, "Sub": np.subtract, "Mul": np.multiply, "RealDiv": n
            "Log": np.log, "Exp": np.exp}
 
 
-def _kernel(op: str, inputs: tuple, out: Tensor):
-    """A function replaying one recorded op into out.data, bit-identical to the eager op (npnn/ops.py)."""
+def _kernel(op: str, inputs: tuple, out: Tensor) -> list:
+    """Calls (f, args) replaying one recorded op into out.data, bit-identical to the eager op
+    (npnn/ops.py), reading the arrays its inputs hold now."""
     dst = out.data
     if type(dst) is not np.ndarray or not dst.flags.c_contiguous:
         raise _Unsupported(f"{op}: its output is not a contiguous array")
     if op == "MatMul" and out._backward is _ops._matmul_vjp:  # 2-D: ndarray.dot
         a, b = inputs
-        return lambda: a.data.dot(b.data, out=dst)
+        return [(a.data.dot, (b.data, dst))]
     if op == "Sigmoid" and out._backward is _ops._sigmoid_vjp:
         (x,), d = inputs, out._ctx  # as ops.sigmoid: u = exp(min(x, 88)); d = u + 1; out = u / d
-
-        def sigmoid():
-            np.minimum(x.data, _ops._EXP_MAX, out=dst)
-            np.exp(dst, out=dst)
-            np.add(dst, _ops._ONE, out=d)
-            np.divide(dst, d, out=dst)
-        return sigmoid
+        return [(functools.partial(np.minimum, out=dst), (x.data, _ops._EXP_MAX)), (np.exp, (dst, dst)),
+                (np.add, (dst, _ops._ONE, d)), (np.divide, (dst, d, dst))]  # minimum: out= only by keyword
     if op == "Mean" and out._backward is _ops._mean_vjp and dst.ndim == 0 and dst.dtype == np.float32 \
             and inputs[0].data.dtype == np.float32:
         (x,), exact = inputs, float(out._ctx.inv_n)  # as ops.mean's full float32 mean
 
-        def mean():
-            np.add.reduce(x.data, None, out=dst)
+        def scale():
             dst[()] = dst.item() * exact
-        return mean
+        return [(np.add.reduce, (x.data, None, None, dst)), (scale, ())]
     f = _UFUNCS.get(op)
     if f is None or (op == "RealDiv" and out._backward is not _ops._div_scalar_vjp):  # others' VJPs keep arrays
         raise _Unsupported(f"no replay kernel for op {op!r}")
     if f.nin == 1:
-        (x,) = inputs
-        return lambda: f(x.data, out=dst)
+        return [(f, (inputs[0].data, dst))]
     a, b = inputs
     if out._backward is _ops._scale_vjp or out._backward is _ops._div_scalar_vjp:
-        s = out._ctx  # Mul or RealDiv by a number: eager uses node._ctx
-        return lambda: f(a.data, s, out=dst)
+        return [(f, (a.data, out._ctx, dst))]  # Mul or RealDiv by a number: eager uses node._ctx
     if isinstance(a, Tensor) and isinstance(b, Tensor):
-        return lambda: f(a.data, b.data, out=dst)
+        return [(f, (a.data, b.data, dst))]
     if isinstance(a, Tensor):
-        s = _ops._scalar(b, dst.dtype)
-        return lambda: f(a.data, s, out=dst)
-    s = _ops._scalar(a, dst.dtype)
-    return lambda: f(s, b.data, out=dst)
+        return [(f, (a.data, _ops._scalar(b, dst.dtype), dst))]
+    return [(f, (_ops._scalar(a, dst.dtype), b.data, dst))]
 
 
 class Plan:
@@ -120,8 +113,11 @@ class Plan:
         self.loss_fn = loss_fn
         self.optimizer = optimizer
         self.signature = None  # ((shape, dtype, requires_grad) of each input)
-        self.placeholders = None  # the Tensors loss_fn saw while recorded; replay points them at new data
-        self.kernels = None
+        self.placeholders = None  # the Tensors loss_fn saw while recorded; replay copies inputs into their arrays
+        self.ops = None  # (op, inputs, output) as recorded
+        self.leaves = None  # the tensors the ops read that are neither inputs nor op outputs (parameters)
+        self.kernels = None  # the forward as (NumPy function, arguments) calls
+        self.bound = None  # (leaf, the array the calls read from it)
         self.loss = None
         self.schedule = None  # (index, node, vjp, parents as indices / leaves / None), newest first
         self.ones = None  # d loss / d loss
@@ -135,16 +131,18 @@ class Plan:
         program = self.program
         if program is not None and self._matches(inputs):
             for p, x in zip(self.placeholders, inputs):
-                p.data = x.data
-            for k in program:
-                k()
+                p.data[...] = x.data
+            for f, args in program:
+                f(*args)
             return self.loss
         signature = _signature(inputs)
         if self.refused is None and self.kernels is not None and signature == self.signature:
+            if any(t.data is not a for t, a in self.bound):  # a parameter got a new array: bake again
+                self._bake()
             for p, x in zip(self.placeholders, inputs):
-                p.data = x.data
-            for k in self.kernels:
-                k()
+                p.data[...] = x.data
+            for f, args in self.kernels:
+                f(*args)
             loss = self.loss
         elif self.refused is None and self.kernels is None and signature is not None:
             loss = self._record(inputs, signature)
@@ -165,7 +163,8 @@ class Plan:
         return loss
 
     def _matches(self, inputs: tuple) -> bool:
-        """Whether inputs have the recorded number, shapes, dtypes and requires_grad (the replay's guard)."""
+        """The program's guard: inputs of the recorded number, shapes, dtypes and requires_grad,
+        and every leaf the calls read (the parameters) still holding the array they were baked with."""
         if len(inputs) != len(self.signature):
             return False
         for x, (shape, dtype, grad) in zip(inputs, self.signature):
@@ -174,7 +173,16 @@ class Plan:
             d = x.data
             if d.shape != shape or d.dtype != dtype or x.requires_grad != grad:
                 return False
+        for t, a in self.bound:
+            if t.data is not a:
+                return False
         return True
+
+    def _bake(self) -> None:
+        """The forward's calls with the arrays they read and write; a new program after this step."""
+        self.kernels = [c for op, ins, out in self.ops for c in _kernel(op, ins, out)]
+        self.bound = [(t, t.data) for t in self.leaves]
+        self.program, self.tried = None, False
 
     def _program(self) -> list:
         """The whole step as one list of NumPy calls into preallocated buffers: the forward kernels,
@@ -200,7 +208,7 @@ class Plan:
                 p.grad = g
             if not step_fused(group):  # the group changed (state loaded, options, shapes): eager Adam
                 opt.step()
-        return [*self.kernels, *backward, set_grads_and_step]
+        return [*self.kernels, *backward, (set_grads_and_step, ())]
 
     def _backward(self) -> None:
         """loss.backward() over the recorded tape in its fixed order: the engine's VJP calls and
@@ -272,10 +280,16 @@ class Plan:
                     self.refused = ("loss_fn used a constant tensor that is not one of its inputs "
                                     "(it could change between steps unseen): pass it as an input")
                     return loss
+        self.ops = recorder.ops
+        self.leaves = list({id(x): x for _, ins, _ in self.ops for x in ins
+                            if isinstance(x, Tensor) and id(x) not in made and id(x) not in known}.values())
+        for p in placeholders:  # the plan's own input arrays: later inputs are copied in
+            p.data = np.array(p.data, order="C")
         try:
-            self.kernels = [_kernel(op, ins, out) for op, ins, out in recorder.ops]
+            self._bake()
         except _Unsupported as e:
             self.refused = str(e)
+            self.kernels = None
             return loss
         order = [out for _, _, out in recorder.ops if out.requires_grad]
         if any(t.data.dtype != loss.data.dtype for t in order) or loss.data.size != 1:
@@ -296,49 +310,40 @@ class Plan:
         return loss
 
 
-def _share_writer(node: Tensor, k: int, g: np.ndarray, dst: np.ndarray):
-    """A call writing node's VJP share for its input k into dst, as the eager VJP computes it
-    (npnn/ops.py; same ufuncs on the same operands, so the same bits), given node's gradient g."""
+def _share_writer(node: Tensor, k: int, g: np.ndarray, dst: np.ndarray) -> list:
+    """Calls (f, args) writing node's VJP share for its input k into dst as the eager VJP computes
+    it (npnn/ops.py; same ufuncs on the same operands, so the same bits), given node's gradient g."""
     vjp, parents = node._backward, node._parents
     x = parents[k]
     if any(a.dtype != dst.dtype for a in (g, x.data)) or dst.shape != x.data.shape:
         raise _Unsupported("the buffered backward needs one float dtype throughout")
     if vjp is _ops._pass or vjp is _ops._pass2 or (vjp is _ops._pass_negate and k == 0):
-        return lambda: np.positive(g, out=dst)  # the share is g itself: a copy
+        return [(np.positive, (g, dst))]  # the share is g itself: a copy
     if vjp is _ops._negate or vjp is _ops._pass_negate:
-        return lambda: np.negative(g, out=dst)
+        return [(np.negative, (g, dst))]
     if vjp is _ops._add_vjp:  # unbroadcast(g, x.shape)
         if g.shape == dst.shape:
-            return lambda: np.positive(g, out=dst)
+            return [(np.positive, (g, dst))]
         if g.shape[1:] == dst.shape:
-            return lambda: np.add.reduce(g, 0, out=dst)
+            return [(np.add.reduce, (g, 0, None, dst))]
         raise _Unsupported("AddV2 broadcasting beyond a leading axis")
     if vjp is _ops._mul_vjp:  # g * the other input
-        other = parents[1 - k]
-        return lambda: np.multiply(g, other.data, out=dst)
-    if vjp is _ops._scale_vjp or vjp is _ops._div_scalar_vjp:
-        s, f = node._ctx, np.multiply if vjp is _ops._scale_vjp else np.divide
-        return lambda: f(g, s, out=dst)
+        return [(np.multiply, (g, parents[1 - k].data, dst))]
+    if vjp is _ops._scale_vjp:
+        return [(np.multiply, (g, node._ctx, dst))]
+    if vjp is _ops._div_scalar_vjp:
+        return [(np.divide, (g, node._ctx, dst))]
     if vjp is _ops._matmul_vjp:
         a, b = parents
-        if k == 0:
-            return lambda: g.dot(b.data.T, out=dst)
-        return lambda: a.data.T.dot(g, out=dst)
+        return [(g.dot, (b.data.T, dst))] if k == 0 else [(a.data.T.dot, (g, dst))]
     if vjp is _ops._log_vjp:
-        return lambda: np.divide(g, x.data, out=dst)
+        return [(np.divide, (g, x.data, dst))]
     if vjp is _ops._exp_vjp:
-        return lambda: np.multiply(g, node.data, out=dst)
+        return [(np.multiply, (g, node.data, dst))]
     if vjp is _ops._sigmoid_vjp:
-        d = node._ctx
-
-        def sigmoid():
-            np.multiply(g, node.data, out=dst)
-            np.divide(dst, d, out=dst)
-        return sigmoid
+        return [(np.multiply, (g, node.data, dst)), (np.divide, (dst, node._ctx, dst))]
     if vjp is _ops._mean_vjp:  # _spread: g reshaped to the kept shape, times 1/n, broadcast
-        kept, inv_n = node._ctx.kept, node._ctx.inv_n
-        gk = g.reshape(kept)
-        return lambda: np.multiply(gk, inv_n, out=dst)
+        return [(np.multiply, (g.reshape(node._ctx.kept), node._ctx.inv_n, dst))]
     raise _Unsupported(f"no buffered VJP for {getattr(vjp, '__name__', vjp)}")
 
 
@@ -392,15 +397,11 @@ def _backward_kernels(schedule: list, ones: np.ndarray, leaf_grads: dict) -> tup
             dst = leaf_grads[key]
         if key not in seen:
             seen.add(key)
-            calls.append(_share_writer(node, k, g, dst))
+            calls += _share_writer(node, k, g, dst)
         else:
             scratch = np.empty_like(dst)
-            write = _share_writer(node, k, g, scratch)
-
-            def add(write=write, dst=dst, scratch=scratch):
-                write()
-                np.add(dst, scratch, out=dst)
-            calls.append(add)
+            calls += _share_writer(node, k, g, scratch)
+            calls.append((np.add, (dst, scratch, dst)))
     return calls, {id(t) for _, _, _, t in _edges(schedule) if type(t) is not int}
 
 

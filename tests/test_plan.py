@@ -148,7 +148,7 @@ def test_buffered_backward_sums_shares_in_the_engines_order_over_many_steps():
     assert losses[-1] < 0.5 * losses[0]
 
 
-def test_replayed_adam_follows_changed_hyperparameters_and_loaded_state():
+def test_replayed_adam_follows_changed_hyperparameters_loaded_state_and_new_parameter_arrays():
     ep, eopt, efn = xor_setup(5)
     pp, popt, pfn = xor_setup(5)
     step = plan.compile(pfn, popt)
@@ -161,6 +161,9 @@ def test_replayed_adam_follows_changed_hyperparameters_and_loaded_state():
                 opt.param_groups[0]["betas"] = (0.8, 0.99)
         if i == 150:
             saved = eopt.state_dict()
+        if i == 200:  # new parameter arrays (same values): the replay must read these, not the old ones
+            for e, p in zip(ep, pp):
+                e.data, p.data = e.data.copy(), p.data.copy()
         if i == 250:  # back to step 150's moments: new state arrays the replay must not miss
             eopt.load_state_dict(saved)
             popt.load_state_dict(saved)
