@@ -136,9 +136,9 @@ class Plan:
                 f(*args)
             return self.loss
         signature = _signature(inputs)
+        if self.refused is None and self.kernels is not None:
+            self._check_leaves()
         if self.refused is None and self.kernels is not None and signature == self.signature:
-            if any(t.data is not a for t, a in self.bound):  # a parameter got a new array: bake again
-                self._bake()
             for p, x in zip(self.placeholders, inputs):
                 p.data[...] = x.data
             for f, args in self.kernels:
@@ -173,16 +173,29 @@ class Plan:
             d = x.data
             if d.shape != shape or d.dtype != dtype or x.requires_grad != grad:
                 return False
-        for t, a in self.bound:
-            if t.data is not a:
+        for t, a, _, _, grad in self.bound:
+            if t.data is not a or t.requires_grad is not grad:
                 return False
-        return True
+        return len(self.optimizer.param_groups) == 1  # a group added since: zero_grad and step all of them
 
     def _bake(self) -> None:
         """The forward's calls with the arrays they read and write; a new program after this step."""
         self.kernels = [c for op, ins, out in self.ops for c in _kernel(op, ins, out)]
-        self.bound = [(t, t.data) for t in self.leaves]
+        self.bound = [(t, t.data, t.data.shape, t.data.dtype, t.requires_grad) for t in self.leaves]
         self.program, self.tried = None, False
+
+    def _check_leaves(self) -> None:
+        """A parameter given a new array of the same shape and dtype: bake again. Another shape,
+        dtype or requires_grad changes the recorded graph itself: eager from then on."""
+        for t, a, shape, dtype, grad in self.bound:
+            if t.data is a and t.requires_grad is grad:
+                continue
+            if t.data.shape != shape or t.data.dtype != dtype or t.requires_grad is not grad:
+                self.refused = "a parameter's shape, dtype or requires_grad changed since the step was recorded"
+                self.program = None
+                return
+            self._bake()
+            return
 
     def _program(self) -> list:
         """The whole step as one list of NumPy calls into preallocated buffers: the forward kernels,
