@@ -124,6 +124,8 @@ class _FileState:
 
     def append(self, record: bytes):
         """Queue one framed record; write the queue out when max_queue are pending."""
+        if self.dead is not None:
+            self.raise_dead()
         buf = self.buf
         buf.append(record)
         if len(buf) >= self.max_queue:
@@ -262,6 +264,8 @@ class EventFileWriter:
                                     name=f"tbwriter-flush-{os.path.basename(path)}", daemon=True)
         s.thread.start()
         self._finalizer = weakref.finalize(self, s.finalize)
+        # Queue one already framed record: the scalar hot path's one call, the state's own append.
+        self.write_framed = s.append
 
     def write_event(self, event: event_pb2.Event) -> None:
         """Queue one Event."""
@@ -276,13 +280,6 @@ class EventFileWriter:
         s = self._state
         if s.dead is not None:
             s.raise_dead()
-
-    def write_framed(self, record: bytes) -> None:
-        """Queue one already framed record (the hot path's entry)."""
-        s = self._state
-        if s.dead is not None:
-            s.raise_dead()
-        s.append(record)
 
     def flush(self) -> None:
         """Hand every queued record to the OS before returning (no fsync)."""

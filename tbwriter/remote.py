@@ -139,6 +139,8 @@ class ObjectState:
 
     def append(self, record: bytes):
         """Queue one framed record; upload when OBJECT_BYTES are queued; refuse beyond MAX_PENDING."""
+        if self.dead is not None:
+            self.raise_dead()
         if self.size >= MAX_PENDING and self.error is not None:
             raise _store_error(self.error, f"tbwriter refused a record: {self.size} bytes wait for the "
                                            f"store, which failed", self.url)

@@ -123,12 +123,16 @@ def float32(value: float) -> bytes:
 
 
 def scalar_record(wall_time: float, step: int, prefix: bytes, value: float) -> bytes:
-    """One framed Event{wall_time, step, summary} from its scalar_event_prefix and the value."""
+    """One framed record of Event{wall_time, step, summary} from its scalar_event_prefix and the value."""
     if 0 < step < 128:  # the common case in one pack
         head = _WALL_TIME_STEP1(0x09, wall_time, 0x10, step)
     else:
         head = event_header(wall_time, step)
     try:
-        return frame(head + prefix + _F32(value))
+        data = head + prefix + _F32(value)
     except OverflowError:
-        return frame(head + prefix + float32(value))
+        data = head + prefix + float32(value)
+    # frame() and mask() inlined: calls are most of a scalar's cost (docs/performance.md)
+    n = len(data)
+    crc = crc32c(data)
+    return (_HEADERS.get(n) or _header(n)) + data + _U32((((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF)

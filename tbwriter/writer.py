@@ -19,6 +19,7 @@ import numpy as np
 from tbwriter import image as _image
 from tbwriter import summary as _summary
 from tbwriter import wire
+from tbwriter.wire import scalar_record as _scalar_record
 from tbwriter._convert import as_array
 from tbwriter.events import EventFileWriter, WriterStateError
 from tbwriter.proto import event_pb2, summary_pb2
@@ -109,6 +110,7 @@ class FileWriter:
                                             storage_options)
         self._meta_tags = set()  # tags whose metadata went out already in this file
         self._scalar_prefixes = {}
+        self._write_framed = self.event_writer.write_framed
         if graph is not None or graph_def is not None:
             self.add_graph(graph if graph is not None else graph_def)
 
@@ -122,14 +124,16 @@ class FileWriter:
 
     # -- the hot path: one scalar, encoded without protobuf objects --------------------
     def _add_scalar(self, tag: str, value: float, step: int, walltime) -> None:
-        prefix = self._scalar_prefixes.get(tag)
-        if prefix is None:
-            if not isinstance(tag, str) or not tag:
-                raise ValueError(f"tag: expected a non-empty str, got {tag!r}")
-            _summary.utf8(tag, "tag")  # a lone surrogate: an error naming the argument
-            prefix = self._scalar_prefixes[tag] = wire.scalar_event_prefix(tag)
-        self.event_writer.write_framed(
-            wire.scalar_record(time.time() if walltime is None else walltime, step, prefix, value))
+        prefix = self._scalar_prefixes.get(tag) or self._scalar_prefix(tag)
+        self._write_framed(_scalar_record(time.time() if walltime is None else walltime, step, prefix, value))
+
+    def _scalar_prefix(self, tag: str) -> bytes:
+        """The Event bytes of tag's scalars up to the value (wire.scalar_event_prefix), checked and cached."""
+        if not isinstance(tag, str) or not tag:
+            raise ValueError(f"tag: expected a non-empty str, got {tag!r}")
+        _summary.utf8(tag, "tag")  # a lone surrogate: an error naming the argument
+        prefix = self._scalar_prefixes[tag] = wire.scalar_event_prefix(tag)
+        return prefix
 
     def add_scalar_value(self, tag: str, scalar_value, global_step=None, walltime=None) -> None:
         """Write one scalar as Summary.Value.simple_value (float32)."""
@@ -246,8 +250,13 @@ class _NullFileWriter:
     def _ignore(self, *args, **kwargs) -> None:
         """Drop the call."""
 
+    def _scalar_prefix(self, tag: str) -> bytes:
+        """No prefix is kept: SummaryWriter.add_scalar's record goes to _write_framed, which drops it."""
+        return b""
+
+    _scalar_prefixes = {}  # never filled, so add_scalar asks _scalar_prefix
     _add_scalar = _write_summary = add_summary = add_graph = add_event = add_session_log = _ignore
-    add_scalar_value = add_hparams = flush = close = _check_open = _ignore
+    add_scalar_value = add_hparams = flush = close = _check_open = _write_framed = _ignore
 
 
 class SummaryWriter:
@@ -360,7 +369,8 @@ class SummaryWriter:
             return
         step = global_step if type(global_step) is int else _as_step(global_step)
         fw = self.file_writer or self._get_file_writer()
-        fw._add_scalar(tag, v, step, None if walltime is None else _as_walltime(walltime))
+        prefix = fw._scalar_prefixes.get(tag) or fw._scalar_prefix(tag)  # FileWriter._add_scalar, one call fewer
+        fw._write_framed(_scalar_record(time.time() if walltime is None else _as_walltime(walltime), step, prefix, v))
 
     def add_scalars(self, main_tag: str, tag_scalar_dict: dict, global_step=None, walltime=None) -> None:
         """One scalar per key, each in sub-run <log_dir>/<main_tag>_<key> under tag main_tag."""

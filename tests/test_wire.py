@@ -86,13 +86,16 @@ def test_varint_matches_protobufs_encoding(n):
 
 @pytest.mark.parametrize("tag", ["loss", "a" * 200, "Ünïcode/標籤"])
 @pytest.mark.parametrize("value", [0.5, -3.0, float("inf"), 1e39, -1e39])
-def test_scalar_record_parses_to_the_protobuf_event(tag, value):
-    record = wire.scalar_record(99.0, 300, wire.scalar_event_prefix(tag), value)
+@pytest.mark.parametrize("step", [0, 7, 300, 1 << 40])
+def test_scalar_record_parses_to_the_protobuf_event(tag, value, step):
+    record = wire.scalar_record(99.0, step, wire.scalar_event_prefix(tag), value)
     data = record[12:-4]
-    assert record == frame(data)
+    out = io.BytesIO()
+    RecordWriter(out).write(data)
+    assert record == out.getvalue()  # framed exactly as TensorBoard frames it
     event = event_pb2.Event.FromString(data)
     (v,) = event.summary.value
-    assert (event.wall_time, event.step, v.tag) == (99.0, 300, tag)
+    assert (event.wall_time, event.step, v.tag) == (99.0, step, tag)
     assert v.simple_value == np.float32(value)  # beyond float32: +-inf, as numpy rounds
     assert data == event.SerializeToString()
 
