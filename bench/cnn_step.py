@@ -9,6 +9,7 @@ medians and their ratios npnn / PyTorch (bench/mnist.py's target: CNN epoch <= 1
 
     python bench/cnn_step.py [--steps 60] [--block 5] [--threads 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=60, help="timed steps per library")
     p.add_argument("--block", type=int, default=5, help="steps per library before switching")
-    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (set "
-                   "OPENBLAS_NUM_THREADS to the same before starting, for NumPy)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="torch.set_num_threads (set OPENBLAS_NUM_THREADS to the same before starting, for NumPy)",
+    )
     args = p.parse_args()
     import torch
 
@@ -75,12 +80,18 @@ def main() -> None:
         steps = dict(reversed(list(steps.items())))  # the other goes first next round
         done += args.block
     med = {k: [statistics.median(v) * 1e3 for v in t] for k, t in times.items()}
-    print(f"{args.threads} threads (OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}), "
-          f"{args.steps} steps each, load average {os.getloadavg()[0]:.1f} at end")
-    print(f"wall: npnn {med['npnn'][0]:.1f} ms, torch {med['torch'][0]:.1f} ms, "
-          f"ratio {med['npnn'][0] / med['torch'][0]:.2f}")
-    print(f"CPU:  npnn {med['npnn'][1]:.1f} ms, torch {med['torch'][1]:.1f} ms, "
-          f"ratio {med['npnn'][1] / med['torch'][1]:.2f}")
+    print(
+        f"{args.threads} threads (OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}), "
+        f"{args.steps} steps each, load average {os.getloadavg()[0]:.1f} at end"
+    )
+    print(
+        f"wall: npnn {med['npnn'][0]:.1f} ms, torch {med['torch'][0]:.1f} ms, "
+        f"ratio {med['npnn'][0] / med['torch'][0]:.2f}"
+    )
+    print(
+        f"CPU:  npnn {med['npnn'][1]:.1f} ms, torch {med['torch'][1]:.1f} ms, "
+        f"ratio {med['npnn'][1] / med['torch'][1]:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ does not. The last table is a paper model for 8 and 64 machines built from those
 
     python bench/distributed.py [--data DIR] [--repeat 3] [--mlp-steps 200] [--cnn-steps 20]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,8 +52,16 @@ def worker(args) -> None:
     opt = optim.Adam(params, lr=1e-3)
     dist.broadcast_parameters(params)
     rng = np.random.default_rng(1)
-    phases = {"forward": [], "backward": [], "allreduce": [], "optimizer": [], "step": [],
-              "forward_cpu": [], "backward_cpu": [], "optimizer_cpu": []}
+    phases = {
+        "forward": [],
+        "backward": [],
+        "allreduce": [],
+        "optimizer": [],
+        "step": [],
+        "forward_cpu": [],
+        "backward_cpu": [],
+        "optimizer_cpu": [],
+    }
     nbytes = 0
     for i in range(args.steps + WARMUP):
         idx = dist.shard(rng.choice(len(d.train_labels), BATCH, replace=False))
@@ -68,8 +77,7 @@ def worker(args) -> None:
         opt.step()
         t4, c4 = time.perf_counter(), time.thread_time()
         if i >= WARMUP:
-            for name, dt in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0,
-                                         c1 - c0, c2 - c1, c4 - c3)):
+            for name, dt in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0, c1 - c0, c2 - c1, c4 - c3)):
                 phases[name].append(dt)
     alone = []
     for _ in range(30 if dist.size() > 1 else 0):
@@ -79,10 +87,15 @@ def worker(args) -> None:
         alone.append(time.perf_counter() - t)
     assert np.isfinite(loss.item())
     result = {name: statistics.median(v) for name, v in phases.items()}
-    result.update(total=sum(phases["step"]), steps=args.steps, bytes=nbytes,
-                  allreduce_alone=statistics.median(alone) if alone else 0.0,
-                  allreduce_alone_min=min(alone) if alone else 0.0,
-                  params=sum(p.data.size for p in params), local_batch=len(idx))
+    result.update(
+        total=sum(phases["step"]),
+        steps=args.steps,
+        bytes=nbytes,
+        allreduce_alone=statistics.median(alone) if alone else 0.0,
+        allreduce_alone_min=min(alone) if alone else 0.0,
+        params=sum(p.data.size for p in params),
+        local_batch=len(idx),
+    )
     if dist.rank() == 0:
         print(json.dumps(result))
 
@@ -91,12 +104,23 @@ def run(config: str, model: str, steps: int, args) -> dict:
     """One run of "1x2" or "2x1"; returns rank 0's JSON result."""
     threads = 2 if config == "1x2" else 1
     env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--model", model, "--steps", str(steps),
-           "--threads", str(threads)] + (["--data", args.data] if args.data else [])
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--worker",
+        "--model",
+        model,
+        "--steps",
+        str(steps),
+        "--threads",
+        str(threads),
+    ] + (["--data", args.data] if args.data else [])
     if config == "2x1":
         mpiexec = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
         if mpiexec is None:
-            sys.exit("bench/distributed.py: no mpiexec next to Python or on PATH: pip install 'npnn-tbwriter[distributed]'")
+            sys.exit(
+                "bench/distributed.py: no mpiexec next to Python or on PATH: pip install 'npnn-tbwriter[distributed]'"
+            )
         cmd = [mpiexec, "-n", "2", *cmd]
         if os.geteuid() == 0:  # OpenMPI refuses root without these two (its documented opt-in)
             env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
@@ -118,11 +142,15 @@ def paper_model(model: str, ranks: dict) -> None:
     optimizer = ranks["optimizer_cpu"]  # every rank applies the whole update each step
     backward_share = ranks["backward_cpu"] / (ranks["forward_cpu"] + ranks["backward_cpu"])
     nbytes = ranks["bytes"]
-    print(f"\npaper model, {model}: {per_sample * 1e6:.0f} us CPU/sample forward+backward on one core, "
-          f"optimizer {optimizer * 1e3:.1f} ms CPU/step, backward {backward_share:.0%} of forward+backward, "
-          f"{nbytes / 1e6:.2f} MB allreduced per step, 2 ranks per machine")
-    print(f"{'network':26s} {'machines':>8s} {'batch rule':>15s} {'steps':>5s} {'compute s':>9s} "
-          f"{'allreduce s':>11s} {'epoch s':>8s} {'overlapped s':>12s} {'comm share':>10s}")
+    print(
+        f"\npaper model, {model}: {per_sample * 1e6:.0f} us CPU/sample forward+backward on one core, "
+        f"optimizer {optimizer * 1e3:.1f} ms CPU/step, backward {backward_share:.0%} of forward+backward, "
+        f"{nbytes / 1e6:.2f} MB allreduced per step, 2 ranks per machine"
+    )
+    print(
+        f"{'network':26s} {'machines':>8s} {'batch rule':>15s} {'steps':>5s} {'compute s':>9s} "
+        f"{'allreduce s':>11s} {'epoch s':>8s} {'overlapped s':>12s} {'comm share':>10s}"
+    )
     for name, bandwidth, latency in NETWORKS:
         for machines in (1, 8, 64):
             for rule, global_batch in (("global 100", BATCH), ("100 per machine", BATCH * machines)):
@@ -135,8 +163,10 @@ def paper_model(model: str, ranks: dict) -> None:
                 # Overlap: buckets finished early in backward are reduced while the rest computes.
                 hidden = min(comm, per_sample * local * backward_share)
                 epoch, overlapped = steps * (step_compute + comm), steps * (step_compute + comm - hidden)
-                print(f"{name:26s} {machines:8d} {rule:>15s} {steps:5.0f} {steps * step_compute:9.2f} "
-                      f"{steps * comm:11.2f} {epoch:8.2f} {overlapped:12.2f} {comm / (step_compute + comm):10.0%}")
+                print(
+                    f"{name:26s} {machines:8d} {rule:>15s} {steps:5.0f} {steps * step_compute:9.2f} "
+                    f"{steps * comm:11.2f} {epoch:8.2f} {overlapped:12.2f} {comm / (step_compute + comm):10.0%}"
+                )
 
 
 def main() -> None:
@@ -154,33 +184,41 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
-    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start; "
-          f"global batch {BATCH}, an epoch = {SAMPLES // BATCH} steps")
+    print(
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start; "
+        f"global batch {BATCH}, an epoch = {SAMPLES // BATCH} steps"
+    )
     rows = []
     for model in args.models:
         steps = args.mlp_steps if model == "mlp" else args.cnn_steps
         results = {"1x2": [], "2x1": []}
         for r in range(args.repeat):
-            for config in (["1x2", "2x1"] if r % 2 == 0 else ["2x1", "1x2"]):  # alternate
+            for config in ["1x2", "2x1"] if r % 2 == 0 else ["2x1", "1x2"]:  # alternate
                 res = run(config, model, steps, args)
                 results[config].append(res)
-                print(f"  {model} {config} run {r + 1}: {res['total'] * SAMPLES / BATCH / res['steps']:6.1f} s/epoch, "
-                      f"step {res['step'] * 1e3:6.1f} ms (forward {res['forward'] * 1e3:.1f}, backward "
-                      f"{res['backward'] * 1e3:.1f}, allreduce {res['allreduce'] * 1e3:.1f}, optimizer "
-                      f"{res['optimizer'] * 1e3:.1f}); allreduce alone {res['allreduce_alone'] * 1e3:.2f} ms "
-                      f"(fastest {res['allreduce_alone_min'] * 1e3:.2f})",
-                      flush=True)
+                print(
+                    f"  {model} {config} run {r + 1}: {res['total'] * SAMPLES / BATCH / res['steps']:6.1f} s/epoch, "
+                    f"step {res['step'] * 1e3:6.1f} ms (forward {res['forward'] * 1e3:.1f}, backward "
+                    f"{res['backward'] * 1e3:.1f}, allreduce {res['allreduce'] * 1e3:.1f}, optimizer "
+                    f"{res['optimizer'] * 1e3:.1f}); allreduce alone {res['allreduce_alone'] * 1e3:.2f} ms "
+                    f"(fastest {res['allreduce_alone_min'] * 1e3:.2f})",
+                    flush=True,
+                )
         med = {c: {k: statistics.median(x[k] for x in v) for k in v[0]} for c, v in results.items()}
         rows.append((model, med))
     print(f"\nload average {os.getloadavg()[0]:.1f} at end; medians of {args.repeat} runs each")
-    print(f"{'model':5s} {'1x2 s/epoch':>11s} {'2x1 s/epoch':>11s} {'2x1/1x2':>7s} {'allreduce ms/step':>17s} "
-          f"{'alone ms':>8s} {'fastest ms':>10s} {'MB/step':>7s} {'GB/s fastest':>12s}")
+    print(
+        f"{'model':5s} {'1x2 s/epoch':>11s} {'2x1 s/epoch':>11s} {'2x1/1x2':>7s} {'allreduce ms/step':>17s} "
+        f"{'alone ms':>8s} {'fastest ms':>10s} {'MB/step':>7s} {'GB/s fastest':>12s}"
+    )
     for model, med in rows:
         one, two = med["1x2"], med["2x1"]
         e1, e2 = (m["total"] * SAMPLES / BATCH / m["steps"] for m in (one, two))
-        print(f"{model:5s} {e1:11.1f} {e2:11.1f} {e2 / e1:7.2f} {two['allreduce'] * 1e3:17.2f} "
-              f"{two['allreduce_alone'] * 1e3:8.2f} {two['allreduce_alone_min'] * 1e3:10.2f} "
-              f"{two['bytes'] / 1e6:7.2f} {two['bytes'] / two['allreduce_alone_min'] / 1e9:12.2f}")
+        print(
+            f"{model:5s} {e1:11.1f} {e2:11.1f} {e2 / e1:7.2f} {two['allreduce'] * 1e3:17.2f} "
+            f"{two['allreduce_alone'] * 1e3:8.2f} {two['allreduce_alone_min'] * 1e3:10.2f} "
+            f"{two['bytes'] / 1e6:7.2f} {two['bytes'] / two['allreduce_alone_min'] / 1e9:12.2f}"
+        )
     for model, med in rows:
         paper_model(model, med["2x1"])
 

@@ -1,8 +1,10 @@
 """tbwriter.summary.histogram vs tensorboardX.summary.histogram (TF default bins), medians, side by side.
 
     python bench/histogram_speed.py
-Prints calls per second of each and the median per-round ratio, for 4 float32 values (the XOR lab) and a 512x512 float32 array.
+Prints calls per second of each and the median per-round ratio, for 4 float32 values (the XOR
+lab) and a 512x512 float32 array.
 """
+
 import statistics
 import time
 
@@ -38,8 +40,10 @@ def main() -> None:
 
     tbx_bins = EDGES[1:-1]  # tensorboardX's default_bins: TF's edges without +-DBL_MAX
     rng = np.random.default_rng(0)
-    for label, x, calls in [("4 float32 values", rng.random(4, dtype=np.float32), 500),
-                            ("512x512 float32", rng.standard_normal((512, 512)).astype(np.float32), 5)]:
+    for label, x, calls in [
+        ("4 float32 values", rng.random(4, dtype=np.float32), 500),
+        ("512x512 float32", rng.standard_normal((512, 512)).astype(np.float32), 5),
+    ]:
         ours, theirs, ratio = rates(lambda: tbs.histogram("h", x), lambda: tbx.histogram("h", x, tbx_bins), calls)
         print(f"histogram of {label}: tbwriter {ours:,.0f}/s, tensorboardX {theirs:,.0f}/s, ratio {ratio:.1f}x")
 

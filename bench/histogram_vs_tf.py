@@ -4,6 +4,7 @@ Run with a Python that has TensorFlow and tbwriter installed:
     python bench/histogram_vs_tf.py [--cases N]
 Prints one line per mismatch and a final count of matches and mismatches.
 """
+
 import argparse
 import sys
 
@@ -15,25 +16,63 @@ DBL_MAX = sys.float_info.max
 def cases(n: int, seed: int = 0):
     """(name, array) pairs: random data over many scales and dtypes, plus edges and extremes."""
     from tbwriter.histogram import EDGES
+
     rng = np.random.default_rng(seed)
     edges = np.array(EDGES[1:-1])
     f32_tiny = np.float32(np.finfo(np.float32).smallest_subnormal)
-    special = [0.0, -0.0, 1e-12, -1e-12, 1e20, -1e20, 1.1e-12, np.nextafter(1e-12, 0), np.nextafter(1e-12, 1),
-               np.nextafter(1e20, 0), np.nextafter(1e20, np.inf), 1e-300, -1e-300, 5e-324, -5e-324, 1e300, -1e300]
+    special = [
+        0.0,
+        -0.0,
+        1e-12,
+        -1e-12,
+        1e20,
+        -1e20,
+        1.1e-12,
+        np.nextafter(1e-12, 0),
+        np.nextafter(1e-12, 1),
+        np.nextafter(1e20, 0),
+        np.nextafter(1e20, np.inf),
+        1e-300,
+        -1e-300,
+        5e-324,
+        -5e-324,
+        1e300,
+        -1e300,
+    ]
     yield "special-f64", np.array(special)
     yield "edges-f64", edges.copy()
     yield "edge-neighbours-f64", np.concatenate([np.nextafter(edges, -np.inf), np.nextafter(edges, np.inf)])
     yield "edges-f32", edges.astype(np.float32)
-    yield "edge-neighbours-f32", np.concatenate([np.nextafter(edges.astype(np.float32), np.float32(-np.inf)),
-                                                 np.nextafter(edges.astype(np.float32), np.float32(np.inf))])
-    yield "f32-extremes", np.array([f32_tiny, -f32_tiny, np.finfo(np.float32).max, np.finfo(np.float32).min,
-                                    np.finfo(np.float32).tiny, 0.0, -0.0], dtype=np.float32)
+    yield (
+        "edge-neighbours-f32",
+        np.concatenate(
+            [
+                np.nextafter(edges.astype(np.float32), np.float32(-np.inf)),
+                np.nextafter(edges.astype(np.float32), np.float32(np.inf)),
+            ]
+        ),
+    )
+    yield (
+        "f32-extremes",
+        np.array(
+            [
+                f32_tiny,
+                -f32_tiny,
+                np.finfo(np.float32).max,
+                np.finfo(np.float32).min,
+                np.finfo(np.float32).tiny,
+                0.0,
+                -0.0,
+            ],
+            dtype=np.float32,
+        ),
+    )
     yield "dbl-max-neighbours", np.array([np.nextafter(DBL_MAX, 0), -np.nextafter(DBL_MAX, 0), -DBL_MAX])
     yield "zeros-neg-first", np.array([-0.0, 0.0, -0.0, 0.0] * 20)
     yield "zeros-pos-first", np.array([0.0, -0.0] * 3, dtype=np.float32)
     yield "xor-4", np.array([0.1, 0.9, 0.2, 0.8], dtype=np.float32)
     yield "ints-i32", rng.integers(-1000, 1000, 500).astype(np.int32)
-    yield "ints-i64-big", rng.integers(-2**62, 2**62, 300, dtype=np.int64)
+    yield "ints-i64-big", rng.integers(-(2**62), 2**62, 300, dtype=np.int64)
     yield "uint8", rng.integers(0, 256, 100).astype(np.uint8)
     yield "f16", rng.standard_normal(300).astype(np.float16)
     yield "f32-512x512", rng.standard_normal((512, 512)).astype(np.float32)
@@ -103,8 +142,11 @@ def main() -> None:
             diffs.append("buckets")
         with np.errstate(over="ignore"):
             scale = float(np.abs(x.astype(np.float64)).sum())
-        if set(diffs) <= {"sum", "sum_squares"} and abs(a.sum - b.sum) <= 1e-9 * scale and (
-                abs(a.sum_squares - b.sum_squares) <= 1e-9 * a.sum_squares):
+        if (
+            set(diffs) <= {"sum", "sum_squares"}
+            and abs(a.sum - b.sum) <= 1e-9 * scale
+            and (abs(a.sum_squares - b.sum_squares) <= 1e-9 * a.sum_squares)
+        ):
             close += 1  # large inputs: pairwise sums within the documented bound of TF's in-order sums
             continue
         mismatches += 1
@@ -116,8 +158,10 @@ def main() -> None:
     except ValueError as e:
         ours_nan = f"ValueError: {e}"
     print(f"NaN input: TF -> {tf_nan}; tbwriter -> {ours_nan}")
-    print(f"tensorflow {tf.__version__}: {matches} byte-identical Summary protos, {close} identical but for "
-          f"sums within 1e-9 of sum(|x|) and of sum_squares, {mismatches} mismatches out of {len(items)} inputs")
+    print(
+        f"tensorflow {tf.__version__}: {matches} byte-identical Summary protos, {close} identical but for "
+        f"sums within 1e-9 of sum(|x|) and of sum_squares, {mismatches} mismatches out of {len(items)} inputs"
+    )
 
 
 if __name__ == "__main__":

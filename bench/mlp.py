@@ -38,8 +38,7 @@ def blas_threads() -> str:
         libs = {line.split()[-1] for line in f if "openblas" in line.lower() and ".so" in line}
     for lib in libs:
         handle = ctypes.CDLL(lib)
-        for sym in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_",
-                    "openblas_get_num_threads"):
+        for sym in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_", "openblas_get_num_threads"):
             if hasattr(handle, sym):
                 return f"openblas={getattr(handle, sym)()} ({os.path.basename(lib)})"
     return "unknown"
@@ -143,17 +142,21 @@ def main() -> None:
         done += n
 
     ms = {k: 1e3 * float(np.median(v)) for k, v in times.items()}
-    print(f"MLP 784-512x4-10, batch {BATCH}, dropout keep {1 - DROP}, Adam; {args.steps} steps each, "
-          f"medians; torch {torch.__version__} threads={torch.get_num_threads()}, numpy {np.__version__} "
-          f"BLAS threads: {blas_threads()}, npnn.optim threads={optim.NUM_THREADS}; load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"MLP 784-512x4-10, batch {BATCH}, dropout keep {1 - DROP}, Adam; {args.steps} steps each, "
+        f"medians; torch {torch.__version__} threads={torch.get_num_threads()}, numpy {np.__version__} "
+        f"BLAS threads: {blas_threads()}, npnn.optim threads={optim.NUM_THREADS}; load average {os.getloadavg()[0]:.2f}"
+    )
     print(f"initial loss without dropout: npnn {same[0]:.6f}, torch {same[1]:.6f}")
     print("npnn phases: " + ", ".join(f"{k} {1e3 * float(np.median(v)):.2f} ms" for k, v in phases.items()))
     # The fastest tenth of the steps shows each library nearest to an idle machine.
     fast = {k: 1e3 * float(np.percentile(v, 10)) for k, v in times.items()}
     print(f"npnn  {ms['npnn']:.2f} ms/step (10th percentile {fast['npnn']:.2f})")
     print(f"torch {ms['torch']:.2f} ms/step (10th percentile {fast['torch']:.2f})")
-    print(f"ratio npnn/torch {ms['npnn'] / ms['torch']:.2f} of medians, "
-          f"{fast['npnn'] / fast['torch']:.2f} of 10th percentiles (target <= 0.8)")
+    print(
+        f"ratio npnn/torch {ms['npnn'] / ms['torch']:.2f} of medians, "
+        f"{fast['npnn'] / fast['torch']:.2f} of 10th percentiles (target <= 0.8)"
+    )
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ output). Targets: MLP epoch <= 0.7x PyTorch's, CNN epoch <= 1.0x, peak RSS <= Py
 
     python bench/mnist.py [--data DIR | --synthetic] [--repeat 3] [--mlp-steps 600] [--cnn-steps 100]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,7 +45,7 @@ def _batches(n: int, steps: int, seed: int):
         if s and s % per_pass == 0:
             order = rng.permutation(n)
         b = s % per_pass
-        yield order[b * BATCH:(b + 1) * BATCH]
+        yield order[b * BATCH : (b + 1) * BATCH]
 
 
 def worker_npnn(model_name: str, images, labels, steps: int):
@@ -82,9 +83,17 @@ def torch_model(torch, model_name: str):
             if i < len(sizes) - 2:
                 layers += [nn.ReLU(), nn.Dropout(DROP)]
     else:
-        layers = [nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                  nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                  nn.Flatten(), nn.Dropout(DROP), nn.Linear(64 * 7 * 7, 10)]
+        layers = [
+            nn.Conv2d(1, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Dropout(DROP),
+            nn.Linear(64 * 7 * 7, 10),
+        ]
     model = nn.Sequential(*layers)
     for m in model:
         if isinstance(m, (nn.Linear, nn.Conv2d)):
@@ -122,8 +131,10 @@ def worker_numpy(images, labels, steps: int):
 
     rng = np.random.default_rng(0)
     sizes = [784, 512, 512, 512, 512, 10]
-    ws = [rng.uniform(-1, 1, (b, a)).astype(np.float32) * np.float32(np.sqrt(6 / (a + b)))
-          for a, b in zip(sizes[:-1], sizes[1:])]
+    ws = [
+        rng.uniform(-1, 1, (b, a)).astype(np.float32) * np.float32(np.sqrt(6 / (a + b)))
+        for a, b in zip(sizes[:-1], sizes[1:])
+    ]
     params = ws + [np.zeros(b, np.float32) for b in sizes[1:]]
     m, v, tmp = ([np.zeros_like(q) for q in params] for _ in range(3))
     rows = np.arange(BATCH)
@@ -202,8 +213,11 @@ def worker(args) -> None:
     else:
         times = worker_torch(args.model, images, labels, args.steps, args.threads)
     rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    print(json.dumps({"total": sum(times), "median": statistics.median(times), "steps": len(times),
-                      "rss_mib": rss_kib / 1024}))
+    print(
+        json.dumps(
+            {"total": sum(times), "median": statistics.median(times), "steps": len(times), "rss_mib": rss_kib / 1024}
+        )
+    )
 
 
 def run_worker(framework: str, model: str, steps: int, args) -> dict:
@@ -211,8 +225,18 @@ def run_worker(framework: str, model: str, steps: int, args) -> dict:
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(args.threads)
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", framework, "--model", model,
-           "--steps", str(steps), "--threads", str(args.threads)]
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--worker",
+        framework,
+        "--model",
+        model,
+        "--steps",
+        str(steps),
+        "--threads",
+        str(args.threads),
+    ]
     if args.data:
         cmd += ["--data", args.data]
     if args.synthetic:
@@ -230,8 +254,11 @@ def main() -> None:
     p.add_argument("--mlp-steps", type=int, default=STEPS_PER_EPOCH, help="timed MLP steps per run")
     p.add_argument("--cnn-steps", type=int, default=100, help="timed CNN steps per run (scaled to an epoch)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--synthetic", action="store_true",
-                   help="random digits of MNIST's shapes instead of the data set (same work per step)")
+    p.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="random digits of MNIST's shapes instead of the data set (same work per step)",
+    )
     p.add_argument("--models", nargs="+", default=["mlp", "cnn"], choices=["mlp", "cnn"])
     p.add_argument("--worker", choices=["npnn", "torch", "numpy"], help=argparse.SUPPRESS)
     p.add_argument("--model", choices=["mlp", "cnn"], help=argparse.SUPPRESS)
@@ -242,41 +269,61 @@ def main() -> None:
         return
     import numpy
     import torch
-    model_name = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                       if line.startswith("model name")), "unknown CPU") if os.path.exists(
-                           "/proc/cpuinfo") else "unknown CPU"
-    print(f"{model_name}; numpy {numpy.__version__}, torch {torch.__version__}, {args.threads} threads each, "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
+
+    model_name = (
+        next(
+            (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+            "unknown CPU",
+        )
+        if os.path.exists("/proc/cpuinfo")
+        else "unknown CPU"
+    )
+    print(
+        f"{model_name}; numpy {numpy.__version__}, torch {torch.__version__}, {args.threads} threads each, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start"
+    )
     rows = []
     for model in args.models:
         steps = args.mlp_steps if model == "mlp" else args.cnn_steps
         frameworks = ["npnn", "torch", "numpy"] if model == "mlp" else ["npnn", "torch"]
         results = {fw: [] for fw in frameworks}
         for r in range(args.repeat):
-            for fw in frameworks[r % len(frameworks):] + frameworks[:r % len(frameworks)]:  # rotate
+            for fw in frameworks[r % len(frameworks) :] + frameworks[: r % len(frameworks)]:  # rotate
                 res = run_worker(fw, model, steps, args)
                 results[fw].append(res)
-                print(f"  {model} {fw:5s} run {r + 1}: {res['total'] * STEPS_PER_EPOCH / res['steps']:7.1f} s/epoch, "
-                      f"median step {res['median'] * 1e3:6.1f} ms, peak RSS {res['rss_mib']:6.0f} MiB", flush=True)
-        epoch = {fw: statistics.median(x["total"] * STEPS_PER_EPOCH / x["steps"] for x in v)
-                 for fw, v in results.items()}
+                print(
+                    f"  {model} {fw:5s} run {r + 1}: {res['total'] * STEPS_PER_EPOCH / res['steps']:7.1f} s/epoch, "
+                    f"median step {res['median'] * 1e3:6.1f} ms, peak RSS {res['rss_mib']:6.0f} MiB",
+                    flush=True,
+                )
+        epoch = {
+            fw: statistics.median(x["total"] * STEPS_PER_EPOCH / x["steps"] for x in v) for fw, v in results.items()
+        }
         step = {fw: statistics.median(x["median"] for x in v) for fw, v in results.items()}
         rss = {fw: statistics.median(x["rss_mib"] for x in v) for fw, v in results.items()}
         rows.append((model, steps, epoch, step, rss))
-    print(f"\nload average {os.getloadavg()[0]:.1f} at end; medians of {args.repeat} runs; "
-          f"an epoch = {STEPS_PER_EPOCH} steps of {BATCH}")
-    print(f"{'model':5s} {'timed steps':>11s} {'npnn s/epoch':>12s} {'torch s/epoch':>13s} {'ratio':>6s} "
-          f"{'target':>6s} {'step ratio':>10s} {'npnn RSS':>9s} {'torch RSS':>9s} {'ratio':>6s}")
+    print(
+        f"\nload average {os.getloadavg()[0]:.1f} at end; medians of {args.repeat} runs; "
+        f"an epoch = {STEPS_PER_EPOCH} steps of {BATCH}"
+    )
+    print(
+        f"{'model':5s} {'timed steps':>11s} {'npnn s/epoch':>12s} {'torch s/epoch':>13s} {'ratio':>6s} "
+        f"{'target':>6s} {'step ratio':>10s} {'npnn RSS':>9s} {'torch RSS':>9s} {'ratio':>6s}"
+    )
     for model, steps, epoch, step, rss in rows:
         target = 0.7 if model == "mlp" else 1.0
         ratio = epoch["npnn"] / epoch["torch"]
-        print(f"{model:5s} {steps:11d} {epoch['npnn']:12.1f} {epoch['torch']:13.1f} {ratio:6.2f} "
-              f"{'<=' + str(target):>6s} {step['npnn'] / step['torch']:10.2f} "
-              f"{rss['npnn']:8.0f}M {rss['torch']:8.0f}M {rss['npnn'] / rss['torch']:6.2f}")
+        print(
+            f"{model:5s} {steps:11d} {epoch['npnn']:12.1f} {epoch['torch']:13.1f} {ratio:6.2f} "
+            f"{'<=' + str(target):>6s} {step['npnn'] / step['torch']:10.2f} "
+            f"{rss['npnn']:8.0f}M {rss['torch']:8.0f}M {rss['npnn'] / rss['torch']:6.2f}"
+        )
         if "numpy" in epoch:
-            print(f"{'':5s} hand-written NumPy loop: {epoch['numpy']:.1f} s/epoch = "
-                  f"{epoch['numpy'] / epoch['torch']:.2f} of PyTorch's; npnn = "
-                  f"{epoch['npnn'] / epoch['numpy']:.2f} of the NumPy loop's")
+            print(
+                f"{'':5s} hand-written NumPy loop: {epoch['numpy']:.1f} s/epoch = "
+                f"{epoch['numpy'] / epoch['torch']:.2f} of PyTorch's; npnn = "
+                f"{epoch['npnn'] / epoch['numpy']:.2f} of the NumPy loop's"
+            )
 
 
 if __name__ == "__main__":

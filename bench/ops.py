@@ -76,8 +76,7 @@ def per_op_medians(runs: dict, length: int, repeats: int) -> dict:
             wall[name].append(time.perf_counter() - w0)
             cpu[name].append(time.thread_time() - c0)
     per_op = 1e6 / (length + 2)  # + sum() and the backward seed
-    return {name: (statistics.median(cpu[name]) * per_op, statistics.median(wall[name]) * per_op)
-            for name in runs}
+    return {name: (statistics.median(cpu[name]) * per_op, statistics.median(wall[name]) * per_op) for name in runs}
 
 
 def main() -> None:
@@ -98,16 +97,22 @@ def main() -> None:
         tleaves = [torch.tensor(a, requires_grad=True) for a in arrays]
         runs["torch"] = lambda: chain(torch, *tleaves, args.length)
     us = per_op_medians(runs, args.length, args.repeats)
-    print(f"chain of {args.length} ops on {arrays[0].size}-element float32 tensors, forward + "
-          f"backward, median of {args.repeats} chains each")
+    print(
+        f"chain of {args.length} ops on {arrays[0].size}-element float32 tensors, forward + "
+        f"backward, median of {args.repeats} chains each"
+    )
     print(f"npnn    {us['npnn'][0]:7.2f} us/op CPU, {us['npnn'][1]:7.2f} us/op wall")
     if torch is None:
         print("PyTorch not installed (pip install torch): no ratio")
         return
-    print(f"PyTorch {us['torch'][0]:7.2f} us/op CPU, {us['torch'][1]:7.2f} us/op wall "
-          f"(torch {torch.__version__}, 2 threads)")
-    print(f"ratio npnn/PyTorch: {us['npnn'][0] / us['torch'][0]:.2f}x CPU time, "
-          f"{us['npnn'][1] / us['torch'][1]:.2f}x wall time (target <= 0.50x)")
+    print(
+        f"PyTorch {us['torch'][0]:7.2f} us/op CPU, {us['torch'][1]:7.2f} us/op wall "
+        f"(torch {torch.__version__}, 2 threads)"
+    )
+    print(
+        f"ratio npnn/PyTorch: {us['npnn'][0] / us['torch'][0]:.2f}x CPU time, "
+        f"{us['npnn'][1] / us['torch'][1]:.2f}x wall time (target <= 0.50x)"
+    )
 
 
 if __name__ == "__main__":

@@ -63,8 +63,10 @@ def main() -> None:
             tt.append(t2 - t1)
         assert all(p.data.dtype == np.float32 for p in ps)
         diff = max(float(np.abs(p.data - t.detach().numpy()).max()) for p, t in zip(ps, ts))
-        rel = max(float((np.abs(p.data - t.detach().numpy()) / (np.abs(t.detach().numpy()) + 1e-6)).max())
-                  for p, t in zip(ps, ts))
+        rel = max(
+            float((np.abs(p.data - t.detach().numpy()) / (np.abs(t.detach().numpy()) + 1e-6)).max())
+            for p, t in zip(ps, ts)
+        )
         label = f"{name}({', '.join(f'{k}={v}' for k, v in kw.items())})"
         print(f"{label:<75} {diff:12.3g} {rel:12.3g} {1e3 * np.median(tn):8.2f} {1e3 * np.median(tt):8.2f}")
 

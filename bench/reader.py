@@ -7,6 +7,7 @@ export` (in process) to CSV. Checks that all readers return the same values.
 
     python bench/reader.py [--scalars 400000] [--repeats 3]
 """
+
 import argparse
 import os
 import shutil
@@ -40,8 +41,9 @@ def write_logdir(root: str, scalars: int) -> str:
 
 def read_ours(path: str) -> dict:
     """{tag: (steps, values)} from tbwriter.read_scalars."""
-    return {tag: (s.steps.tolist(), s.values.astype(float).tolist())
-            for tag, s in tbwriter.read_scalars(path)["."].items()}
+    return {
+        tag: (s.steps.tolist(), s.values.astype(float).tolist()) for tag, s in tbwriter.read_scalars(path)["."].items()
+    }
 
 
 def read_accumulator(path: str) -> dict:
@@ -50,8 +52,9 @@ def read_accumulator(path: str) -> dict:
 
     acc = EventAccumulator(path, size_guidance={"scalars": 0})
     acc.Reload()
-    return {tag: ([e.step for e in acc.Scalars(tag)], [e.value for e in acc.Scalars(tag)])
-            for tag in acc.Tags()["scalars"]}
+    return {
+        tag: ([e.step for e in acc.Scalars(tag)], [e.value for e in acc.Scalars(tag)]) for tag in acc.Tags()["scalars"]
+    }
 
 
 def read_tbparse(path: str) -> dict:
@@ -89,10 +92,16 @@ def main():
     try:
         path = write_logdir(root, args.scalars)
         size = sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
-        print(f"{args.scalars:,} scalars + {args.scalars // 100:,} histograms, {size / 1e6:.1f} MB; "
-              f"medians of {args.repeats} interleaved repeats; load {os.getloadavg()[0]:.1f}")
-        readers = {"read_scalars": read_ours, "EventAccumulator": read_accumulator, "tbparse": read_tbparse,
-                   "export --csv": export_csv}
+        print(
+            f"{args.scalars:,} scalars + {args.scalars // 100:,} histograms, {size / 1e6:.1f} MB; "
+            f"medians of {args.repeats} interleaved repeats; load {os.getloadavg()[0]:.1f}"
+        )
+        readers = {
+            "read_scalars": read_ours,
+            "EventAccumulator": read_accumulator,
+            "tbparse": read_tbparse,
+            "export --csv": export_csv,
+        }
         times = {name: [] for name in readers}
         results = {}
         for _ in range(args.repeats):
@@ -108,8 +117,10 @@ def main():
         for name, samples in times.items():
             wall = statistics.median(t[0] for t in samples)
             cpu = statistics.median(t[1] for t in samples)
-            print(f"{name:18s} wall {wall:7.3f} s  cpu {cpu:7.3f} s   "
-                  f"vs read_scalars: {wall / ours_wall:6.1f}x wall, {cpu / ours_cpu:6.1f}x cpu")
+            print(
+                f"{name:18s} wall {wall:7.3f} s  cpu {cpu:7.3f} s   "
+                f"vs read_scalars: {wall / ours_wall:6.1f}x wall, {cpu / ours_cpu:6.1f}x cpu"
+            )
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -9,6 +9,7 @@ before its figures count. Prints medians and the ratios.
 
     python bench/remote.py [--repeats 3] [--steps 20000]
 """
+
 import argparse
 import json
 import os
@@ -82,6 +83,7 @@ def start_server() -> tuple:
     """A moto S3 server on a free loopback port, counting uploads; return (endpoint, counter, server)."""
     from moto.server import DomainDispatcherApplication, create_backend_app
     from werkzeug.serving import make_server
+
     counter = Counter(DomainDispatcherApplication(create_backend_app))
     server = make_server("127.0.0.1", 0, counter, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -97,6 +99,7 @@ def check(logdir: str, steps: int) -> int:
     want = {"loss": steps, "accuracy": steps, "weights": steps // 100}
     assert counts == want, f"{logdir}: read back {counts}, expected {want}"
     import fsspec
+
     fs = fsspec.filesystem("s3")
     return sum(fs.size(p) for paths in event_files(logdir).values() for p in paths)
 
@@ -104,8 +107,14 @@ def check(logdir: str, steps: int) -> int:
 def run(kind: str, logdir: str, steps: int, counter: Counter) -> dict:
     """One writer's run in a fresh process; its figures plus the server's count."""
     before_bytes, before_requests = counter.bytes, counter.requests
-    done = subprocess.run([sys.executable, "-c", CHILD, kind, logdir, str(steps)], capture_output=True,
-                          text=True, env={**os.environ, "PYTHONPATH": REPO}, check=False, timeout=3600)
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, kind, logdir, str(steps)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": REPO},
+        check=False,
+        timeout=3600,
+    )
     if done.returncode:
         sys.exit(f"{kind} failed:\n{done.stderr[-3000:]}")
     out = json.loads(done.stdout.strip().splitlines()[-1])
@@ -121,33 +130,47 @@ def main():
     p.add_argument("--steps", type=int, default=20_000)
     args = p.parse_args()
     endpoint, counter, server = start_server()
-    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1",
-                      AWS_ENDPOINT_URL=endpoint, S3_ENDPOINT=endpoint)  # S3_ENDPOINT: tensorboardX's
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_ENDPOINT_URL=endpoint,
+        S3_ENDPOINT=endpoint,
+    )  # S3_ENDPOINT: tensorboardX's
     import boto3
+
     boto3.client("s3").create_bucket(Bucket="bench")
     results = {"tbwriter": [], "tensorboardX": []}
     try:
         for r in range(args.repeats):
-            for kind in (("tbwriter", "tensorboardX") if r % 2 == 0 else ("tensorboardX", "tbwriter")):
+            for kind in ("tbwriter", "tensorboardX") if r % 2 == 0 else ("tensorboardX", "tbwriter"):
                 res = run(kind, f"s3://bench/{kind}-{uuid.uuid4().hex[:8]}", args.steps, counter)
                 results[kind].append(res)
-                print(f"  {kind:12s} wall {res['wall']:7.2f} s  uploaded {res['uploaded'] / 1e6:9.2f} MB "
-                      f"({res['requests']} PUT/POST)  stored {res['stored'] / 1e6:6.2f} MB  "
-                      f"peak RSS {res['peak_kb'] / 1024:6.1f} MiB (+{res['growth_kb'] / 1024:.1f} during the run)",
-                      flush=True)
+                print(
+                    f"  {kind:12s} wall {res['wall']:7.2f} s  uploaded {res['uploaded'] / 1e6:9.2f} MB "
+                    f"({res['requests']} PUT/POST)  stored {res['stored'] / 1e6:6.2f} MB  "
+                    f"peak RSS {res['peak_kb'] / 1024:6.1f} MiB (+{res['growth_kb'] / 1024:.1f} during the run)",
+                    flush=True,
+                )
     finally:
         server.shutdown()
     med = {k: {f: statistics.median(x[f] for x in v) for f in v[0]} for k, v in results.items()}
     a, b = med["tbwriter"], med["tensorboardX"]
     print(f"\n{args.steps} steps, medians of {args.repeats} alternating runs each")
-    print(f"{'':14s}{'wall s':>9s}{'uploaded MB':>13s}{'stored MB':>11s}{'upload/stored':>15s}"
-          f"{'peak RSS MiB':>14s}{'growth MiB':>12s}")
+    print(
+        f"{'':14s}{'wall s':>9s}{'uploaded MB':>13s}{'stored MB':>11s}{'upload/stored':>15s}"
+        f"{'peak RSS MiB':>14s}{'growth MiB':>12s}"
+    )
     for k, m in med.items():
-        print(f"{k:14s}{m['wall']:9.2f}{m['uploaded'] / 1e6:13.2f}{m['stored'] / 1e6:11.2f}"
-              f"{m['uploaded'] / m['stored']:15.2f}{m['peak_kb'] / 1024:14.1f}{m['growth_kb'] / 1024:12.1f}")
-    print(f"tensorboardX / tbwriter: wall {b['wall'] / a['wall']:.1f}x, bytes uploaded "
-          f"{b['uploaded'] / a['uploaded']:.1f}x, peak RSS {b['peak_kb'] / a['peak_kb']:.2f}x, "
-          f"growth during the run {b['growth_kb'] / max(a['growth_kb'], 1):.1f}x")
+        print(
+            f"{k:14s}{m['wall']:9.2f}{m['uploaded'] / 1e6:13.2f}{m['stored'] / 1e6:11.2f}"
+            f"{m['uploaded'] / m['stored']:15.2f}{m['peak_kb'] / 1024:14.1f}{m['growth_kb'] / 1024:12.1f}"
+        )
+    print(
+        f"tensorboardX / tbwriter: wall {b['wall'] / a['wall']:.1f}x, bytes uploaded "
+        f"{b['uploaded'] / a['uploaded']:.1f}x, peak RSS {b['peak_kb'] / a['peak_kb']:.2f}x, "
+        f"growth during the run {b['growth_kb'] / max(a['growth_kb'], 1):.1f}x"
+    )
 
 
 if __name__ == "__main__":

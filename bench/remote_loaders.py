@@ -13,6 +13,7 @@ points are served and what the loader did:
 
     python bench/remote_loaders.py [--rounds 3] [--per-round 40] [--nofile 64]
 """
+
 import argparse
 import json
 import os
@@ -44,14 +45,23 @@ class RequestLog:
             return start_response(s, headers, *a)
 
         body = b"".join(self.app(environ, start))
-        self.entries.append((time.monotonic(), environ["REQUEST_METHOD"], environ["PATH_INFO"],
-                             environ.get("QUERY_STRING", ""), status[0][:3], len(body)))
+        self.entries.append(
+            (
+                time.monotonic(),
+                environ["REQUEST_METHOD"],
+                environ["PATH_INFO"],
+                environ.get("QUERY_STRING", ""),
+                status[0][:3],
+                len(body),
+            )
+        )
         return [body]
 
 
 def start_s3():
     from moto.server import DomainDispatcherApplication, create_backend_app
     from werkzeug.serving import make_server
+
     log = RequestLog(DomainDispatcherApplication(create_backend_app))
     server = make_server("127.0.0.1", 0, log, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -60,9 +70,22 @@ def start_s3():
 
 def start_tensorboard(logdir: str, load_fast: bool, nofile=None, log=os.devnull):
     port = free_port()
-    cmd = [sys.executable, "-m", "tensorboard.main", "--logdir", logdir, "--host", "127.0.0.1",
-           "--port", str(port), f"--load_fast={str(load_fast).lower()}", "--reload_interval", "1",
-           "--samples_per_plugin", "scalars=1000000"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tensorboard.main",
+        "--logdir",
+        logdir,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        f"--load_fast={str(load_fast).lower()}",
+        "--reload_interval",
+        "1",
+        "--samples_per_plugin",
+        "scalars=1000000",
+    ]
     if nofile:  # the shell sets the limit, then becomes tensorboard (no preexec_fn: threads run here)
         cmd = ["sh", "-c", f'ulimit -n {int(nofile)} && exec "$0" "$@"', *cmd]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(log, "w"))  # noqa: SIM115
@@ -123,9 +146,15 @@ def write_round(writer, start: int, objects: int) -> int:
 
 def python_loader_on_s3(rounds: int, per_round: int):
     endpoint, log, server = start_s3()
-    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1",
-                      AWS_ENDPOINT_URL=endpoint, S3_ENDPOINT=endpoint)
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_ENDPOINT_URL=endpoint,
+        S3_ENDPOINT=endpoint,
+    )
     import boto3
+
     boto3.client("s3").create_bucket(Bucket="loaders")
     w = tbwriter.FileWriter("s3://loaders/run")
     proc, base = start_tensorboard("s3://loaders/run", load_fast=False)
@@ -148,10 +177,12 @@ def python_loader_on_s3(rounds: int, per_round: int):
                     fetched[e[2]] = fetched.get(e[2], 0) + 1
             twice = sum(c > 1 for c in fetched.values())
             secs = t1 - t0 - took
-            print(f"  {1 + (r + 1) * per_round:4d} objects: all {step} points after {took:5.1f} s "
-                  f"({took / per_round:.2f} s per new object); then per "
-                  f"second: {lists / secs:.1f} LIST, {gets / secs:.1f} GET of event objects; "
-                  f"objects fetched with bytes: {len(fetched)}, of them twice or more: {twice}")
+            print(
+                f"  {1 + (r + 1) * per_round:4d} objects: all {step} points after {took:5.1f} s "
+                f"({took / per_round:.2f} s per new object); then per "
+                f"second: {lists / secs:.1f} LIST, {gets / secs:.1f} GET of event objects; "
+                f"objects fetched with bytes: {len(fetched)}, of them twice or more: {twice}"
+            )
     finally:
         proc.terminate()
         proc.wait()
@@ -169,8 +200,10 @@ def rust_loader_on_disk(rounds: int, per_round: int):
         for r in range(rounds):
             step = write_round(w, step, per_round)
             took = wait_points(base, step)
-            print(f"  {1 + (r + 1) * per_round:4d} objects: all {step} points after {took:5.1f} s; "
-                  f"event files open: {open_event_files(proc.pid)}")
+            print(
+                f"  {1 + (r + 1) * per_round:4d} objects: all {step} points after {took:5.1f} s; "
+                f"event files open: {open_event_files(proc.pid)}"
+            )
     finally:
         proc.terminate()
         proc.wait()
@@ -192,9 +225,11 @@ def rust_loader_past_its_file_limit(nofile: int):
         proc.terminate()
         proc.wait()
     failed = open(log).read().count("Failed to open event file")
-    print(f"Rust data server, RLIMIT_NOFILE {nofile}, {2 * nofile + 2} objects already there: {served} of "
-          f"{step} points served after 30 s; event files open: {files}; 'Failed to open event file' "
-          f"warnings: {failed}")
+    print(
+        f"Rust data server, RLIMIT_NOFILE {nofile}, {2 * nofile + 2} objects already there: {served} of "
+        f"{step} points served after 30 s; event files open: {files}; 'Failed to open event file' "
+        f"warnings: {failed}"
+    )
 
 
 def main():

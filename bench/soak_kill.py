@@ -15,6 +15,7 @@ The parent SIGKILLs the child at a random moment and then reads the file with tb
 Prints the figures; exits 1 if any round broke a rule.
     python bench/soak_kill.py --kills 300 [--seed 1] [--max-delay 0.3] [--spawn]
 """
+
 import argparse
 import os
 import random
@@ -77,8 +78,9 @@ def child(logdir: str, max_queue: int, flush_secs: float, flush_every: int, repo
 def start_child(logdir, params, spawn: bool):
     """Start a writing child; return (pid or Popen, read end of its report pipe)."""
     if spawn:
-        proc = subprocess.Popen([sys.executable, __file__, "--child", logdir, *map(str, params)],
-                                stdout=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [sys.executable, __file__, "--child", logdir, *map(str, params)], stdout=subprocess.PIPE
+        )
         return proc, proc.stdout.fileno(), proc
     read_fd, write_fd = os.pipe()
     pid = os.fork()
@@ -131,7 +133,7 @@ def check_round(logdir: str, flushed: int) -> tuple[int, int, list]:
     checked = 0
     for path in paths:
         events = reader.read_events(path, on_truncated=truncated.append)
-        expected = expected_events(10 ** 9)
+        expected = expected_events(10**9)
         try:
             first = next(events, None)
             if first is not None and first.file_version != "brain.Event:2":
@@ -157,8 +159,9 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--max-delay", type=float, default=0.3, help="kill within this many seconds of the start")
     p.add_argument("--spawn", action="store_true", help="fresh interpreter per child instead of fork()")
-    p.add_argument("--child", nargs=4, metavar=("LOGDIR", "MAX_QUEUE", "FLUSH_SECS", "FLUSH_EVERY"),
-                   help=argparse.SUPPRESS)
+    p.add_argument(
+        "--child", nargs=4, metavar=("LOGDIR", "MAX_QUEUE", "FLUSH_SECS", "FLUSH_EVERY"), help=argparse.SUPPRESS
+    )
     args = p.parse_args()
     if args.child:
         logdir, mq, fs, fe = args.child
@@ -197,11 +200,14 @@ def main() -> int:
             shutil.rmtree(logdir)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    print(f"{totals['kills']} kill -9 rounds in {time.monotonic() - started:.0f} s ({'spawn' if args.spawn else 'fork'}): "
-          f"{totals['events']} events read back and checked equal to what was written, "
-          f"{totals['flushed']} of them covered by a returned flush(); "
-          f"{totals['truncated']} files ended in a truncated record (skipped), "
-          f"{totals['empty']} rounds killed before any event; rounds breaking a rule: {totals['bad']}")
+    print(
+        f"{totals['kills']} kill -9 rounds in {time.monotonic() - started:.0f} s "
+        f"({'spawn' if args.spawn else 'fork'}): "
+        f"{totals['events']} events read back and checked equal to what was written, "
+        f"{totals['flushed']} of them covered by a returned flush(); "
+        f"{totals['truncated']} files ended in a truncated record (skipped), "
+        f"{totals['empty']} rounds killed before any event; rounds breaking a rule: {totals['bad']}"
+    )
     return 1 if totals["bad"] else 0
 
 

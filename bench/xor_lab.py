@@ -12,6 +12,7 @@ NPNN_BENCH_TF_PYTHON environment variable (a venv with tensorflow-cpu); without 
 tensorboardX missing, that peer is reported as absent. The child programs live in this file
 (`--child NAME LOGDIR`) and import only what their framework needs.
 """
+
 import argparse
 import json
 import os
@@ -207,28 +208,45 @@ def compare_sizes(programs: dict, absent: dict, seeds: list) -> None:
                 r = run_child(cmd, tmp / n)
                 sizes[n].append(r["size"])
                 acc[n] = r.get("accuracy")
-            print(f"seed {seed:6d}: npnn {sizes['npnn'][-1] / 1e6:6.2f} MB (accuracy {acc['npnn']})  "
-                  f"TF1 {sizes['tf1'][-1] / 1e6:6.2f} MB (accuracy {acc['tf1']})", flush=True)
+            print(
+                f"seed {seed:6d}: npnn {sizes['npnn'][-1] / 1e6:6.2f} MB (accuracy {acc['npnn']})  "
+                f"TF1 {sizes['tf1'][-1] / 1e6:6.2f} MB (accuracy {acc['tf1']})",
+                flush=True,
+            )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     a, b = statistics.median(sizes["npnn"]), statistics.median(sizes["tf1"])
-    print(f"median over {len(seeds)} seeds: npnn {a / 1e6:.2f} MB, TF1 {b / 1e6:.2f} MB, npnn / TF1 {a / b:.2f} "
-          f"(target <= 1: {'meets' if a <= b else 'MISSES'})")
+    print(
+        f"median over {len(seeds)} seeds: npnn {a / 1e6:.2f} MB, TF1 {b / 1e6:.2f} MB, npnn / TF1 {a / b:.2f} "
+        f"(target <= 1: {'meets' if a <= b else 'MISSES'})"
+    )
 
 
 def main() -> None:
     """Parse flags, run every available program --repeat times, print the table and the ratios."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeat", type=int, default=3, help="runs per program (medians are reported)")
-    p.add_argument("--slow-repeat", type=int, default=1,
-                   help="runs of the PyTorch programs that log (each takes 20-30 s; default 1)")
+    p.add_argument(
+        "--slow-repeat",
+        type=int,
+        default=1,
+        help="runs of the PyTorch programs that log (each takes 20-30 s; default 1)",
+    )
     p.add_argument("--steps", type=int, default=10001, help="training steps (the lab: 10001)")
-    p.add_argument("--tf-python", default=os.environ.get("NPNN_BENCH_TF_PYTHON"),
-                   help="python with tensorflow for the TF1 peer (default: $NPNN_BENCH_TF_PYTHON)")
+    p.add_argument(
+        "--tf-python",
+        default=os.environ.get("NPNN_BENCH_TF_PYTHON"),
+        help="python with tensorflow for the TF1 peer (default: $NPNN_BENCH_TF_PYTHON)",
+    )
     p.add_argument("--only", action="append", help="run only these programs (repeatable)")
-    p.add_argument("--size-seeds", type=int, nargs="+", metavar="SEED",
-                   help="instead of timing: event-file sizes of npnn and TF1 for each seed (the "
-                        "histograms' sparse size depends on where training ends, so one seed is anecdote)")
+    p.add_argument(
+        "--size-seeds",
+        type=int,
+        nargs="+",
+        metavar="SEED",
+        help="instead of timing: event-file sizes of npnn and TF1 for each seed (the "
+        "histograms' sparse size depends on where training ends, so one seed is anecdote)",
+    )
     p.add_argument("--seed", type=int, default=777, help=argparse.SUPPRESS)
     p.add_argument("--child", nargs=2, metavar=("NAME", "LOGDIR"), help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -239,18 +257,23 @@ def main() -> None:
         elif name == "npnn-train":
             child_npnn_train(args.steps)
         else:
-            child_torch(logdir, args.steps, {"torch-tbx": "tensorboardX", "torch-tb": "torch",
-                                             "torch-train": "none"}[name])
+            child_torch(
+                logdir, args.steps, {"torch-tbx": "tensorboardX", "torch-tb": "torch", "torch-train": "none"}[name]
+            )
         return
 
     me = str(Path(__file__).resolve())
     py = sys.executable
-    child = lambda name, exe=py: [exe, me, "--child", name, "{logdir}", "--steps", str(args.steps)]
+
+    def child(name, exe=py):
+        return [exe, me, "--child", name, "{logdir}", "--steps", str(args.steps)]
+
     programs = {
-        "npnn": ([py, "-m", "npnn.xor", "--quiet", "--overwrite", "--logdir", "{logdir}",
-                  "--steps", str(args.steps)], "npnn + tbwriter (python -m npnn.xor --quiet)"),
-        "tf1": (child("tf1", args.tf_python) if args.tf_python else None,
-                "TensorFlow 1 graph mode (tf.compat.v1)"),
+        "npnn": (
+            [py, "-m", "npnn.xor", "--quiet", "--overwrite", "--logdir", "{logdir}", "--steps", str(args.steps)],
+            "npnn + tbwriter (python -m npnn.xor --quiet)",
+        ),
+        "tf1": (child("tf1", args.tf_python) if args.tf_python else None, "TensorFlow 1 graph mode (tf.compat.v1)"),
         "torch-tbx": (child("torch-tbx"), "PyTorch + tensorboardX"),
         "torch-tb": (child("torch-tb"), "PyTorch + torch.utils.tensorboard"),
         "npnn-train": (child("npnn-train"), "npnn training alone (no logging)"),
@@ -284,10 +307,15 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    med = {n: {k: statistics.median(r[k] for r in rs) for k in ("wall", "size", "loop") if k in rs[0]}
-           | {"accuracy": rs[-1].get("accuracy")} for n, rs in results.items()}
-    print(f"XOR lab, {args.steps} steps, medians of {args.repeat} runs ({args.slow_repeat} for PyTorch + writers); "
-          f"whole process, wall seconds; load average {os.getloadavg()[0]:.1f}")
+    med = {
+        n: {k: statistics.median(r[k] for r in rs) for k in ("wall", "size", "loop") if k in rs[0]}
+        | {"accuracy": rs[-1].get("accuracy")}
+        for n, rs in results.items()
+    }
+    print(
+        f"XOR lab, {args.steps} steps, medians of {args.repeat} runs ({args.slow_repeat} for PyTorch + writers); "
+        f"whole process, wall seconds; load average {os.getloadavg()[0]:.1f}"
+    )
     print(f"{'program':48} {'process s':>9} {'loop s':>7} {'events MB':>9} {'accuracy':>8}")
     for n in order:
         label = programs[n][1]

@@ -11,6 +11,7 @@ npnn's per-phase split.
 
     python bench/xor_step.py [--steps 10001] [--repeats 5]
 """
+
 import argparse
 import os
 import statistics
@@ -56,6 +57,7 @@ def npnn_plan_loop(steps: int) -> tuple:
     def loss_fn(x, y):
         h = npnn.sigmoid(npnn.sigmoid(x @ W1 + b1) @ W2 + b2)
         return -(y * npnn.log(h) + (1 - y) * npnn.log(1 - h)).mean()
+
     step = plan.compile(loss_fn, opt)
     t, cpu = time.perf_counter(), time.process_time()
     for _ in range(steps):
@@ -105,8 +107,8 @@ def jax_programs():
         t = t + 1
         m = [b1 * mi + (1 - b1) * gi for mi, gi in zip(m, g)]
         v = [b2 * vi + (1 - b2) * gi * gi for vi, gi in zip(v, g)]
-        mhat = [mi / (1 - b1 ** t) for mi in m]
-        vhat = [vi / (1 - b2 ** t) for vi in v]
+        mhat = [mi / (1 - b1**t) for mi in m]
+        vhat = [vi / (1 - b2**t) for vi in v]
         p = [pi - lr * mh / (jnp.sqrt(vh) + eps) for pi, mh, vh in zip(p, mhat, vhat)]
         return p, m, v, t, cost
 
@@ -133,6 +135,7 @@ def jax_programs():
     def whole(p, m, v, t, steps):
         def body(_, s):
             return step(*s[:4])
+
         return jax.lax.fori_loop(0, steps, body, (p, m, v, t, jnp.float32(0)))
 
     def fori(steps):
@@ -161,8 +164,10 @@ def main():
     else:
         programs["JAX jit step, Python loop"] = jax_[0]
         programs["JAX fori_loop (whole loop jit)"] = jax_[1]
-    print(f"XOR loop, {args.steps} steps, medians of {args.repeats} alternating repeats; "
-          f"load {os.getloadavg()[0]:.1f}" + ("" if jax_ is None else f"; jax {jax_[2]}"))
+    print(
+        f"XOR loop, {args.steps} steps, medians of {args.repeats} alternating repeats; "
+        f"load {os.getloadavg()[0]:.1f}" + ("" if jax_ is None else f"; jax {jax_[2]}")
+    )
     runs = {name: [] for name in programs}
     for _ in range(args.repeats):
         for name, fn in programs.items():
@@ -173,9 +178,11 @@ def main():
         secs = statistics.median(r[0] for r in rs)
         comp = statistics.median(r[1] for r in rs)
         cpu = statistics.median(r[3] for r in rs)
-        print(f"{name:32s} {secs:7.3f} s ({secs / args.steps * 1e6:6.1f} us/step, CPU {cpu / args.steps * 1e6:6.1f})  "
-              f"compile {comp:5.2f} s  final cost {rs[-1][2]:.6f}  npnn / this: {base / secs:5.2f} "
-              f"(CPU {base_cpu / cpu:5.2f})")
+        print(
+            f"{name:32s} {secs:7.3f} s ({secs / args.steps * 1e6:6.1f} us/step, CPU {cpu / args.steps * 1e6:6.1f})  "
+            f"compile {comp:5.2f} s  final cost {rs[-1][2]:.6f}  npnn / this: {base / secs:5.2f} "
+            f"(CPU {base_cpu / cpu:5.2f})"
+        )
     phases = npnn_phases(args.steps)
     print("npnn per step (median us): " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()))
 

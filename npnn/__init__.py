@@ -1,4 +1,5 @@
 """npnn: reverse-mode autodiff on NumPy with a PyTorch-like API."""
+
 import os as _os
 import sys as _sys
 
@@ -10,8 +11,24 @@ from npnn.allocator import keep_freed_memory as _keep_freed_memory
 
 _keep_freed_memory()  # large arrays reuse the heap between steps instead of fresh kernel pages
 from npnn.tensor import Parameter, Tensor, enable_grad, is_grad_enabled, no_grad
-from npnn.ops import (abs, clip, concatenate, exp, log, log_softmax, matmul, maximum, minimum,
-                      relu, sigmoid, softmax, sqrt, stack, tanh, where)
+from npnn.ops import (
+    abs,
+    clip,
+    concatenate,
+    exp,
+    log,
+    log_softmax,
+    matmul,
+    maximum,
+    minimum,
+    relu,
+    sigmoid,
+    softmax,
+    sqrt,
+    stack,
+    tanh,
+    where,
+)
 from npnn.random import manual_seed
 from npnn.graph import Graph, name_scope, trace
 from npnn import functional
@@ -20,10 +37,10 @@ from npnn import nn
 from npnn import optim
 
 
-
 def __getattr__(name: str):
     """`npnn.summary` on first use: the core imports tbwriter only once summaries are used."""
     if name == "summary":
         import importlib
+
         return importlib.import_module("npnn.summary")
     raise AttributeError(f"module 'npnn' has no attribute {name!r}")

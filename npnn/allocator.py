@@ -6,6 +6,7 @@ a step's activation-sized arrays pay the page faults and the kernel's zeroing ag
 step. Serving arrays up to 32 MiB from the heap and keeping up to 64 MiB of freed heap makes
 them reuse the same memory; peak RSS stays the same (docs/benchmarks.md has the figures).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -28,5 +29,4 @@ def keep_freed_memory() -> bool:
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
-        mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))

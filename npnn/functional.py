@@ -14,9 +14,22 @@ from npnn import random as _random
 from npnn.ops import log_softmax, relu, sigmoid, softmax, tanh  # re-exported, as torch's F does
 from npnn.tensor import Tensor, _binary, _const, _nary, _unary
 
-__all__ = ["linear", "binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy",
-           "mse_loss", "nll_loss", "dropout", "conv2d", "max_pool2d", "relu", "sigmoid", "tanh",
-           "softmax", "log_softmax"]
+__all__ = [
+    "linear",
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "cross_entropy",
+    "mse_loss",
+    "nll_loss",
+    "dropout",
+    "conv2d",
+    "max_pool2d",
+    "relu",
+    "sigmoid",
+    "tanh",
+    "softmax",
+    "log_softmax",
+]
 
 
 def _tensor(x, name: str) -> Tensor:
@@ -46,13 +59,16 @@ def linear(x, weight, bias=None) -> Tensor:
     x = _tensor(x, "x")
     X, W = x.data, weight.data
     if W.ndim != 2 or X.shape[-1] != W.shape[1]:
-        raise ValueError(f"linear: input shape {X.shape} does not fit weight shape {W.shape} "
-                         f"(expected weight [out_features, {X.shape[-1]}])")
+        raise ValueError(
+            f"linear: input shape {X.shape} does not fit weight shape {W.shape} "
+            f"(expected weight [out_features, {X.shape[-1]}])"
+        )
     out = X.dot(W.T) if X.ndim == 2 else X @ W.T  # dot: less overhead on small matrices
     if bias is not None:
         if bias.data.shape != (W.shape[0],):
-            raise ValueError(f"linear: bias shape {bias.data.shape} does not match weight shape "
-                             f"{W.shape} (expected ({W.shape[0]},))")
+            raise ValueError(
+                f"linear: bias shape {bias.data.shape} does not match weight shape {W.shape} (expected ({W.shape[0]},))"
+            )
         out += bias.data  # out is fresh: add the bias in place
     flat = X.ndim != 2  # 1-D and batched inputs: the weight gradient sums over all rows
 
@@ -75,8 +91,10 @@ def binary_cross_entropy(probs, targets) -> Tensor:
     P = p.data
     Y = _target_array(targets, P, "binary_cross_entropy")
     if P.size and (P.min() < 0 or P.max() > 1):
-        raise ValueError(f"binary_cross_entropy: probs must lie in [0, 1], got values in "
-                         f"[{P.min()}, {P.max()}]; use binary_cross_entropy_with_logits for logits")
+        raise ValueError(
+            f"binary_cross_entropy: probs must lie in [0, 1], got values in "
+            f"[{P.min()}, {P.max()}]; use binary_cross_entropy_with_logits for logits"
+        )
     with np.errstate(divide="ignore"):
         log_p = np.maximum(np.log(P), -100.0)
         log_1p = np.maximum(np.log1p(-P), -100.0)
@@ -88,8 +106,7 @@ def binary_cross_entropy(probs, targets) -> Tensor:
         # d/dp = (p - y) / (p (1 - p)), the denominator floored like PyTorch's BCE backward.
         return ((g / n) * (P - Y) / np.maximum(P * (1 - P), eps),)
 
-    return _unary(np.asarray(out, dtype=P.dtype), p, backward, "BinaryCrossEntropy",
-                  (p, targets))
+    return _unary(np.asarray(out, dtype=P.dtype), p, backward, "BinaryCrossEntropy", (p, targets))
 
 
 def binary_cross_entropy_with_logits(logits, targets) -> Tensor:
@@ -105,8 +122,7 @@ def binary_cross_entropy_with_logits(logits, targets) -> Tensor:
         s = np.where(X >= 0, 1 / (1 + e), e / (1 + e))
         return ((g / n) * (s - Y),)
 
-    return _unary(np.asarray(out, dtype=X.dtype), x, backward, "BinaryCrossEntropyWithLogits",
-                  (x, targets))
+    return _unary(np.asarray(out, dtype=X.dtype), x, backward, "BinaryCrossEntropyWithLogits", (x, targets))
 
 
 def _labels(labels, logits: np.ndarray, fn: str):
@@ -116,16 +132,17 @@ def _labels(labels, logits: np.ndarray, fn: str):
     if L.shape == logits.shape and L.dtype.kind == "f":
         return None, L.astype(logits.dtype, copy=False)
     if L.shape != (n,):
-        raise ValueError(f"{fn}: labels shape {L.shape} does not fit logits shape {logits.shape} "
-                         f"(expected ({n},) class indices or {logits.shape} one-hot)")
+        raise ValueError(
+            f"{fn}: labels shape {L.shape} does not fit logits shape {logits.shape} "
+            f"(expected ({n},) class indices or {logits.shape} one-hot)"
+        )
     if L.dtype.kind not in "iu":
         if L.dtype.kind == "f" and np.all(L == np.round(L)):
             L = L.astype(np.int64)
         else:
             raise ValueError(f"{fn}: labels must be integer class indices, got dtype {L.dtype}")
     if n and (L.min() < 0 or L.max() >= c):
-        raise ValueError(f"{fn}: labels must lie in [0, {c - 1}] for {c} classes, got values in "
-                         f"[{L.min()}, {L.max()}]")
+        raise ValueError(f"{fn}: labels must lie in [0, {c - 1}] for {c} classes, got values in [{L.min()}, {L.max()}]")
     return L, None
 
 
@@ -167,8 +184,7 @@ def cross_entropy(logits, labels) -> Tensor:
         probs *= g / n
         return (probs,)
 
-    return _unary(np.asarray(out, dtype=X.dtype), x, backward, "SoftmaxCrossEntropy",
-                  (x, labels))
+    return _unary(np.asarray(out, dtype=X.dtype), x, backward, "SoftmaxCrossEntropy", (x, labels))
 
 
 def nll_loss(log_probs, labels) -> Tensor:
@@ -196,8 +212,7 @@ def mse_loss(input, target) -> Tensor:
     if isinstance(target, Tensor):
         b = target
         if b.data.shape != A.shape:
-            raise ValueError(f"mse_loss: target shape {b.data.shape} does not match input shape "
-                             f"{A.shape}")
+            raise ValueError(f"mse_loss: target shape {b.data.shape} does not match input shape {A.shape}")
     else:
         b = _const(_target_array(target, A, "mse_loss"))
     d = A - b.data
@@ -249,28 +264,34 @@ def conv2d(x, weight, bias=None, stride=1, padding=0) -> Tensor:
     x = _tensor(x, "x")
     X, W = x.data, weight.data
     if X.ndim != 4 or W.ndim != 4:
-        raise ValueError(f"conv2d: expected input [N, C, H, W] and weight [O, C, kh, kw], got "
-                         f"input shape {X.shape} and weight shape {W.shape}")
+        raise ValueError(
+            f"conv2d: expected input [N, C, H, W] and weight [O, C, kh, kw], got "
+            f"input shape {X.shape} and weight shape {W.shape}"
+        )
     if X.shape[1] != W.shape[1]:
-        raise ValueError(f"conv2d: input shape {X.shape} has {X.shape[1]} channels but weight "
-                         f"shape {W.shape} expects {W.shape[1]}")
+        raise ValueError(
+            f"conv2d: input shape {X.shape} has {X.shape[1]} channels but weight shape {W.shape} expects {W.shape[1]}"
+        )
     sh, sw = _pair(stride)
     ph, pw = _pair(padding)
     n, c, h, w = X.shape
     o, _, kh, kw = W.shape
     if bias is not None and bias.data.shape != (o,):
-        raise ValueError(f"conv2d: bias shape {bias.data.shape} does not match weight shape "
-                         f"{W.shape} (expected ({o},))")
+        raise ValueError(
+            f"conv2d: bias shape {bias.data.shape} does not match weight shape {W.shape} (expected ({o},))"
+        )
     if ph or pw:
         xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=X.dtype)
-        xp[:, :, ph:ph + h, pw:pw + w] = X
+        xp[:, :, ph : ph + h, pw : pw + w] = X
     else:
         xp = X
     hp, wp = xp.shape[2], xp.shape[3]
     ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
     if ho < 1 or wo < 1:
-        raise ValueError(f"conv2d: kernel {(kh, kw)} is larger than the padded input "
-                         f"{(hp, wp)} (input shape {X.shape}, padding {(ph, pw)})")
+        raise ValueError(
+            f"conv2d: kernel {(kh, kw)} is larger than the padded input "
+            f"{(hp, wp)} (input shape {X.shape}, padding {(ph, pw)})"
+        )
     win = sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]  # [n,c,ho,wo,kh,kw]
     # im2col, the one copy: rows (c, kh, kw), columns (n, ho, wo), so every row is read and
     # written in runs of wo and the backward scatter below adds contiguous blocks.
@@ -312,8 +333,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0) -> Tensor:
             for i in range(kh):
                 rows = slice(i, i + sh * (ho - 1) + 1, sh)
                 for j in range(kw):
-                    gxp[:, :, rows, j:j + sw * (wo - 1) + 1:sw] += gcols[:, i, j]
-            gx = np.ascontiguousarray(gxp[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3))
+                    gxp[:, :, rows, j : j + sw * (wo - 1) + 1 : sw] += gcols[:, i, j]
+            gx = np.ascontiguousarray(gxp[:, :, ph : ph + h, pw : pw + w].transpose(1, 0, 2, 3))
         if bias is None:
             return gx, gw
         return gx, gw, (gwb[:, k].astype(bias.data.dtype) if bias.requires_grad else None)
@@ -322,8 +343,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0) -> Tensor:
     return _nary(out, parents, backward, "Conv2D")
 
 
-def _conv2d_same_input_grad(W: np.ndarray, g_o: np.ndarray, n: int, h: int, w: int,
-                            ph: int, pw: int) -> np.ndarray:
+def _conv2d_same_input_grad(W: np.ndarray, g_o: np.ndarray, n: int, h: int, w: int, ph: int, pw: int) -> np.ndarray:
     """Input gradient [n, c, h, w] of a stride-1 conv2d whose output has the input's size.
 
     Kernel offset (i, j) moves its [c, n, h, w] block of W^T g by (i - ph, j - pw), which in
@@ -347,16 +367,16 @@ def _conv2d_same_input_grad(W: np.ndarray, g_o: np.ndarray, n: int, h: int, w: i
             if abs(dj) >= w:
                 continue
             block = gcols[i, j]  # zero what would land outside the image (in the padding)
-            block[:, :, :max(0, -di)] = 0
-            block[:, :, h - max(0, di):] = 0
-            block[:, :, :, :max(0, -dj)] = 0
-            block[:, :, :, w - max(0, dj):] = 0
+            block[:, :, : max(0, -di)] = 0
+            block[:, :, h - max(0, di) :] = 0
+            block[:, :, :, : max(0, -dj)] = 0
+            block[:, :, :, w - max(0, dj) :] = 0
             shift = di * w + dj
             src = block.reshape(-1)
             if shift >= 0:
-                flat[shift:] += src[:size - shift]
+                flat[shift:] += src[: size - shift]
             else:
-                flat[:size + shift] += src[-shift:]
+                flat[: size + shift] += src[-shift:]
     return np.ascontiguousarray(gx.transpose(1, 0, 2, 3))
 
 
@@ -380,25 +400,25 @@ def _max_pool_2x2(x: Tensor, ho: int, wo: int) -> Tensor:
     top = np.empty((n, c, ho, wo), bool)
     upper, lower = np.empty((2, min(step, n), c, ho, wo), X.dtype)
     for s in range(0, n, step):
-        xs = X[s:s + step, :, :he, :we]
+        xs = X[s : s + step, :, :he, :we]
         k = len(xs)
         np.maximum(xs[:, :, 0::2, 0::2], xs[:, :, 0::2, 1::2], out=upper[:k])
         np.maximum(xs[:, :, 1::2, 0::2], xs[:, :, 1::2, 1::2], out=lower[:k])
-        np.maximum(upper[:k], lower[:k], out=out[s:s + step])
-        np.greater_equal(upper[:k], lower[:k], out=top[s:s + step])
+        np.maximum(upper[:k], lower[:k], out=out[s : s + step])
+        np.greater_equal(upper[:k], lower[:k], out=top[s : s + step])
 
     def backward(g, node):
         gx = np.empty_like(X) if X.shape[2:] == (he, we) else np.zeros_like(X)
         grow = np.empty((min(step, n), c, he, wo), X.dtype)  # g of each row's winner
         left = np.empty(grow.shape, bool)
         for s in range(0, n, step):
-            xs, gs = X[s:s + step, :, :he, :we], g[s:s + step]
+            xs, gs = X[s : s + step, :, :he, :we], g[s : s + step]
             k = len(xs)
             g4 = grow[:k].reshape(k, c, ho, 2, wo)
-            np.multiply(gs, top[s:s + step], out=g4[:, :, :, 0])
+            np.multiply(gs, top[s : s + step], out=g4[:, :, :, 0])
             np.subtract(gs, g4[:, :, :, 0], out=g4[:, :, :, 1])
             np.greater_equal(xs[..., 0::2], xs[..., 1::2], out=left[:k])
-            gxs = gx[s:s + step, :, :he, :we]
+            gxs = gx[s : s + step, :, :he, :we]
             np.multiply(grow[:k], left[:k], out=gxs[..., 0::2])
             np.subtract(grow[:k], gxs[..., 0::2], out=gxs[..., 1::2])
         return (gx,)
@@ -433,7 +453,7 @@ def max_pool2d(x, kernel_size, stride=None) -> Tensor:
         gx = np.zeros_like(X)
         for k in range(kh * kw):
             i, j = divmod(k, kw)
-            gx[:, :, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw] += g * (arg == k)
+            gx[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw] += g * (arg == k)
         return (gx,)
 
     return _unary(out, x, backward, "MaxPool")

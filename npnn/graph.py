@@ -48,12 +48,23 @@ def current_scope() -> str:
 
 
 # numpy dtype -> tbwriter.proto.types_pb2 DataType number (DT_FLOAT = 1, ...)
-_DTYPES = {"float32": 1, "float64": 2, "int32": 3, "uint8": 4, "int16": 5, "int8": 6,
-           "int64": 9, "bool": 10, "uint16": 17, "float16": 19, "uint32": 22, "uint64": 23}
+_DTYPES = {
+    "float32": 1,
+    "float64": 2,
+    "int32": 3,
+    "uint8": 4,
+    "int16": 5,
+    "int8": 6,
+    "int64": 9,
+    "bool": 10,
+    "uint16": 17,
+    "float16": 19,
+    "uint32": 22,
+    "uint64": 23,
+}
 
 # TF1's default node names for ops reached through Python operators.
-_DEFAULT_NAMES = {"AddV2": "add", "Sub": "sub", "Mul": "mul", "RealDiv": "truediv",
-                  "Pow": "pow"}
+_DEFAULT_NAMES = {"AddV2": "add", "Sub": "sub", "Mul": "mul", "RealDiv": "truediv", "Pow": "pow"}
 
 # Names TF gives a binary op's constant operands ("Cost/sub/x" for 1 - y).
 _ARG_NAMES = ("x", "y")
@@ -125,8 +136,7 @@ class Graph:
             elif x.requires_grad:
                 name = self._add(self._unique(x.name or "Variable"), "VariableV2", [], x.data)
             else:
-                name = self._add(self._unique(x.name or _t._scope + "Const"), "Const", [], x.data,
-                                 x.data)
+                name = self._add(self._unique(x.name or _t._scope + "Const"), "Const", [], x.data, x.data)
             self._node_of[id(x)] = name
             self._keep.append(x)
             return name
@@ -191,8 +201,9 @@ class Graph:
             return x
         name = self._node_of.get(id(x), x.name)  # traced outputs and named leaves carry their node's name
         if name is None or name not in self._names:
-            raise ValueError(f"add_node: the Tensor {x.name or 'without a name'} (shape {x.shape}) "
-                             "is not a node of this graph")
+            raise ValueError(
+                f"add_node: the Tensor {x.name or 'without a name'} (shape {x.shape}) is not a node of this graph"
+            )
         return name
 
     def as_graph_def(self):
@@ -207,7 +218,8 @@ class Graph:
                 continue
             dt = _DTYPES.get(n.dtype.name, 0)
             shape = tensor_shape_pb2.TensorShapeProto(
-                dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=int(s)) for s in n.shape])
+                dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=int(s)) for s in n.shape]
+            )
             if n.op in ("Placeholder", "VariableV2", "Const"):
                 nd.attr["dtype"].type = dt
                 if n.op != "Const":

@@ -126,14 +126,12 @@ def _fan(shape, mode: str) -> int:
     raise ValueError(f"mode: expected 'fan_in' or 'fan_out', got {mode!r}")
 
 
-def he_normal(shape, mode: str = "fan_in", gain: float = math.sqrt(2.0),
-              generator: np.random.Generator | None = None):
+def he_normal(shape, mode: str = "fan_in", gain: float = math.sqrt(2.0), generator: np.random.Generator | None = None):
     """He / Kaiming normal (PyTorch's kaiming_normal_ for ReLU): N(0, gain / sqrt(fan))."""
     return normal(shape, 0.0, gain / math.sqrt(_fan(shape, mode)), generator)
 
 
-def he_uniform(shape, mode: str = "fan_in", gain: float = math.sqrt(2.0),
-               generator: np.random.Generator | None = None):
+def he_uniform(shape, mode: str = "fan_in", gain: float = math.sqrt(2.0), generator: np.random.Generator | None = None):
     """He / Kaiming uniform: U(-a, a), a = gain * sqrt(3 / fan)."""
     bound = gain * math.sqrt(3.0 / _fan(shape, mode))
     return uniform(shape, -bound, bound, generator)

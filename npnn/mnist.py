@@ -16,6 +16,7 @@ with the final accuracy. All x axes are the global step (batches trained so far)
 its share of every global --batch-size batch, gradients are averaged with one allreduce per
 step; rank 0 alone writes the run, checkpoints and progress (docs/distributed.md).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -97,28 +98,37 @@ class CheckpointError(Exception):
     """A --resume file that cannot be read or does not fit the model."""
 
 
-def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray,
-             batch_size: int = 1000, progress: bool = False) -> tuple[float, float, np.ndarray]:
+def evaluate(
+    model: nn.Module, images: np.ndarray, labels: np.ndarray, batch_size: int = 1000, progress: bool = False
+) -> tuple[float, float, np.ndarray]:
     """(accuracy, mean cross-entropy, predicted labels) on a whole set, in eval mode."""
     from tqdm import tqdm
 
     model.eval()
     preds = np.empty(len(labels), dtype=np.int64)
     total = 0.0
-    bar = tqdm(total=len(labels), desc="evaluating", unit="img", disable=not progress, leave=False,
-               mininterval=0.5, file=sys.stderr)
+    bar = tqdm(
+        total=len(labels),
+        desc="evaluating",
+        unit="img",
+        disable=not progress,
+        leave=False,
+        mininterval=0.5,
+        file=sys.stderr,
+    )
     with npnn.no_grad(), bar:
         for i in range(0, len(labels), batch_size):
-            logits = model(Tensor(images[i:i + batch_size]))
-            y = labels[i:i + batch_size]
+            logits = model(Tensor(images[i : i + batch_size]))
+            y = labels[i : i + batch_size]
             total += F.cross_entropy(logits, y).item() * len(y)
-            preds[i:i + batch_size] = logits.data.argmax(axis=1)
+            preds[i : i + batch_size] = logits.data.argmax(axis=1)
             bar.update(len(y))
     model.train()
     return float(np.mean(preds == labels)), total / len(labels), preds
 
 
 # -- checkpoints ----------------------------------------------------------------------------
+
 
 def save_checkpoint(path: str, model: nn.Module, opt: optim.Optimizer, meta: dict) -> None:
     """Model, optimizer state and meta (epoch, step, RNG) in one .npz, written atomically."""
@@ -131,8 +141,9 @@ def save_checkpoint(path: str, model: nn.Module, opt: optim.Optimizer, meta: dic
                 arrays[f"optim/{i}/{k}"] = v
             else:
                 steps[f"{i}/{k}"] = v
-    meta = dict(meta, optim_groups=state["param_groups"], optim_scalars=steps,
-                rng=npnn.random.generator().bit_generator.state)
+    meta = dict(
+        meta, optim_groups=state["param_groups"], optim_scalars=steps, rng=npnn.random.generator().bit_generator.state
+    )
     arrays["meta"] = np.array(json.dumps(meta))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     nn._save_npz(path, arrays, prefix=".ckpt-")
@@ -152,7 +163,10 @@ def load_checkpoint(path: str, model: nn.Module, opt: optim.Optimizer, model_nam
     def check(name: str, shape: tuple, dtype: np.dtype):
         if name == "meta":
             if shape != () or dtype.kind != "U" or dtype.itemsize > 4 * _META_MAX_CHARS:
-                return f"'meta' is {dtype} of shape {shape}, expected a JSON string of at most {_META_MAX_CHARS} characters"
+                return (
+                    f"'meta' is {dtype} of shape {shape}, "
+                    f"expected a JSON string of at most {_META_MAX_CHARS} characters"
+                )
             return None
         kind, _, key = name.partition("/")
         if kind == "model" and key in own:
@@ -179,7 +193,9 @@ def load_checkpoint(path: str, model: nn.Module, opt: optim.Optimizer, model_nam
         try:
             type(npnn.random.generator().bit_generator)().state = meta["rng"]  # checked on a scratch generator
         except (ValueError, TypeError, KeyError) as e:
-            raise ValueError(f"meta: 'rng' is not a {type(npnn.random.generator().bit_generator).__name__} state ({e})") from None
+            raise ValueError(
+                f"meta: 'rng' is not a {type(npnn.random.generator().bit_generator).__name__} state ({e})"
+            ) from None
         opt.load_state_dict({"state": state, "param_groups": meta["optim_groups"]})
     except OSError as e:
         raise CheckpointError(f"--resume {path}: cannot read: {e.strerror or e}") from None
@@ -213,6 +229,7 @@ def _check_meta(meta, model_name: str) -> dict:
 
 # -- TensorBoard ----------------------------------------------------------------------------
 
+
 def log_parameters(writer, model: nn.Module, step: int) -> None:
     """Histograms of every layer's weight and bias, tagged <scope>/weight and <scope>/bias."""
     for scope, layer in model.scopes:
@@ -243,6 +260,7 @@ def log_digits(writer, images: np.ndarray, labels: np.ndarray, preds: np.ndarray
 
 def log_graph(writer, model: nn.Module, x: np.ndarray, y: np.ndarray) -> None:
     """The traced graph of one training forward pass and its loss (scope Cost)."""
+
     def step(x, y):
         logits = model(x)
         with npnn.name_scope("Cost"):
@@ -261,6 +279,7 @@ class _NoWriter:
 
 
 # -- the program ----------------------------------------------------------------------------
+
 
 def run_name(args: argparse.Namespace) -> str:
     """The run directory's name: the model, then the flags that differ from the defaults."""
@@ -299,8 +318,11 @@ def data_problem(path: str) -> str | None:
 
 def check_paths(parser: cli.Parser, args: argparse.Namespace) -> None:
     """Every path flag checked before any work: exit 2 with one line naming flag and value."""
-    checks = (("--logdir", args.logdir, cli.directory_problem), ("--save", args.save, cli.file_problem),
-              ("--data", args.data, data_problem))
+    checks = (
+        ("--logdir", args.logdir, cli.directory_problem),
+        ("--save", args.save, cli.file_problem),
+        ("--data", args.data, data_problem),
+    )
     for flag, value, problem in checks:
         message = value is not None and problem(value)
         if message:
@@ -309,34 +331,43 @@ def check_paths(parser: cli.Parser, args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of python -m npnn.mnist."""
-    p = cli.Parser(prog="python -m npnn.mnist", description=__doc__,
-                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.Parser(
+        prog="python -m npnn.mnist", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--model", choices=sorted(MODELS), default="mlp", help="network to train (default: mlp)")
-    p.add_argument("--epochs", type=cli.integer(1), default=15,
-                   help="epochs to train, in total when resuming (default: 15)")
+    p.add_argument(
+        "--epochs", type=cli.integer(1), default=15, help="epochs to train, in total when resuming (default: 15)"
+    )
     p.add_argument("--batch-size", type=cli.integer(1), default=100, help="training batch size (default: 100)")
     p.add_argument("--lr", type=cli.positive_number, default=1e-3, help="Adam learning rate (default: 0.001)")
-    p.add_argument("--seed", type=cli.integer(0), default=0,
-                   help="seed of init, dropout and shuffling (default: 0)")
-    p.add_argument("--logdir", default="logs/mnist",
-                   help="where the runs go, one directory each (default: logs/mnist)")
-    p.add_argument("--data", default=None,
-                   help="an existing directory holding the four MNIST files (default $NPNN_DATA, else "
-                        "~/.cache/npnn/mnist); missing files are downloaded there")
+    p.add_argument("--seed", type=cli.integer(0), default=0, help="seed of init, dropout and shuffling (default: 0)")
+    p.add_argument("--logdir", default="logs/mnist", help="where the runs go, one directory each (default: logs/mnist)")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="an existing directory holding the four MNIST files (default $NPNN_DATA, else "
+        "~/.cache/npnn/mnist); missing files are downloaded there",
+    )
     p.add_argument("--save", default=None, metavar="PATH", help="write a checkpoint .npz after each epoch")
     p.add_argument("--resume", default=None, metavar="PATH", help="continue from a checkpoint written by --save")
-    p.add_argument("--log-every", type=cli.integer(1), default=10,
-                   help="steps between train/loss scalars (default: 10)")
-    p.add_argument("--limit", type=cli.integer(0), default=0,
-                   help="train on the first N training images only (0: all)")
-    p.add_argument("--test-limit", type=cli.integer(0), default=0,
-                   help="evaluate on the first N test images only (0: all)")
+    p.add_argument(
+        "--log-every", type=cli.integer(1), default=10, help="steps between train/loss scalars (default: 10)"
+    )
+    p.add_argument("--limit", type=cli.integer(0), default=0, help="train on the first N training images only (0: all)")
+    p.add_argument(
+        "--test-limit", type=cli.integer(0), default=0, help="evaluate on the first N test images only (0: all)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--distributed", action="store_true",
-                   help="data-parallel over the processes of mpiexec (needs mpi4py); "
-                        "--batch-size is the global batch")
-    p.add_argument("--rank-scalars", action="store_true",
-                   help="with --distributed: each rank logs its throughput under <logdir>/rank_N")
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="data-parallel over the processes of mpiexec (needs mpi4py); --batch-size is the global batch",
+    )
+    p.add_argument(
+        "--rank-scalars",
+        action="store_true",
+        help="with --distributed: each rank logs its throughput under <logdir>/rank_N",
+    )
     return p
 
 
@@ -363,22 +394,32 @@ def train(args: argparse.Namespace) -> dict:
     x_train, y_train = data.train_images, data.train_labels
     x_test, y_test = data.test_images, data.test_labels
     if args.limit:
-        x_train, y_train = x_train[:args.limit], y_train[:args.limit]
+        x_train, y_train = x_train[: args.limit], y_train[: args.limit]
     if args.test_limit:
-        x_test, y_test = x_test[:args.test_limit], y_test[:args.test_limit]
+        x_test, y_test = x_test[: args.test_limit], y_test[: args.test_limit]
     logdir = run_dir(args, meta if args.resume else None) if lead else None
     if args.distributed:  # rank 0 chose it: the other ranks' throughput goes into the same run
         logdir = distributed.broadcast(logdir)
     # On resume, purge_step drops whatever a crashed run logged after the checkpoint (the
     # checkpoint's own step keeps its epoch summaries: they were written before it).
     writer = SummaryWriter(logdir, purge_step=step + 1 if args.resume else None) if lead else _NoWriter()
-    rank_writer = SummaryWriter(os.path.join(logdir, f"rank_{distributed.rank()}")) \
-        if args.distributed and args.rank_scalars else _NoWriter()
+    rank_writer = (
+        SummaryWriter(os.path.join(logdir, f"rank_{distributed.rank()}"))
+        if args.distributed and args.rank_scalars
+        else _NoWriter()
+    )
     params = list(model.parameters())
     n, bs = len(y_train), args.batch_size
     batches = math.ceil(n / bs)
-    hparams = {"model": args.model, "epochs": args.epochs, "batch_size": bs, "lr": args.lr,
-               "seed": args.seed, "keep_prob": 1 - DROP, "train_images": n}
+    hparams = {
+        "model": args.model,
+        "epochs": args.epochs,
+        "batch_size": bs,
+        "lr": args.lr,
+        "seed": args.seed,
+        "keep_prob": 1 - DROP,
+        "train_images": n,
+    }
     try:
         if step == 0:
             log_graph(writer, model, x_train[:bs], y_train[:bs])
@@ -389,12 +430,19 @@ def train(args: argparse.Namespace) -> dict:
             order = np.random.default_rng([args.seed, epoch]).permutation(n)
             if args.distributed:  # dropout masks differ per rank, and repeat on resume
                 npnn.manual_seed(distributed.rank_seed(args.seed, epoch))
-            bar = tqdm(total=n, desc=f"epoch {epoch + 1}/{args.epochs}", unit="img",
-                       disable=args.no_progress or not lead, mininterval=0.5, leave=True, file=sys.stderr)
+            bar = tqdm(
+                total=n,
+                desc=f"epoch {epoch + 1}/{args.epochs}",
+                unit="img",
+                disable=args.no_progress or not lead,
+                mininterval=0.5,
+                leave=True,
+                file=sys.stderr,
+            )
             start = time.perf_counter()
             images = reduce_time = 0.0
             for b in range(batches):
-                idx = order[b * bs:(b + 1) * bs]
+                idx = order[b * bs : (b + 1) * bs]
                 share = distributed.shard(idx) if args.distributed else idx
                 opt.zero_grad()
                 if len(share):  # a global batch smaller than the job leaves some ranks idle
@@ -408,8 +456,11 @@ def train(args: argparse.Namespace) -> dict:
                 opt.step()
                 step += 1
                 if step % args.log_every == 0:
-                    value = loss.item() if not args.distributed else distributed.allreduce(
-                        loss.item() * len(share) / len(idx) if len(share) else 0.0)
+                    value = (
+                        loss.item()
+                        if not args.distributed
+                        else distributed.allreduce(loss.item() * len(share) / len(idx) if len(share) else 0.0)
+                    )
                     writer.add_scalar("train/loss", value, step)
                     bar.set_postfix(loss=f"{value:.4f}", refresh=False)
                 bar.update(len(idx))
@@ -424,17 +475,20 @@ def train(args: argparse.Namespace) -> dict:
             log_parameters(writer, model, step)
             writer.flush()
             if lead:
-                print(f"epoch {epoch}/{args.epochs}: test accuracy {accuracy:.4f}, test loss {test_loss:.4f}, "
-                      f"{n / seconds:.0f} images/s", flush=True)
+                print(
+                    f"epoch {epoch}/{args.epochs}: test accuracy {accuracy:.4f}, test loss {test_loss:.4f}, "
+                    f"{n / seconds:.0f} images/s",
+                    flush=True,
+                )
             if args.save and lead:
-                save_checkpoint(args.save, model, opt, {"model": args.model, "epoch": epoch, "step": step,
-                                                        "run_dir": logdir})
+                save_checkpoint(
+                    args.save, model, opt, {"model": args.model, "epoch": epoch, "step": step, "run_dir": logdir}
+                )
         if math.isnan(accuracy):  # resumed at or past --epochs: evaluate what was loaded
             accuracy, test_loss, preds = evaluate(model, x_test, y_test)
         if lead:  # the grids go through the run's file writer, which only rank 0 has
             log_digits(writer, x_test, y_test, preds, step)
-        writer.add_hparams(hparams, {"hparam/accuracy": accuracy, "hparam/test_loss": test_loss},
-                           global_step=step)
+        writer.add_hparams(hparams, {"hparam/accuracy": accuracy, "hparam/test_loss": test_loss}, global_step=step)
     finally:
         writer.close()
         rank_writer.close()
@@ -455,8 +509,10 @@ def main(argv=None) -> int:
         return 1
     if distributed.rank() != 0:
         return 0
-    print(f"final test accuracy {result['accuracy']:.4f} after {result['step']} steps; "
-          f"in {result['logdir']}; TensorBoard: tensorboard --logdir {args.logdir}")
+    print(
+        f"final test accuracy {result['accuracy']:.4f} after {result['step']} steps; "
+        f"in {result['logdir']}; TensorBoard: tensorboard --logdir {args.logdir}"
+    )
     return 0
 
 

@@ -23,8 +23,19 @@ from npnn import init
 from npnn.tensor import Parameter, Tensor
 
 __all__ = [
-    "Module", "Parameter", "Linear", "Conv2d", "MaxPool2d", "Dropout", "ReLU", "Sigmoid", "Tanh",
-    "Flatten", "Identity", "ModuleList", "Sequential",
+    "Module",
+    "Parameter",
+    "Linear",
+    "Conv2d",
+    "MaxPool2d",
+    "Dropout",
+    "ReLU",
+    "Sigmoid",
+    "Tanh",
+    "Flatten",
+    "Identity",
+    "ModuleList",
+    "Sequential",
 ]
 
 
@@ -50,13 +61,15 @@ class Module:
                 modules[name] = value
             elif name in params:
                 if value is not None:
-                    raise TypeError(f"{name}: expected a Parameter or None for a registered parameter, "
-                                    f"got {type(value).__name__}")
+                    raise TypeError(
+                        f"{name}: expected a Parameter or None for a registered parameter, got {type(value).__name__}"
+                    )
                 params[name] = None
             elif name in modules:
                 if value is not None:
-                    raise TypeError(f"{name}: expected a Module or None for a registered submodule, "
-                                    f"got {type(value).__name__}")
+                    raise TypeError(
+                        f"{name}: expected a Module or None for a registered submodule, got {type(value).__name__}"
+                    )
                 modules[name] = None
         object.__setattr__(self, name, value)
 
@@ -230,13 +243,16 @@ _NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.form
 
 
 def read_npz(path, check, required=(), only=None) -> dict:
-    """The arrays of an .npz file (of the names in `only`, default all), all or nothing: ValueError naming the file and every problem.
+    """The arrays of an .npz file (names in `only`, default all), all or nothing.
+
+    Raises ValueError naming the file and every problem.
 
     Member names and .npy headers (shape, dtype) are checked first, by check(name, shape,
     dtype) -> problem or None, and against `required` names; data is read only when all pass,
     and never more than the headers declare, so a small file cannot claim gigabytes.
     """
     import zipfile
+
     path = os.fspath(path)
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the open below
@@ -260,8 +276,10 @@ def read_npz(path, check, required=(), only=None) -> dict:
                 problem = check(name, shape, dtype)
                 nbytes = math.prod(shape) * dtype.itemsize
                 if problem is None and info.file_size != offset + nbytes:
-                    problem = (f"{name!r} declares shape {shape} of {dtype} ({nbytes} bytes) "
-                               f"but holds {info.file_size - offset} bytes")
+                    problem = (
+                        f"{name!r} declares shape {shape} of {dtype} ({nbytes} bytes) "
+                        f"but holds {info.file_size - offset} bytes"
+                    )
                 if problem:
                     problems.append(problem)
                 members.append((name, info, offset, shape, fortran, dtype))
@@ -302,15 +320,15 @@ def _positive(value, name: str) -> int:
 class Linear(Module):
     """y = x @ weight.T + bias; weight [out, in], both U(-1/sqrt(in), 1/sqrt(in)) like PyTorch."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True,
-                 generator: np.random.Generator | None = None):
+    def __init__(
+        self, in_features: int, out_features: int, bias: bool = True, generator: np.random.Generator | None = None
+    ):
         super().__init__()
         self.in_features = _positive(in_features, "in_features")
         self.out_features = _positive(out_features, "out_features")
         bound = 1.0 / math.sqrt(in_features)
         self.weight = Parameter(init.uniform((out_features, in_features), -bound, bound, generator), name="weight")
-        self.bias = (Parameter(init.uniform((out_features,), -bound, bound, generator), name="bias")
-                     if bias else None)
+        self.bias = Parameter(init.uniform((out_features,), -bound, bound, generator), name="bias") if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(x, self.weight, self.bias)
@@ -322,8 +340,16 @@ class Linear(Module):
 class Conv2d(Module):
     """2-D convolution over NCHW input; weight [out, in, kh, kw], PyTorch's default init."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
-                 bias: bool = True, generator: np.random.Generator | None = None):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride=1,
+        padding=0,
+        bias: bool = True,
+        generator: np.random.Generator | None = None,
+    ):
         super().__init__()
         self.in_channels = _positive(in_channels, "in_channels")
         self.out_channels = _positive(out_channels, "out_channels")
@@ -339,8 +365,10 @@ class Conv2d(Module):
         return F.conv2d(x, self.weight, self.bias, stride=self.stride, padding=self.padding)
 
     def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding}")
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}"
+        )
 
 
 class MaxPool2d(Module):
@@ -417,7 +445,7 @@ class Flatten(Module):
         end = self.end_dim % len(shape)
         if end < start:
             raise ValueError(f"end_dim: {self.end_dim} comes before start_dim {self.start_dim} for shape {shape}")
-        return x.reshape(shape[:start] + (math.prod(shape[start:end + 1]),) + shape[end + 1:])
+        return x.reshape(shape[:start] + (math.prod(shape[start : end + 1]),) + shape[end + 1 :])
 
     def extra_repr(self) -> str:
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
@@ -457,8 +485,9 @@ class ModuleList(Module):
         try:
             return items[index]
         except (IndexError, TypeError):
-            raise IndexError(f"index: {index!r} out of range for {type(self).__name__} "
-                             f"of length {len(items)}") from None
+            raise IndexError(
+                f"index: {index!r} out of range for {type(self).__name__} of length {len(items)}"
+            ) from None
 
 
 class Sequential(ModuleList):

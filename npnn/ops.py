@@ -17,9 +17,34 @@ import numpy as np
 from npnn.tensor import Tensor, _add_reduce, _binary, _const, _nary, _result, _unary, unbroadcast
 
 __all__ = [
-    "add", "sub", "mul", "div", "pow", "neg", "matmul", "exp", "log", "sqrt", "abs",
-    "sigmoid", "tanh", "relu", "softmax", "log_softmax", "where", "concatenate", "stack",
-    "sum", "mean", "max", "reshape", "transpose", "getitem", "maximum", "minimum", "clip",
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "pow",
+    "neg",
+    "matmul",
+    "exp",
+    "log",
+    "sqrt",
+    "abs",
+    "sigmoid",
+    "tanh",
+    "relu",
+    "softmax",
+    "log_softmax",
+    "where",
+    "concatenate",
+    "stack",
+    "sum",
+    "mean",
+    "max",
+    "reshape",
+    "transpose",
+    "getitem",
+    "maximum",
+    "minimum",
+    "clip",
 ]
 
 
@@ -78,16 +103,21 @@ def _pass_negate(g, node):
 # node._parents, the output from node.data and anything else from node._ctx, so an op allocates
 # no function, cell or closure tuple, and a long tape gives the cyclic GC less to scan.
 
+
 def _add_vjp(g, node):
     a, b = node._parents
-    return (unbroadcast(g, a.data.shape) if a.requires_grad else None,
-            unbroadcast(g, b.data.shape) if b.requires_grad else None)
+    return (
+        unbroadcast(g, a.data.shape) if a.requires_grad else None,
+        unbroadcast(g, b.data.shape) if b.requires_grad else None,
+    )
 
 
 def _sub_vjp(g, node):
     a, b = node._parents
-    return (unbroadcast(g, a.data.shape) if a.requires_grad else None,
-            unbroadcast(-g, b.data.shape) if b.requires_grad else None)
+    return (
+        unbroadcast(g, a.data.shape) if a.requires_grad else None,
+        unbroadcast(-g, b.data.shape) if b.requires_grad else None,
+    )
 
 
 def _mul_vjp(g, node):
@@ -97,8 +127,10 @@ def _mul_vjp(g, node):
 
 def _mul_broadcast_vjp(g, node):
     a, b = node._parents
-    return (unbroadcast(g * b.data, a.data.shape) if a.requires_grad else None,
-            unbroadcast(g * a.data, b.data.shape) if b.requires_grad else None)
+    return (
+        unbroadcast(g * b.data, a.data.shape) if a.requires_grad else None,
+        unbroadcast(g * a.data, b.data.shape) if b.requires_grad else None,
+    )
 
 
 def _scale_vjp(g, node):
@@ -111,8 +143,7 @@ def _div_scalar_vjp(g, node):
 
 def _matmul_vjp(g, node):
     a, b = node._parents
-    return (g.dot(b.data.T) if a.requires_grad else None,
-            a.data.T.dot(g) if b.requires_grad else None)
+    return (g.dot(b.data.T) if a.requires_grad else None, a.data.T.dot(g) if b.requires_grad else None)
 
 
 def _tensor_pair(a, b):
@@ -128,6 +159,7 @@ def _tensor_pair(a, b):
 # Tensor's operators always pass the Tensor as `a`; a Python number as `a` comes only from a
 # direct call such as ops.sub(1, t).
 
+
 def add(a, b) -> Tensor:
     """a + b with broadcasting."""
     if not (isinstance(b, Tensor) and isinstance(a, Tensor)):  # Tensor + Tensor skips all this
@@ -137,8 +169,7 @@ def add(a, b) -> Tensor:
             return add(b, a)
         a, b = _tensor_pair(a, b)
     # Same shapes, the common case: both gradients are g itself.
-    return _binary(a.data + b.data, a, b,
-                   _pass2 if a.data.shape == b.data.shape else _add_vjp, "AddV2")
+    return _binary(a.data + b.data, a, b, _pass2 if a.data.shape == b.data.shape else _add_vjp, "AddV2")
 
 
 def sub(a, b) -> Tensor:
@@ -149,8 +180,7 @@ def sub(a, b) -> Tensor:
         if type(a) in _PY_NUMBERS:
             return _unary(_scalar(a, b.data.dtype) - b.data, b, _negate, "Sub", (a, b))
         a, b = _tensor_pair(a, b)
-    return _binary(a.data - b.data, a, b,
-                   _pass_negate if a.data.shape == b.data.shape else _sub_vjp, "Sub")
+    return _binary(a.data - b.data, a, b, _pass_negate if a.data.shape == b.data.shape else _sub_vjp, "Sub")
 
 
 def mul(a, b) -> Tensor:
@@ -162,8 +192,7 @@ def mul(a, b) -> Tensor:
             s = _scalar(b, a.data.dtype)
             return _unary(a.data * s, a, _scale_vjp, "Mul", (a, b), s)
         a, b = _tensor_pair(a, b)
-    return _binary(a.data * b.data, a, b,
-                   _mul_vjp if a.data.shape == b.data.shape else _mul_broadcast_vjp, "Mul")
+    return _binary(a.data * b.data, a, b, _mul_vjp if a.data.shape == b.data.shape else _mul_broadcast_vjp, "Mul")
 
 
 def div(a, b) -> Tensor:
@@ -181,8 +210,10 @@ def div(a, b) -> Tensor:
 
     def backward(g, node):
         ga = g / B
-        return (unbroadcast(ga, A.shape) if a.requires_grad else None,
-                unbroadcast(-ga * out, B.shape) if b.requires_grad else None)
+        return (
+            unbroadcast(ga, A.shape) if a.requires_grad else None,
+            unbroadcast(-ga * out, B.shape) if b.requires_grad else None,
+        )
 
     return _binary(out, a, b, backward, "RealDiv")
 
@@ -193,19 +224,21 @@ def pow(a, b) -> Tensor:
         A = a.data
         if b == 2:
             return _unary(A * A, a, lambda g, node: (g * (2 * A),), "Pow", (a, b))
-        out = A ** b
+        out = A**b
         return _unary(out, a, lambda g, node: (g * (b * A ** (b - 1)),), "Pow", (a, b))
     if type(a) in _PY_NUMBERS:
-        out = a ** b.data
+        out = a**b.data
         loga = math.log(a) if a > 0 else float("nan")
         return _unary(out, b, lambda g, node: (g * out * loga,), "Pow", (a, b))
     a, b = _tensor_pair(a, b)
     A, B = a.data, b.data
-    out = A ** B
+    out = A**B
 
     def backward(g, node):
-        return (unbroadcast(g * B * A ** (B - 1), A.shape) if a.requires_grad else None,
-                unbroadcast(g * out * np.log(A), B.shape) if b.requires_grad else None)
+        return (
+            unbroadcast(g * B * A ** (B - 1), A.shape) if a.requires_grad else None,
+            unbroadcast(g * out * np.log(A), B.shape) if b.requires_grad else None,
+        )
 
     return _binary(out, a, b, backward, "Pow")
 
@@ -222,8 +255,7 @@ def matmul(a, b) -> Tensor:
     if A.ndim == 2 and B.ndim == 2:
         # ndarray.dot: same result as @ for matrices, with less call overhead on small ones.
         if A.shape[1] != B.shape[0]:
-            raise ValueError(f"matmul: shapes {A.shape} and {B.shape} are not aligned "
-                             f"({A.shape[1]} != {B.shape[0]})")
+            raise ValueError(f"matmul: shapes {A.shape} and {B.shape} are not aligned ({A.shape[1]} != {B.shape[0]})")
         return _binary(A.dot(B), a, b, _matmul_vjp, "MatMul")
     return _matmul_nd(a, b)
 
@@ -234,8 +266,9 @@ def _matmul_nd(a: Tensor, b: Tensor) -> Tensor:
     try:
         out = A @ B
     except ValueError:
-        raise ValueError(f"matmul: shapes {A.shape} and {B.shape} are not aligned "
-                         f"(inner dimensions must match)") from None
+        raise ValueError(
+            f"matmul: shapes {A.shape} and {B.shape} are not aligned (inner dimensions must match)"
+        ) from None
 
     def backward(g, node):
         a2 = A[None, :] if A.ndim == 1 else A
@@ -255,10 +288,13 @@ def _matmul_nd(a: Tensor, b: Tensor) -> Tensor:
 
 def _select_vjp(take_a):
     """The VJP of an op whose output takes a's element where take_a holds, else b's."""
+
     def backward(g, node):
         a, b = node._parents
-        return (unbroadcast(np.where(take_a, g, 0), a.data.shape) if a.requires_grad else None,
-                unbroadcast(np.where(take_a, 0, g), b.data.shape) if b.requires_grad else None)
+        return (
+            unbroadcast(np.where(take_a, g, 0), a.data.shape) if a.requires_grad else None,
+            unbroadcast(np.where(take_a, 0, g), b.data.shape) if b.requires_grad else None,
+        )
 
     return backward
 
@@ -286,6 +322,7 @@ def clip(x: Tensor, low=None, high=None) -> Tensor:
 
 
 # -- elementwise functions --------------------------------------------------------------------
+
 
 def _exp_vjp(g, node):
     return (g * node.data,)
@@ -384,8 +421,7 @@ def where(condition, a, b) -> Tensor:
     if not isinstance(a, Tensor) and not isinstance(b, Tensor):
         a = _const(a)
     a, b = _tensor_pair(a, b)
-    return _nary(np.where(c, a.data, b.data), (a, b), _select_vjp(c), "SelectV2",
-                 (condition, a, b))
+    return _nary(np.where(c, a.data, b.data), (a, b), _select_vjp(c), "SelectV2", (condition, a, b))
 
 
 def concatenate(tensors, axis: int = 0) -> Tensor:
@@ -421,6 +457,7 @@ def stack(tensors, axis: int = 0) -> Tensor:
 
 
 # -- reductions and shapes --------------------------------------------------------------------
+
 
 def _norm_axis(axis, ndim):
     """axis as a tuple of non-negative ints (None = all axes)."""
@@ -621,6 +658,7 @@ def cast(x: Tensor, dtype) -> Tensor:
 
 def _compare(ufunc, op):
     """A comparison operator: a bool Tensor, no gradient."""
+
     def compare(a, b):
         a_data = a.data
         if isinstance(b, Tensor):
@@ -630,11 +668,13 @@ def _compare(ufunc, op):
         else:
             b_data = b
         return _result(ufunc(a_data, b_data), (a,), False, None, op, (a, b))  # never on the tape
+
     compare.__name__ = op
     return compare
 
 
 # -- Tensor methods ---------------------------------------------------------------------------
+
 
 def _rsub(a, b):
     return sub(b, a)

@@ -42,7 +42,7 @@ def _temps(n: int, dtype) -> tuple[np.ndarray, np.ndarray]:
     if buf is None or buf.size < 2 * n or buf.dtype != dtype:
         size = 2 * max(n, 0 if buf is None or buf.dtype != dtype else buf.size // 2)
         buf = _scratch.buf = np.empty(size, dtype=dtype)
-    return buf[:n], buf[n:2 * n]
+    return buf[:n], buf[n : 2 * n]
 
 
 def _run_all(tasks: list) -> None:
@@ -110,8 +110,8 @@ def _adam_scales(lr: float, beta1: float, beta2: float, t: int) -> tuple[float, 
     PyTorch: p -= lr / bc1 * exp_avg / (sqrt(exp_avg_sq) / sqrt(bc2) + eps) with
     exp_avg = (1 - beta1) m, exp_avg_sq = (1 - beta2) s, bc = 1 - beta ** t.
     """
-    root = math.sqrt(1.0 - beta2 ** t) / math.sqrt(1.0 - beta2)
-    return lr * (1.0 - beta1) * root / (1.0 - beta1 ** t), root
+    root = math.sqrt(1.0 - beta2**t) / math.sqrt(1.0 - beta2)
+    return lr * (1.0 - beta1) * root / (1.0 - beta1**t), root
 
 
 class Optimizer:
@@ -209,8 +209,11 @@ class Optimizer:
                 index[id(p)] = len(index)
                 g["params"].append(index[id(p)])
             groups.append(g)
-        state = {index[k]: {n: (a.copy() if isinstance(a, np.ndarray) else a) for n, a in s.items()}
-                 for k, s in self.state.items() if k in index}
+        state = {
+            index[k]: {n: (a.copy() if isinstance(a, np.ndarray) else a) for n, a in s.items()}
+            for k, s in self.state.items()
+            if k in index
+        }
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -221,8 +224,9 @@ class Optimizer:
         params, updates = [], []
         for mine, saved in zip(self.param_groups, groups):
             if len(mine["params"]) != len(saved["params"]):
-                raise ValueError(f"state_dict: a group has {len(saved['params'])} params, "
-                                 f"optimizer's has {len(mine['params'])}")
+                raise ValueError(
+                    f"state_dict: a group has {len(saved['params'])} params, optimizer's has {len(mine['params'])}"
+                )
             update = {k: v for k, v in saved.items() if k != "params"}
             unknown = set(update) - set(self.defaults)
             if unknown:
@@ -239,8 +243,10 @@ class Optimizer:
             for name, value in saved.items():
                 if isinstance(value, np.ndarray):
                     if value.shape != p.data.shape or value.dtype.kind not in "biuf":
-                        raise ValueError(f"state_dict: state {i}.{name} has shape {value.shape} and dtype "
-                                         f"{value.dtype}, expected numbers of the parameter's shape {p.data.shape}")
+                        raise ValueError(
+                            f"state_dict: state {i}.{name} has shape {value.shape} and dtype "
+                            f"{value.dtype}, expected numbers of the parameter's shape {p.data.shape}"
+                        )
                     value = value.astype(p.data.dtype)  # a copy: never shares the caller's arrays
                 elif name == "step":
                     if not (isinstance(value, (int, np.integer)) and value >= 0):
@@ -256,10 +262,18 @@ class Optimizer:
 class SGD(Optimizer):
     """Stochastic gradient descent with optional (Nesterov) momentum and L2 weight decay."""
 
-    def __init__(self, params, lr: float, momentum: float = 0.0, dampening: float = 0.0,
-                 nesterov: bool = False, weight_decay: float = 0.0):
-        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
-                                      nesterov=nesterov, weight_decay=weight_decay))
+    def __init__(
+        self,
+        params,
+        lr: float,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+    ):
+        super().__init__(
+            params, dict(lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov, weight_decay=weight_decay)
+        )
 
     def _validate(self, group: dict) -> None:
         _check("lr", group["lr"])
@@ -267,8 +281,10 @@ class SGD(Optimizer):
         _check("dampening", group["dampening"])
         _check("weight_decay", group["weight_decay"])
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
-            raise ValueError(f"nesterov: needs momentum > 0 and dampening = 0, "
-                             f"got momentum={group['momentum']}, dampening={group['dampening']}")
+            raise ValueError(
+                f"nesterov: needs momentum > 0 and dampening = 0, "
+                f"got momentum={group['momentum']}, dampening={group['dampening']}"
+            )
 
     def _prepare(self, p, g, state, group):
         momentum = float(group["momentum"])
@@ -278,8 +294,13 @@ class SGD(Optimizer):
             if buf is None:
                 buf = state["momentum_buffer"] = np.zeros_like(p)
         return _SGDArrays(p, g, buf), _SGDHyper(
-            float(group["lr"]), momentum, float(group["dampening"]), bool(group["nesterov"]),
-            float(group["weight_decay"]), state["step"] == 1)
+            float(group["lr"]),
+            momentum,
+            float(group["dampening"]),
+            bool(group["nesterov"]),
+            float(group["weight_decay"]),
+            state["step"] == 1,
+        )
 
     @staticmethod
     def _update(a, h, tmp, tmp2):
@@ -331,11 +352,17 @@ class Adam(Optimizer):
 
     _decoupled = False
 
-    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+    ):
         self._plans = {}  # id(param group) -> _FusedPlan
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
-                                      weight_decay=weight_decay, amsgrad=amsgrad))
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad))
 
     def _validate(self, group: dict) -> None:
         _check("lr", group["lr"])
@@ -369,9 +396,13 @@ class Adam(Optimizer):
                 state["s_max"] = np.zeros_like(p)
         step_size, root = _adam_scales(lr, beta1, beta2, state["step"])
         return _AdamArrays(p, g, state["m"], state["s"], state.get("s_max")), _AdamHyper(
-            beta1, beta2, eps * root, step_size,
+            beta1,
+            beta2,
+            eps * root,
+            step_size,
             0.0 if self._decoupled else wd,  # Adam: L2 decay added to the gradient
-            1.0 - lr * wd if self._decoupled else 1.0)  # AdamW: the weights decay
+            1.0 - lr * wd if self._decoupled else 1.0,
+        )  # AdamW: the weights decay
 
     @staticmethod
     def _update(a, h, tmp, tmp2):
@@ -409,8 +440,15 @@ class Adam(Optimizer):
         dtype = plan.direction.dtype
         for q, (p, st, shape, m, s, _, g_slot) in zip(params, plan.entries):  # _FusedEntry's fields
             g = p.grad
-            if (q is not p or g is None or g.shape != shape or p.data.shape != shape or g.dtype is not dtype
-                    or st["m"] is not m or st["s"] is not s):
+            if (
+                q is not p
+                or g is None
+                or g.shape != shape
+                or p.data.shape != shape
+                or g.dtype is not dtype
+                or st["m"] is not m
+                or st["s"] is not s
+            ):
                 return False
             if t is None:
                 t = st["step"]
@@ -454,7 +492,7 @@ class Adam(Optimizer):
             st = self.state.get(id(p))
             if st is None:
                 st = self.state[id(p)] = {"step": 0}
-            view = [a[off:off + k].reshape(shape) for a in (m, s, direction, gflat)]
+            view = [a[off : off + k].reshape(shape) for a in (m, s, direction, gflat)]
             if "m" in st:  # moments from earlier steps or load_state_dict: move them in
                 view[0][...] = st["m"]
                 view[1][...] = st["s"]
@@ -531,18 +569,34 @@ class AdamW(Adam):
 
     _decoupled = True
 
-    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+    ):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad)
 
 
 class RMSprop(Optimizer):
     """RMSprop as torch.optim.RMSprop (alpha, eps outside the sqrt, momentum, centered)."""
 
-    def __init__(self, params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
-                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False):
-        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
-                                      momentum=momentum, centered=centered))
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+        centered: bool = False,
+    ):
+        super().__init__(
+            params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered)
+        )
 
     def _validate(self, group: dict) -> None:
         _check("lr", group["lr"])
@@ -559,9 +613,11 @@ class RMSprop(Optimizer):
                 state["grad_avg"] = np.zeros_like(p)
             if momentum:
                 state["momentum_buffer"] = np.zeros_like(p)
-        return _RMSpropArrays(p, g, state["square_avg"], state.get("grad_avg"), state.get("momentum_buffer")), \
-            _RMSpropHyper(float(group["lr"]), float(group["alpha"]), float(group["eps"]),
-                          float(group["weight_decay"]), momentum)
+        return _RMSpropArrays(
+            p, g, state["square_avg"], state.get("grad_avg"), state.get("momentum_buffer")
+        ), _RMSpropHyper(
+            float(group["lr"]), float(group["alpha"]), float(group["eps"]), float(group["weight_decay"]), momentum
+        )
 
     @staticmethod
     def _update(a, h, tmp, tmp2):

@@ -24,6 +24,7 @@ Replaying is refused, and the step runs eagerly, when it could be wrong:
 Reading `.data` directly inside loss_fn is not seen: control flow must not depend on it.
 The returned loss Tensor is the same object at every replay (its data updated in place).
 """
+
 from __future__ import annotations
 
 import functools
@@ -63,12 +64,22 @@ class _Recorder:
 
 # Tensor methods that hand data to Python (control flow may follow) or make tensors the
 # recording cannot see being computed: any of them while recording refuses the plan.
-_READS = tuple(n for n in ("__bool__", "item", "__float__", "__int__", "__index__", "numpy", "tolist", "__array__",
-                            "__init__") if n in vars(Tensor))
+_READS = tuple(
+    n
+    for n in ("__bool__", "item", "__float__", "__int__", "__index__", "numpy", "tolist", "__array__", "__init__")
+    if n in vars(Tensor)
+)
 
 
-_UFUNCS = {"AddV2": np.add, "Sub": np.subtract, "Mul": np.multiply, "RealDiv": np.divide, "Neg": np.negative,
-           "Log": np.log, "Exp": np.exp}
+_UFUNCS = {
+    "AddV2": np.add,
+    "Sub": np.subtract,
+    "Mul": np.multiply,
+    "RealDiv": np.divide,
+    "Neg": np.negative,
+    "Log": np.log,
+    "Exp": np.exp,
+}
 
 
 def _kernel(op: str, inputs: tuple, out: Tensor) -> list:
@@ -82,14 +93,24 @@ def _kernel(op: str, inputs: tuple, out: Tensor) -> list:
         return [(a.data.dot, (b.data, dst))]
     if op == "Sigmoid" and out._backward is _ops._sigmoid_vjp:
         (x,), d = inputs, out._ctx  # as ops.sigmoid: u = exp(min(x, 88)); d = u + 1; out = u / d
-        return [(functools.partial(np.minimum, out=dst), (x.data, _ops._EXP_MAX)), (np.exp, (dst, dst)),
-                (np.add, (dst, _ops._ONE, d)), (np.divide, (dst, d, dst))]  # minimum: out= only by keyword
-    if op == "Mean" and out._backward is _ops._mean_vjp and dst.ndim == 0 and dst.dtype == np.float32 \
-            and inputs[0].data.dtype == np.float32:
+        return [
+            (functools.partial(np.minimum, out=dst), (x.data, _ops._EXP_MAX)),
+            (np.exp, (dst, dst)),
+            (np.add, (dst, _ops._ONE, d)),
+            (np.divide, (dst, d, dst)),
+        ]  # minimum: out= only by keyword
+    if (
+        op == "Mean"
+        and out._backward is _ops._mean_vjp
+        and dst.ndim == 0
+        and dst.dtype == np.float32
+        and inputs[0].data.dtype == np.float32
+    ):
         (x,), exact = inputs, float(out._ctx.inv_n)  # as ops.mean's full float32 mean
 
         def scale():
             dst[()] = dst.item() * exact
+
         return [(np.add.reduce, (x.data, None, None, dst)), (scale, ())]
     f = _UFUNCS.get(op)
     if f is None or (op == "RealDiv" and out._backward is not _ops._div_scalar_vjp):  # others' VJPs keep arrays
@@ -221,6 +242,7 @@ class Plan:
                 p.grad = g
             if not step_fused(group):  # the group changed (state loaded, options, shapes): eager Adam
                 opt.step()
+
         return [*self.kernels, *backward, (set_grads_and_step, ())]
 
     def _backward(self) -> None:
@@ -262,7 +284,9 @@ class Plan:
             def read(self, *args, **kwargs):
                 reads.append(name)
                 return original(self, *args, **kwargs)
+
             return read
+
         if _t._tracer is not None:
             raise RuntimeError("plan: cannot record inside npnn.trace")
         _t._tracer = recorder
@@ -290,12 +314,20 @@ class Plan:
         for _, ins, _ in recorder.ops:
             for x in ins:
                 if isinstance(x, Tensor) and id(x) not in made and id(x) not in known and not x.requires_grad:
-                    self.refused = ("loss_fn used a constant tensor that is not one of its inputs "
-                                    "(it could change between steps unseen): pass it as an input")
+                    self.refused = (
+                        "loss_fn used a constant tensor that is not one of its inputs "
+                        "(it could change between steps unseen): pass it as an input"
+                    )
                     return loss
         self.ops = recorder.ops
-        self.leaves = list({id(x): x for _, ins, _ in self.ops for x in ins
-                            if isinstance(x, Tensor) and id(x) not in made and id(x) not in known}.values())
+        self.leaves = list(
+            {
+                id(x): x
+                for _, ins, _ in self.ops
+                for x in ins
+                if isinstance(x, Tensor) and id(x) not in made and id(x) not in known
+            }.values()
+        )
         for p in placeholders:  # the plan's own input arrays: later inputs are copied in
             p.data = np.array(p.data, order="C")
         try:
@@ -316,8 +348,10 @@ class Plan:
         if any(p.requires_grad and p._backward is not None and id(p) not in index for t in order for p in t._parents):
             self.refused = "loss_fn used a tensor computed outside it with a graph behind it: pass its leaves"
             return loss
-        self.schedule = [(i, t, t._backward, [None if not p.requires_grad else index.get(id(p), p)
-                                              for p in t._parents]) for i, t in enumerate(order)]
+        self.schedule = [
+            (i, t, t._backward, [None if not p.requires_grad else index.get(id(p), p) for p in t._parents])
+            for i, t in enumerate(order)
+        ]
         self.ones = np.ones(loss.data.shape, loss.data.dtype)
         self.placeholders, self.signature, self.loss = placeholders, signature, loss
         return loss
@@ -363,8 +397,9 @@ def _share_writer(node: Tensor, k: int, g: np.ndarray, dst: np.ndarray) -> list:
 def _passes_g(node: Tensor, k: int, g: np.ndarray, shape: tuple) -> bool:
     """Whether node's VJP hands input k the gradient g itself (the engine's share is g)."""
     vjp = node._backward
-    return g.shape == shape and (vjp is _ops._pass or vjp is _ops._pass2 or vjp is _ops._add_vjp
-                                 or (vjp is _ops._pass_negate and k == 0))
+    return g.shape == shape and (
+        vjp is _ops._pass or vjp is _ops._pass2 or vjp is _ops._add_vjp or (vjp is _ops._pass_negate and k == 0)
+    )
 
 
 def _edges(schedule: list):

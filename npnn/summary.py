@@ -24,8 +24,18 @@ from tbwriter import wire
 from tbwriter.histogram import tf_histogram_bytes as _tf_histogram_bytes
 from tbwriter.proto.summary_pb2 import Summary
 
-__all__ = ["scalar", "histogram", "image", "text", "merge", "merge_all", "get_collection",
-           "clear", "SummaryOp", "Summary"]
+__all__ = [
+    "scalar",
+    "histogram",
+    "image",
+    "text",
+    "merge",
+    "merge_all",
+    "get_collection",
+    "clear",
+    "SummaryOp",
+    "Summary",
+]
 
 _DEFAULT = "summaries"  # TF's tf.GraphKeys.SUMMARIES
 _collections: dict[str, dict[str, "SummaryOp"]] = {_DEFAULT: {}}

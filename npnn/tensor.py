@@ -87,8 +87,7 @@ def _as_array(data, dtype=None) -> np.ndarray:
 class Tensor:
     """An ndarray with an optional gradient and the op that produced it (float32 by default)."""
 
-    __slots__ = ("data", "grad", "requires_grad", "name", "_parents", "_backward", "_ctx", "_seq",
-                 "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "name", "_parents", "_backward", "_ctx", "_seq", "__weakref__")
     __array_ufunc__ = None  # ndarray <op> Tensor defers to Tensor's reflected operators
     __hash__ = object.__hash__  # __eq__ is elementwise; identity hashing keeps sets/dicts working
 
@@ -165,8 +164,7 @@ class Tensor:
     def requires_grad_(self, flag: bool = True) -> "Tensor":
         """Set requires_grad in place (leaves only); return self."""
         if flag and self.data.dtype.kind not in _FLOAT_KINDS:
-            raise TypeError(
-                f"requires_grad=True needs floating-point data, got dtype {self.data.dtype}")
+            raise TypeError(f"requires_grad=True needs floating-point data, got dtype {self.data.dtype}")
         self.requires_grad = bool(flag)
         return self
 
@@ -182,21 +180,21 @@ class Tensor:
         if not self.requires_grad:
             raise RuntimeError(
                 "backward(): this tensor does not require grad (no input had requires_grad=True, "
-                "or it was computed under no_grad())")
+                "or it was computed under no_grad())"
+            )
         if grad is None:
             if self.data.size != 1:
                 raise RuntimeError(
                     f"backward(): grad can be implicit only for a one-element tensor, got shape "
-                    f"{self.data.shape}; pass grad= of that shape")
+                    f"{self.data.shape}; pass grad= of that shape"
+                )
             grad = np.empty(self.data.shape, self.data.dtype)
             grad.fill(1)  # np.ones' Python wrapper costs more than the array
             owned = True
         else:
-            grad = np.asarray(grad.data if isinstance(grad, Tensor) else grad,
-                              dtype=self.data.dtype)
+            grad = np.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=self.data.dtype)
             if grad.shape != self.data.shape:
-                raise ValueError(
-                    f"backward(): grad has shape {grad.shape}, expected {self.data.shape}")
+                raise ValueError(f"backward(): grad has shape {grad.shape}, expected {self.data.shape}")
             owned = False  # the caller's array: never written into
         # The walk allocates small tuples by the thousand and frees them all, creating no
         # reference cycles: the cyclic GC would only rescan them, so it pauses meanwhile.
@@ -224,7 +222,7 @@ class Parameter(Tensor):
         super().__init__(arr, requires_grad=requires_grad, name=name)
 
     def __repr__(self) -> str:
-        return "Parameter" + super().__repr__()[len("Tensor"):]
+        return "Parameter" + super().__repr__()[len("Tensor") :]
 
 
 def _is_fresh(share: np.ndarray, given: np.ndarray) -> bool:
@@ -323,8 +321,7 @@ def unbroadcast(g: np.ndarray, shape: tuple) -> np.ndarray:
     plan = _UNBROADCAST_PLANS.get(key)
     if plan is None:  # worked out once per pair of shapes: the same shapes recur every step
         lead = g.ndim - len(shape)
-        stretched = tuple(lead + i for i, n in enumerate(shape)
-                          if n == 1 and g.shape[lead + i] != 1)
+        stretched = tuple(lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
         axes = tuple(range(lead)) + stretched
         # Only leading axes (a bias): reducing them without keepdims gives `shape` directly.
         plan = _UNBROADCAST_PLANS[key] = (axes, bool(stretched), bool(stretched and lead))
@@ -338,8 +335,7 @@ _next_seq = itertools.count(1).__next__  # atomic under the GIL: unique across t
 _ndarray = np.ndarray
 
 
-def _result(data: np.ndarray, parents: tuple, needs_grad: bool, backward, op: str,
-            inputs, ctx=None) -> Tensor:
+def _result(data: np.ndarray, parents: tuple, needs_grad: bool, backward, op: str, inputs, ctx=None) -> Tensor:
     """The output Tensor of an op; it joins the tape only if an input needs a gradient."""
     if type(data) is not _ndarray:  # NumPy ops on 0-d arrays return scalars: keep arrays
         data = np.asarray(data)
@@ -381,8 +377,12 @@ def _nary(data: np.ndarray, parents: tuple, backward, op: str, inputs=None) -> T
 def _const(value, like_dtype=None) -> Tensor:
     """A no-grad leaf for a non-Tensor operand; float data follows the other operand's dtype."""
     arr = np.asarray(value)
-    if like_dtype is not None and arr.dtype != like_dtype and arr.dtype.kind in "iufb" \
-            and np.dtype(like_dtype).kind == "f":
+    if (
+        like_dtype is not None
+        and arr.dtype != like_dtype
+        and arr.dtype.kind in "iufb"
+        and np.dtype(like_dtype).kind == "f"
+    ):
         arr = arr.astype(like_dtype)
     elif arr.dtype == np.float64 and not isinstance(value, np.ndarray):
         arr = arr.astype(np.float32)

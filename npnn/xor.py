@@ -18,8 +18,15 @@ from npnn import Parameter, Tensor, cli, init, name_scope, optim, summary
 from tbwriter import FileWriter
 
 
-def lab(logdir: str = "logs/xor_logs", lr: float = 0.01, steps: int = 10001, seed: int = 777,
-        optimizer: str = "adam", log_every: int = 1, quiet: bool = False) -> dict:
+def lab(
+    logdir: str = "logs/xor_logs",
+    lr: float = 0.01,
+    steps: int = 10001,
+    seed: int = 777,
+    optimizer: str = "adam",
+    log_every: int = 1,
+    quiet: bool = False,
+) -> dict:
     """Train the XOR net, logging the lab's summaries into logdir; return the final results."""
     npnn.manual_seed(seed)
     summary.clear()
@@ -73,25 +80,47 @@ def lab(logdir: str = "logs/xor_logs", lr: float = 0.01, steps: int = 10001, see
     # HPARAMS: this run's settings; its metrics are the last Cost/Cost and accuracy TensorBoard read.
     writer.add_hparams({"lr": lr, "optimizer": optimizer, "steps": steps, "seed": seed}, {})
     writer.close()
-    return {"logdir": logdir, "hypothesis": hypothesis.data, "predicted": (hypothesis.data > 0.5).astype(np.float32),
-            "accuracy": accuracy.item(), "cost": cost.item()}
+    return {
+        "logdir": logdir,
+        "hypothesis": hypothesis.data,
+        "predicted": (hypothesis.data > 0.5).astype(np.float32),
+        "accuracy": accuracy.item(),
+        "cost": cost.item(),
+    }
 
 
 def _parser() -> cli.Parser:
     p = cli.Parser(prog="python -m npnn.xor", description=__doc__.splitlines()[0])
-    p.add_argument("--logdir", default="logs/xor_logs",
-                   help="where the runs go, one directory each: LOGDIR/lr_<lr> (default: %(default)s)")
-    p.add_argument("--lr", type=cli.positive_number, action="append",
-                   help="learning rate (default 0.01); repeat it for one run per value")
+    p.add_argument(
+        "--logdir",
+        default="logs/xor_logs",
+        help="where the runs go, one directory each: LOGDIR/lr_<lr> (default: %(default)s)",
+    )
+    p.add_argument(
+        "--lr",
+        type=cli.positive_number,
+        action="append",
+        help="learning rate (default 0.01); repeat it for one run per value",
+    )
     p.add_argument("--steps", type=cli.integer(1), default=10001, help="training steps (default: %(default)s)")
-    p.add_argument("--seed", type=cli.integer(0), default=777, help="seed of the initial weights (default: %(default)s)")
+    p.add_argument(
+        "--seed", type=cli.integer(0), default=777, help="seed of the initial weights (default: %(default)s)"
+    )
     p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam", help="(default: %(default)s)")
-    p.add_argument("--log-every", type=cli.integer(1), default=1, metavar="N",
-                   help="write the merged summary every N steps (default: 1, every step as the lab)")
+    p.add_argument(
+        "--log-every",
+        type=cli.integer(1),
+        default=1,
+        metavar="N",
+        help="write the merged summary every N steps (default: 1, every step as the lab)",
+    )
     p.add_argument("--quiet", action="store_true", help="no per-100-steps progress lines")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace the event files of a run directory that holds a run "
-                        "(default: the rerun goes to a new directory, LOGDIR/lr_<lr>_run2, ...)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the event files of a run directory that holds a run "
+        "(default: the rerun goes to a new directory, LOGDIR/lr_<lr>_run2, ...)",
+    )
     return p
 
 
@@ -129,8 +158,10 @@ def main(argv=None) -> list:
         print(f"Accuracy: {r['accuracy']}")
         results.append(r)
     print(f"\nView it in TensorBoard:  tensorboard --logdir {shlex.quote(args.logdir)}")
-    print("On a remote machine, forward the port first:  ssh -L 7007:127.0.0.1:6006 user@host  "
-          "(then open http://127.0.0.1:7007)")
+    print(
+        "On a remote machine, forward the port first:  ssh -L 7007:127.0.0.1:6006 user@host  "
+        "(then open http://127.0.0.1:7007)"
+    )
     return results
 
 

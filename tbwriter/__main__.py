@@ -4,6 +4,7 @@ Exit codes: 0 all readable (a truncated last record is only warned about), 1 a c
 or an unreadable file (what was readable is still printed / exported), 2 bad arguments or a
 path that does not exist or holds no event files.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -125,8 +126,15 @@ def _inspect(runs: dict[str, list[str]], out: TextIO, problems: _Problems) -> No
         if not tags:
             print("  (no tags)", file=out)
             continue
-        rows = [(_printable(tag), _printable(s.kind), str(s.first) if s.first == s.last else f"{s.first}..{s.last}",
-                 str(s.count)) for tag, s in sorted(tags.items())]
+        rows = [
+            (
+                _printable(tag),
+                _printable(s.kind),
+                str(s.first) if s.first == s.last else f"{s.first}..{s.last}",
+                str(s.count),
+            )
+            for tag, s in sorted(tags.items())
+        ]
         widths = [min(_MAX_WIDTH, max(len(h), *(len(r[i]) for r in rows))) for i, h in enumerate(_COLUMNS)]
         for row in [_COLUMNS, *rows]:
             print("  " + "  ".join(f"{c:<{w}}" for c, w in zip(row, widths)).rstrip(), file=out)
@@ -236,7 +244,8 @@ def _export(runs, csv_path: Optional[str], json_path: Optional[str], tag_filter,
                 json_out.file.writelines(
                     f'{prefix}{step}, "wall_time": {_json_number(wall, repr(wall))}, '
                     f'"value": {_json_number(number, text)}}}\n'
-                    for step, wall, number, text in zip(steps, walls, series.values.tolist(), texts))
+                    for step, wall, number, text in zip(steps, walls, series.values.tolist(), texts)
+                )
             rows += len(steps)
         while pending:
             pending[0].commit()
@@ -249,6 +258,7 @@ def _export(runs, csv_path: Optional[str], json_path: Optional[str], tag_filter,
 
 def _output_problem(csv_path: Optional[str], json_path: Optional[str], runs: dict) -> Optional[str]:
     """Why these outputs cannot be written (one file named twice, or an input file), or None; checked before writing."""
+
     def same(a: str, b: str) -> bool:
         if os.path.realpath(a) == os.path.realpath(b):
             return True
@@ -256,6 +266,7 @@ def _output_problem(csv_path: Optional[str], json_path: Optional[str], runs: dic
             return os.path.samefile(a, b)  # hard links
         except OSError:
             return False
+
     if csv_path and json_path and same(csv_path, json_path):
         return f"--csv and --json name the same file ({csv_path}); give two different paths"
     for option, out in (("--csv", csv_path), ("--json", json_path)):
@@ -272,21 +283,35 @@ def _parser() -> argparse.ArgumentParser:
         prog="tbwriter",
         description="Look inside TensorBoard event files without starting TensorBoard.",
         epilog="Exit codes: 0 ok (truncated last records are warned about and skipped), "
-               "1 corrupt record or unreadable file (named with its byte offset; what was readable "
-               "is still printed/exported), 2 bad arguments or path.")
+        "1 corrupt record or unreadable file (named with its byte offset; what was readable "
+        "is still printed/exported), 2 bad arguments or path.",
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    ins = sub.add_parser("inspect", help="per run: each tag's kind, step range and count",
-                         description="Print, per run, each tag with its kind, step range and count.")
-    ins.add_argument("path", metavar="LOGDIR_OR_FILE", help="a log directory (searched recursively) or one event file; a path or URL (s3://...)")
+    ins = sub.add_parser(
+        "inspect",
+        help="per run: each tag's kind, step range and count",
+        description="Print, per run, each tag with its kind, step range and count.",
+    )
+    ins.add_argument(
+        "path",
+        metavar="LOGDIR_OR_FILE",
+        help="a log directory (searched recursively) or one event file; a path or URL (s3://...)",
+    )
     exp = sub.add_parser(
-        "export", help="write every scalar as CSV and/or JSON Lines",
+        "export",
+        help="write every scalar as CSV and/or JSON Lines",
         description="Write every scalar as rows run,tag,step,wall_time,value, grouped by run and tag (sorted), "
-                    "each tag's rows in file order. CSV has a header line; "
-                    "JSON is JSON Lines (one object per line). Values are written with the shortest text "
-                    "that reads back to the stored float32/float64; NaN and infinities are the strings "
-                    "\"NaN\", \"Infinity\", \"-Infinity\" in JSON. Outputs are written to a temp file and "
-                    "renamed into place when complete.")
-    exp.add_argument("path", metavar="LOGDIR_OR_FILE", help="a log directory (searched recursively) or one event file; a path or URL (s3://...)")
+        "each tag's rows in file order. CSV has a header line; "
+        "JSON is JSON Lines (one object per line). Values are written with the shortest text "
+        "that reads back to the stored float32/float64; NaN and infinities are the strings "
+        '"NaN", "Infinity", "-Infinity" in JSON. Outputs are written to a temp file and '
+        "renamed into place when complete.",
+    )
+    exp.add_argument(
+        "path",
+        metavar="LOGDIR_OR_FILE",
+        help="a log directory (searched recursively) or one event file; a path or URL (s3://...)",
+    )
     exp.add_argument("--csv", metavar="OUT.csv", help="write CSV here")
     exp.add_argument("--json", metavar="OUT.jsonl", help="write JSON Lines here")
     exp.add_argument("--tag", metavar="REGEX", help="only tags where this regular expression matches (re.search)")
@@ -350,8 +375,7 @@ def main(argv: Optional[list[str]] = None, stdout: Optional[TextIO] = None, stde
             rows = _export(runs, args.csv, args.json, tag_filter, problems)
         except OSError as e:  # the output side: the inputs' errors are reported per file
             target = e.filename or " / ".join(p for p in (args.csv, args.json) if p)
-            print(f"tbwriter export: error: cannot write {target}: "
-                  f"{e.strerror or e}", file=stderr)
+            print(f"tbwriter export: error: cannot write {target}: {e.strerror or e}", file=stderr)
             return 2
         written = " and ".join(p for p in (args.csv, args.json) if p)
         print(f"{rows} scalars from {len(runs)} run{'s' * (len(runs) != 1)} written to {written}", file=stdout)

@@ -1,4 +1,5 @@
 """Any array-like (numpy, Python numbers and lists, PyTorch, JAX, npnn) to a numpy array, importing none of them."""
+
 import numpy as np
 
 

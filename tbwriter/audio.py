@@ -1,4 +1,5 @@
 """Audio: a waveform in [-1, 1] to a 16-bit PCM WAV Summary.Audio, written with the standard library."""
+
 import io
 import numbers
 import wave
@@ -29,12 +30,18 @@ def audio(tag: str, snd_tensor, sample_rate: int = 44100) -> summary_pb2.Summary
     arr = as_array(snd_tensor, "snd_tensor").astype(np.float32)
     arr = arr.reshape(arr.shape[0], -1) if arr.ndim == 2 and arr.shape[1] <= 2 else arr.squeeze()
     if arr.ndim not in (1, 2) or arr.ndim == 2 and arr.shape[1] > 2:
-        raise ValueError(f"audio {tag!r}: snd_tensor must be (frames,) or (frames, 1 or 2 channels), "
-                         f"got shape {np.shape(snd_tensor)}")
+        raise ValueError(
+            f"audio {tag!r}: snd_tensor must be (frames,) or (frames, 1 or 2 channels), "
+            f"got shape {np.shape(snd_tensor)}"
+        )
     if np.isnan(arr).any():
         raise ValueError(f"audio {tag!r}: snd_tensor holds NaN")
     rate = int(sample_rate)
-    clip = summary_pb2.Summary.Audio(sample_rate=rate, num_channels=1 if arr.ndim == 1 else arr.shape[1],
-                                     length_frames=arr.shape[0], content_type="audio/wav",
-                                     encoded_audio_string=wav_bytes(arr, rate))
+    clip = summary_pb2.Summary.Audio(
+        sample_rate=rate,
+        num_channels=1 if arr.ndim == 1 else arr.shape[1],
+        length_frames=arr.shape[0],
+        content_type="audio/wav",
+        encoded_audio_string=wav_bytes(arr, rate),
+    )
     return summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, audio=clip)])

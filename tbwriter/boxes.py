@@ -1,4 +1,5 @@
 """Bounding boxes (and their labels) drawn into an image with Pillow, as the peers draw them."""
+
 import numpy as np
 
 from tbwriter._convert import as_array
@@ -19,8 +20,9 @@ def draw_boxes(hwc: np.ndarray, box_tensor, labels=None, rescale=1) -> np.ndarra
         from PIL import Image, ImageDraw, ImageFont
     except ImportError:
         raise ImportError("add_image_with_boxes needs Pillow: pip install 'npnn-tbwriter[media]'") from None
-    img = Image.fromarray(np.ascontiguousarray(np.broadcast_to(hwc, hwc.shape[:2] + (3,)) if hwc.shape[2] == 1
-                                               else hwc[:, :, :3]), "RGB")
+    img = Image.fromarray(
+        np.ascontiguousarray(np.broadcast_to(hwc, hwc.shape[:2] + (3,)) if hwc.shape[2] == 1 else hwc[:, :, :3]), "RGB"
+    )
     draw = ImageDraw.Draw(img)
     font = ImageFont.load_default()
     for i, (left, top, right, bottom) in enumerate(boxes.tolist()):

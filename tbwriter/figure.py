@@ -1,4 +1,5 @@
 """matplotlib figures to RGB pixels (HWC uint8), rendered with the Agg canvas as the peers do."""
+
 import numpy as np
 
 

@@ -14,6 +14,7 @@ Buckets, min, max and num are TF's, bit for bit, at every size. sum and sum_squa
 for bit up to SMALL values; above, they are NumPy's pairwise sums in double (TF adds in input
 order), within 1e-9 of sum(|x|) and of sum_squares of TF's values (tested).
 """
+
 import bisect
 import functools
 import math
@@ -47,6 +48,7 @@ NUM_EDGES = len(EDGES)
 # Below this many values, a Python loop with bisect beats numpy's per-call overhead.
 SMALL = 48
 
+
 def _as_float(values: np.ndarray) -> np.ndarray:
     """Flat float32/float64 array holding each value exactly as TF's static_cast<double> sees it."""
     flat = values.reshape(-1)
@@ -72,7 +74,7 @@ def _check_finite(ok: bool, tag: str) -> None:
 FLT_MIN = float(np.finfo(np.float32).tiny)
 DBL_MIN = sys.float_info.min
 # Below this a float64's last mantissa bit is subnormal, so a partial sum may be subnormal.
-_SUM_SAFE = 2.0 ** -970
+_SUM_SAFE = 2.0**-970
 # Above this, float64 squares and partial sums stay normal: DAZ/FTZ change nothing.
 _SQUARE_SAFE = 1e-150
 _bucket_of = functools.partial(bisect.bisect_right, EDGES)  # std::upper_bound
@@ -121,8 +123,9 @@ def _small(flat: np.ndarray, tag: str):
         total += v
         squares += v * v
     smallest = min(map(abs, vals))
-    if total - total != 0.0 or (smallest < limit and (
-            smallest != 0.0 or any(v != 0.0 and -limit < v < limit for v in vals))):
+    if total - total != 0.0 or (
+        smallest < limit and (smallest != 0.0 or any(v != 0.0 and -limit < v < limit for v in vals))
+    ):
         # NaN/Inf (or an overflow), or values where DAZ/FTZ matter: the exact replay of TF's loop.
         lo, hi, num, total, squares, idx = _reference_stats(vals, is_f32, tag)
         idx.sort()
@@ -183,7 +186,7 @@ def _in_order_sums(flat: np.ndarray, flush_squares: bool = False):
     z = _scratch(min(flat.size, _CHUNK))
     carry = 0j
     for start in range(0, flat.size, _CHUNK):
-        carry = _sum_chunk(flat[start:start + _CHUNK], z, carry, flush_squares)
+        carry = _sum_chunk(flat[start : start + _CHUNK], z, carry, flush_squares)
     return carry.real + 0.0, carry.imag + 0.0
 
 
@@ -191,7 +194,7 @@ def _sum_chunk(x: np.ndarray, z: np.ndarray, carry: complex, flush_squares: bool
     """Continue both running sums over x: the real and imaginary parts of one complex cumsum are
     two independent sequential double accumulations; z[0] carries the previous chunk's totals."""
     k = x.size
-    zz = z[:k + 1]
+    zz = z[: k + 1]
     zz[0] = carry
     np.copyto(zz[1:], x)
     with np.errstate(over="ignore"):  # huge values: TF's sums overflow to inf as well
@@ -375,8 +378,10 @@ def numpy_histogram(values: np.ndarray, bins, tag: str = "", max_bins=None) -> h
     try:
         counts, limits = np.histogram(flat, bins=bins)
     except (ValueError, TypeError) as e:
-        raise ValueError(f"histogram {tag!r}: bins must be 'tensorflow', an int, a numpy estimator name "
-                         f"or increasing edges, got {bins!r} ({e})") from None
+        raise ValueError(
+            f"histogram {tag!r}: bins must be 'tensorflow', an int, a numpy estimator name "
+            f"or increasing edges, got {bins!r} ({e})"
+        ) from None
     if max_bins is not None and counts.size > max_bins:
         # Merge neighbouring bins so that at most max_bins remain (tensorboardX's subsampling).
         step = -(-counts.size // int(max_bins))
@@ -386,8 +391,14 @@ def numpy_histogram(values: np.ndarray, bins, tag: str = "", max_bins=None) -> h
     nz = np.flatnonzero(counts)
     start, end = int(nz[0]), int(nz[-1]) + 1
     # bucket_limit holds right edges only: keep one empty bucket on the left so the left edge shows.
-    counts = counts[start - 1:end] if start > 0 else np.concatenate([[0], counts[:end]])
-    limits = limits[start:end + 1]
-    return histogram_pb2.HistogramProto(min=lo, max=hi, num=num, sum=total, sum_squares=squares,
-                                        bucket_limit=limits.astype(np.float64).tolist(),
-                                        bucket=counts.astype(np.float64).tolist())
+    counts = counts[start - 1 : end] if start > 0 else np.concatenate([[0], counts[:end]])
+    limits = limits[start : end + 1]
+    return histogram_pb2.HistogramProto(
+        min=lo,
+        max=hi,
+        num=num,
+        sum=total,
+        sum_squares=squares,
+        bucket_limit=limits.astype(np.float64).tolist(),
+        bucket=counts.astype(np.float64).tolist(),
+    )

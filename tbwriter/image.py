@@ -1,4 +1,5 @@
 """Images: any dataformats to HWC uint8 (float in [0, 1] scaled, clipped, rounded), grids, PNG with zlib."""
+
 import struct
 import zlib
 
@@ -33,8 +34,9 @@ def _channels_last(tensor: np.ndarray, dataformats, allowed: tuple, target: str)
     """`tensor` in one of the `allowed` layouts transposed to `target` (a missing C becomes 1 channel)."""
     fmt = _check_format(dataformats, allowed)
     if tensor.ndim != len(fmt):
-        raise ValueError(f"tensor must have {len(fmt)} dimensions for dataformats={dataformats!r}, "
-                         f"got shape {tensor.shape}")
+        raise ValueError(
+            f"tensor must have {len(fmt)} dimensions for dataformats={dataformats!r}, got shape {tensor.shape}"
+        )
     out = tensor.transpose([fmt.index(c) for c in target]) if "C" in fmt else tensor[..., None]
     if out.shape[-1] not in (1, 3, 4):
         raise ValueError(f"tensor must have 1, 3 or 4 channels (dataformats={dataformats!r}), got shape {tensor.shape}")
@@ -69,8 +71,12 @@ def encode_png(hwc: np.ndarray, level: int = 6) -> bytes:
     raw = np.zeros((h, 1 + w * c), dtype=np.uint8)  # each scanline starts with filter type 0 (none)
     raw[:, 1:] = np.ascontiguousarray(hwc, dtype=np.uint8).reshape(h, w * c)
     ihdr = struct.pack(">IIBBBBB", w, h, 8, _PNG_COLOR_TYPE[c], 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(raw.tobytes(), level))
-            + _chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", ihdr)
+        + _chunk(b"IDAT", zlib.compress(raw.tobytes(), level))
+        + _chunk(b"IEND", b"")
+    )
 
 
 def decode_png(data: bytes) -> np.ndarray:
@@ -78,9 +84,9 @@ def decode_png(data: bytes) -> np.ndarray:
     assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
     pos, idat, header = 8, b"", None
     while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos:pos + 4])
-        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
-        (crc,) = struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
         assert crc == zlib.crc32(kind + body) & 0xFFFFFFFF, f"bad CRC in {kind!r}"
         if kind == b"IHDR":
             header = struct.unpack(">IIBBBBB", body)

@@ -1,4 +1,5 @@
 """Meshes and point clouds for TensorBoard's mesh plugin: one float tensor per part (vertices, faces, colors)."""
+
 import json
 
 from tbwriter._convert import as_array
@@ -29,20 +30,34 @@ def mesh(tag: str, vertices, colors=None, faces=None, config_dict=None) -> summa
     n = arrays[_Mesh.VERTEX].shape[1]
     if _Mesh.COLOR in arrays and arrays[_Mesh.COLOR].shape[1] != n:
         raise ValueError(f"mesh {tag!r}: colors must have one row per vertex ({n}), got {arrays[_Mesh.COLOR].shape}")
-    if _Mesh.FACE in arrays and arrays[_Mesh.FACE].size and not 0 <= arrays[_Mesh.FACE].min() <= arrays[_Mesh.FACE].max() < n:
+    if (
+        _Mesh.FACE in arrays
+        and arrays[_Mesh.FACE].size
+        and not 0 <= arrays[_Mesh.FACE].min() <= arrays[_Mesh.FACE].max() < n
+    ):
         raise ValueError(f"mesh {tag!r}: faces must index the {n} vertices")
     config = "{}" if config_dict is None else json.dumps(config_dict, sort_keys=True)
     components = sum(1 << kind for kind in arrays)
     values = []
     for kind, arr in arrays.items():
-        meta = _Mesh(version=0, name=tag, content_type=kind, json_config=config, shape=arr.shape,
-                     components=components)
+        meta = _Mesh(version=0, name=tag, content_type=kind, json_config=config, shape=arr.shape, components=components)
         tensor = tensor_pb2.TensorProto(
-            dtype=types_pb2.DT_FLOAT, tensor_content=arr.astype("<f4").tobytes(),
-            tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=s)
-                                                                for s in arr.shape]))
-        values.append(summary_pb2.Summary.Value(
-            tag=f"{tag}_{_Mesh.ContentType.Name(kind)}", tensor=tensor,
-            metadata=summary_pb2.SummaryMetadata(display_name=tag, plugin_data=summary_pb2.SummaryMetadata.PluginData(
-                plugin_name="mesh", content=meta.SerializeToString()))))
+            dtype=types_pb2.DT_FLOAT,
+            tensor_content=arr.astype("<f4").tobytes(),
+            tensor_shape=tensor_shape_pb2.TensorShapeProto(
+                dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=s) for s in arr.shape]
+            ),
+        )
+        values.append(
+            summary_pb2.Summary.Value(
+                tag=f"{tag}_{_Mesh.ContentType.Name(kind)}",
+                tensor=tensor,
+                metadata=summary_pb2.SummaryMetadata(
+                    display_name=tag,
+                    plugin_data=summary_pb2.SummaryMetadata.PluginData(
+                        plugin_name="mesh", content=meta.SerializeToString()
+                    ),
+                ),
+            )
+        )
     return summary_pb2.Summary(value=values)

@@ -1,4 +1,5 @@
 """GraphDefs from saved model files: ONNX (onnx imported on use) and OpenVINO IR XML."""
+
 from tbwriter.proto import graph_pb2, tensor_shape_pb2
 
 
@@ -12,13 +13,26 @@ def onnx_graph_def(path) -> graph_pb2.GraphDef:
     nodes = []
     for io in list(graph.input) + list(graph.output):
         dims = [tensor_shape_pb2.TensorShapeProto.Dim(size=d.dim_value) for d in io.type.tensor_type.shape.dim]
-        nodes.append(graph_pb2.NodeDef(name=io.name, op="Variable", attr={
-            "dtype": graph_pb2.AttrValue(type=io.type.tensor_type.elem_type),
-            "shape": graph_pb2.AttrValue(shape=tensor_shape_pb2.TensorShapeProto(dim=dims))}))
+        nodes.append(
+            graph_pb2.NodeDef(
+                name=io.name,
+                op="Variable",
+                attr={
+                    "dtype": graph_pb2.AttrValue(type=io.type.tensor_type.elem_type),
+                    "shape": graph_pb2.AttrValue(shape=tensor_shape_pb2.TensorShapeProto(dim=dims)),
+                },
+            )
+        )
     for op in graph.node:
         params = ", ".join(" = ".join(str(f[1]) for f in a.ListFields()) for a in op.attribute)
-        nodes.append(graph_pb2.NodeDef(name=op.output[0], op=op.op_type, input=list(op.input),
-                                       attr={"parameters": graph_pb2.AttrValue(s=params.encode("utf-8"))}))
+        nodes.append(
+            graph_pb2.NodeDef(
+                name=op.output[0],
+                op=op.op_type,
+                input=list(op.input),
+                attr={"parameters": graph_pb2.AttrValue(s=params.encode("utf-8"))},
+            )
+        )
     return graph_pb2.GraphDef(node=nodes, versions=graph_pb2.VersionDef(producer=22))
 
 
@@ -35,6 +49,11 @@ def openvino_graph_def(xmlname) -> graph_pb2.GraphDef:
     for edge in edges:
         inputs.setdefault(edge.attrib["to-layer"], []).append(names[edge.attrib["from-layer"]])
     return graph_pb2.GraphDef(
-        node=[graph_pb2.NodeDef(name=layer.attrib["name"], op=layer.attrib.get("type", "op"),
-                                input=inputs.get(layer.attrib["id"], [])) for layer in layers],
-        versions=graph_pb2.VersionDef(producer=22))
+        node=[
+            graph_pb2.NodeDef(
+                name=layer.attrib["name"], op=layer.attrib.get("type", "op"), input=inputs.get(layer.attrib["id"], [])
+            )
+            for layer in layers
+        ],
+        versions=graph_pb2.VersionDef(producer=22),
+    )

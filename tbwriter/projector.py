@@ -3,6 +3,7 @@
 The files go where the peers put them: <run>/<global_step, 5 digits>/<tag, / and % encoded>/, and
 each call appends one `embeddings { ... }` entry to <run>/projector_config.pbtxt.
 """
+
 import math
 import os
 import posixpath
@@ -62,26 +63,33 @@ def sprite_png(label_img, n: int) -> tuple:
     grid = _image.grid(imgs, "NCHW", ncols=per_row)
     side = grid.shape[1]
     if side > MAX_SPRITE_SIZE:
-        raise ValueError(f"label_img: the sprite would be {side} pixels wide, more than the projector's "
-                         f"{MAX_SPRITE_SIZE}; use fewer or smaller images")
+        raise ValueError(
+            f"label_img: the sprite would be {side} pixels wide, more than the projector's "
+            f"{MAX_SPRITE_SIZE}; use fewer or smaller images"
+        )
     square = np.zeros((side, side, grid.shape[2]), dtype=np.uint8)
-    square[:grid.shape[0]] = _image.to_uint8(grid)
+    square[: grid.shape[0]] = _image.to_uint8(grid)
     return _image.encode_png(square), (w, h)
 
 
 def _config_entry(subdir: str, tensor_name: str, has_metadata: bool, sprite_dim) -> str:
-    lines = ["embeddings {", f'tensor_name: "{tensor_name}"',
-             f'tensor_path: "{posixpath.join(subdir, "tensors.tsv")}"']
+    lines = ["embeddings {", f'tensor_name: "{tensor_name}"', f'tensor_path: "{posixpath.join(subdir, "tensors.tsv")}"']
     if has_metadata:
         lines.append(f'metadata_path: "{posixpath.join(subdir, "metadata.tsv")}"')
     if sprite_dim is not None:
-        lines += ["sprite {", f'image_path: "{posixpath.join(subdir, "sprite.png")}"',
-                  f"single_image_dim: {sprite_dim[0]}", f"single_image_dim: {sprite_dim[1]}", "}"]
+        lines += [
+            "sprite {",
+            f'image_path: "{posixpath.join(subdir, "sprite.png")}"',
+            f"single_image_dim: {sprite_dim[0]}",
+            f"single_image_dim: {sprite_dim[1]}",
+            "}",
+        ]
     return "\n".join(lines + ["}"]) + "\n"
 
 
-def write_embedding(run_dir: str, mat, metadata=None, label_img=None, global_step: int = 0, tag: str = "default",
-                    metadata_header=None) -> str:
+def write_embedding(
+    run_dir: str, mat, metadata=None, label_img=None, global_step: int = 0, tag: str = "default", metadata_header=None
+) -> str:
     """Write one embedding's files under run_dir and append its config entry; return its sub-directory."""
     if not isinstance(tag, str) or not tag:
         raise ValueError(f"tag: expected a non-empty str, got {tag!r}")
@@ -103,8 +111,9 @@ def write_embedding(run_dir: str, mat, metadata=None, label_img=None, global_ste
             continue
     save = os.path.join(run_dir, subdir)
     rows = np.asarray(m, dtype=np.float32)
-    _write_new(os.path.join(save, "tensors.tsv"),
-               ("\n".join("\t".join(map(repr, r)) for r in rows.tolist()) + "\n").encode())
+    _write_new(
+        os.path.join(save, "tensors.tsv"), ("\n".join("\t".join(map(repr, r)) for r in rows.tolist()) + "\n").encode()
+    )
     if tsv_meta is not None:
         _write_new(os.path.join(save, "metadata.tsv"), tsv_meta)
     if sprite is not None:

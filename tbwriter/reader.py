@@ -14,6 +14,7 @@ What can go wrong, and what the reader does about it:
   checksum but is not an Event. Nothing after a bad header can be trusted (its length is
   unknown), so the reader raises `CorruptRecordError(path, offset, reason)` and stops.
 """
+
 from __future__ import annotations
 
 import errno
@@ -105,6 +106,7 @@ def _open(path: str, storage_options: "dict | None"):
     """Open a local file or an object URL for reading; return it and a function giving its current size."""
     if "://" in path:
         from tbwriter.remote import open_object
+
         f = open_object(path, storage_options)
         return f, lambda: f.size  # objects are immutable
     if storage_options is not None:
@@ -119,8 +121,9 @@ def _open(path: str, storage_options: "dict | None"):
     return f, lambda: os.fstat(f.fileno()).st_size
 
 
-def read_records(path: "str | os.PathLike", on_truncated: OnTruncated = "warn",
-                 storage_options: "dict | None" = None) -> Iterator[Record]:
+def read_records(
+    path: "str | os.PathLike", on_truncated: OnTruncated = "warn", storage_options: "dict | None" = None
+) -> Iterator[Record]:
     """Yield the verified records of one file or object URL; skip a truncated last one, raise on corruption."""
     if not (on_truncated in ("warn", "ignore") or callable(on_truncated)):
         raise ValueError(f"on_truncated: expected 'warn', 'ignore' or a callable, got {on_truncated!r}")
@@ -138,10 +141,12 @@ def read_records(path: "str | os.PathLike", on_truncated: OnTruncated = "warn",
                 pos = 0
                 if len(buf) < 12:
                     if buf:
-                        _report_truncation(on_truncated, Truncation(
-                            path, offset, f"file ends {len(buf)} bytes into the 12-byte record header"))
+                        _report_truncation(
+                            on_truncated,
+                            Truncation(path, offset, f"file ends {len(buf)} bytes into the 12-byte record header"),
+                        )
                     return
-            header = buf[pos:pos + 12]
+            header = buf[pos : pos + 12]
             length = _LENGTH.unpack_from(buf, pos)[0]
             if header not in good_headers:
                 if masked_crc32c(header[:8]) != _FOOTER.unpack_from(buf, pos + 8)[0]:
@@ -156,9 +161,12 @@ def read_records(path: "str | os.PathLike", on_truncated: OnTruncated = "warn",
                 if end > size:
                     # The length is trusted (its checksum holds), so the record is cut off by the
                     # end of the file, not damaged: check before reading, so a huge length costs nothing.
-                    _report_truncation(on_truncated, Truncation(
-                        path, offset,
-                        f"record of {length} data bytes needs {total} bytes, file has {size - offset}"))
+                    _report_truncation(
+                        on_truncated,
+                        Truncation(
+                            path, offset, f"record of {length} data bytes needs {total} bytes, file has {size - offset}"
+                        ),
+                    )
                     return
                 if length > _CHUNK:
                     data = _read_large_record(f, path, offset, length, on_truncated)
@@ -171,10 +179,11 @@ def read_records(path: "str | os.PathLike", on_truncated: OnTruncated = "warn",
                 buf = buf[pos:] + _read_exactly(f, max(_CHUNK, total - (len(buf) - pos)))
                 pos = 0
                 if len(buf) < total:  # the file shrank under us
-                    _report_truncation(on_truncated, Truncation(
-                        path, offset, "file became shorter while it was being read"))
+                    _report_truncation(
+                        on_truncated, Truncation(path, offset, "file became shorter while it was being read")
+                    )
                     return
-            data = buf[pos + 12:pos + 12 + length]
+            data = buf[pos + 12 : pos + 12 + length]
             if masked_crc32c(data) != _FOOTER.unpack_from(buf, pos + 12 + length)[0]:
                 raise CorruptRecordError(path, offset, f"data checksum mismatch ({length} data bytes)")
             yield Record(path, offset, data)
@@ -242,8 +251,9 @@ def _parse_event(record: Record) -> event_pb2.Event:
         ) from None
 
 
-def read_events(path: "str | os.PathLike", on_truncated: OnTruncated = "warn",
-                storage_options: "dict | None" = None) -> Iterator[event_pb2.Event]:
+def read_events(
+    path: "str | os.PathLike", on_truncated: OnTruncated = "warn", storage_options: "dict | None" = None
+) -> Iterator[event_pb2.Event]:
     """Yield the Events of one file or object URL in order (see read_records for truncation and corruption)."""
     for record in read_records(path, on_truncated, storage_options):
         yield _parse_event(record)
@@ -255,13 +265,18 @@ def _is_event_file(name: str) -> bool:
 
 
 class SkippedFileWarning(UserWarning):
-    """Warned when an entry of a logdir named like an event file is not a regular file (a FIFO, a device) and is skipped."""
+    """Warned when a logdir entry named like an event file is not a regular file (FIFO, device) and is skipped."""
 
 
 def _file_kind(mode: int) -> str:
     """What a non-regular file is, for messages: 'a FIFO', 'a character device', ..."""
-    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+    for test, kind in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
         if test(mode):
             return kind
     return "not a regular file"
@@ -296,6 +311,7 @@ def event_files(logdir: "str | os.PathLike", storage_options: "dict | None" = No
     logdir = os.fspath(logdir)
     if "://" in logdir:
         from tbwriter.remote import event_files as remote_event_files
+
         return remote_event_files(logdir, storage_options)
     if storage_options is not None:
         raise ValueError(f"storage_options: only for URLs (s3://...), got the local path {logdir!r}")
@@ -317,8 +333,9 @@ def event_files(logdir: "str | os.PathLike", storage_options: "dict | None" = No
     return dict(sorted(runs.items()))
 
 
-def read_logdir(logdir: "str | os.PathLike", on_truncated: OnTruncated = "warn",
-                storage_options: "dict | None" = None) -> Iterator[tuple[str, event_pb2.Event]]:
+def read_logdir(
+    logdir: "str | os.PathLike", on_truncated: OnTruncated = "warn", storage_options: "dict | None" = None
+) -> Iterator[tuple[str, event_pb2.Event]]:
     """Yield (run, event) for every event of every run under logdir (a path or URL, or one file), file by file.
 
     A corrupt record raises CorruptRecordError and ends the iteration; to read on past a
@@ -438,8 +455,7 @@ def tensor_to_array(tensor: tensor_pb2.TensorProto) -> np.ndarray:
     if tensor.tensor_content:
         flat = np.frombuffer(tensor.tensor_content, dtype=np.dtype(dtype).newbyteorder("<"))
         if flat.size != count:
-            raise ValueError(
-                f"tensor: tensor_content holds {flat.size} values, shape {list(shape)} needs {count}")
+            raise ValueError(f"tensor: tensor_content holds {flat.size} values, shape {list(shape)} needs {count}")
         return flat.astype(dtype).reshape(shape)
     vals = getattr(tensor, field)
     if field == "half_val":
@@ -456,12 +472,14 @@ def _fill(flat: np.ndarray, count: int, dtype, empty=0) -> np.ndarray:
     if flat.size > count:
         raise ValueError(f"tensor: holds {flat.size} values, its shape needs {count}")
     if count * np.dtype(dtype).itemsize > _MAX_FILL_BYTES:
-        raise ValueError(f"tensor: holds {flat.size} values, its shape needs {count}; filling that by "
-                         f"repeating the last value would take more than {_MAX_FILL_BYTES} bytes")
+        raise ValueError(
+            f"tensor: holds {flat.size} values, its shape needs {count}; filling that by "
+            f"repeating the last value would take more than {_MAX_FILL_BYTES} bytes"
+        )
     out = np.full(count, empty, dtype=dtype)
     if flat.size:
         out[: flat.size] = flat
-        out[flat.size:] = flat[-1]
+        out[flat.size :] = flat[-1]
     return out
 
 
@@ -479,5 +497,6 @@ def scalar_value(value: summary_pb2.Summary.Value) -> float:
             return float(array.reshape(()))
         raise ValueError(
             f"value {value.tag!r}: expected a one-element numeric tensor, got dtype "
-            f"{array.dtype} with shape {list(array.shape)}")
+            f"{array.dtype} with shape {list(array.shape)}"
+        )
     raise ValueError(f"value {value.tag!r}: expected simple_value or a tensor, got {which}")

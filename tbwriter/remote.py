@@ -20,6 +20,7 @@ naming the URL, is raised by the next call (as for a full disk), and the next fl
 tick or close tries again, in order. While `MAX_PENDING` bytes wait, new records are refused
 with that error, so memory stays bounded.
 """
+
 from __future__ import annotations
 
 import errno
@@ -71,18 +72,21 @@ def filesystem(url: str, storage_options: dict | None = None):
         import fsspec
     except ImportError:
         raise UnsupportedURLError(
-            f"logdir {redact(url)}: {scheme}:// URLs need fsspec: pip install 'npnn-tbwriter[remote]'") from None
+            f"logdir {redact(url)}: {scheme}:// URLs need fsspec: pip install 'npnn-tbwriter[remote]'"
+        ) from None
     try:
         return fsspec.core.url_to_fs(url, **(storage_options or {}))
     except ImportError as e:
         raise UnsupportedURLError(
             f"logdir {redact(url)}: the {scheme}:// implementation is not installed ({e}); "
-            f"for s3:// and gs:// pip install 'npnn-tbwriter[remote]'") from None
+            f"for s3:// and gs:// pip install 'npnn-tbwriter[remote]'"
+        ) from None
     except ValueError as e:
         if "Protocol not known" not in str(e):
             raise
-        raise UnsupportedURLError(f"logdir {redact(url)}: unsupported URL scheme {scheme}:// "
-                                  f"(no fsspec implementation is registered for it)") from None
+        raise UnsupportedURLError(
+            f"logdir {redact(url)}: unsupported URL scheme {scheme}:// (no fsspec implementation is registered for it)"
+        ) from None
 
 
 def _store_error(e: BaseException, message: str, url: str) -> EventFileError:
@@ -99,8 +103,27 @@ class ObjectState:
     `write_locked()` (lock held) uploads them, `dead` is what the next call raises.
     """
 
-    __slots__ = ("url", "fs", "root", "prefix", "suffix", "seq", "path", "buf", "size", "sealed",
-                 "lock", "pid", "dead", "closed", "error", "uploaded", "stop", "thread", "__weakref__")
+    __slots__ = (
+        "url",
+        "fs",
+        "root",
+        "prefix",
+        "suffix",
+        "seq",
+        "path",
+        "buf",
+        "size",
+        "sealed",
+        "lock",
+        "pid",
+        "dead",
+        "closed",
+        "error",
+        "uploaded",
+        "stop",
+        "thread",
+        "__weakref__",
+    )
 
     def __init__(self, logdir: str, filename_suffix: str, storage_options: dict | None):
         self.fs, self.root = filesystem(logdir, storage_options)
@@ -111,7 +134,12 @@ class ObjectState:
             except Exception as e:
                 raise _store_error(e, "tbwriter could not create the log directory", self.url) from None
         self.prefix = "events.out.tfevents.%010d.%s.%s.%s-%s." % (
-            time.time(), socket.gethostname(), os.getpid(), next(_uid), os.urandom(3).hex())
+            time.time(),
+            socket.gethostname(),
+            os.getpid(),
+            next(_uid),
+            os.urandom(3).hex(),
+        )
         self.suffix = filename_suffix
         self.seq = 0
         self.path = self._object_url(0)
@@ -142,8 +170,9 @@ class ObjectState:
         if self.dead is not None:
             self.raise_dead()
         if self.size >= MAX_PENDING and self.error is not None:
-            raise _store_error(self.error, f"tbwriter refused a record: {self.size} bytes wait for the "
-                                           f"store, which failed", self.url)
+            raise _store_error(
+                self.error, f"tbwriter refused a record: {self.size} bytes wait for the store, which failed", self.url
+            )
         self.buf.append(record)
         self.size += len(record)
         if self.size >= OBJECT_BYTES and self.error is None:
@@ -176,8 +205,11 @@ class ObjectState:
                 self._put(self.root.rstrip("/") + "/" + name, data)
             except Exception as e:
                 self.error = _store_error(
-                    e, f"tbwriter could not store {len(data)} bytes of events (kept, retried at the next "
-                       f"flush; {sum(len(d) for _, d in sealed)} bytes wait)", self.url + "/" + name)
+                    e,
+                    f"tbwriter could not store {len(data)} bytes of events (kept, retried at the next "
+                    f"flush; {sum(len(d) for _, d in sealed)} bytes wait)",
+                    self.url + "/" + name,
+                )
                 if not self.closed:
                     self.dead = self.error
                 self.size = sum(map(len, self.buf)) + sum(len(d) for _, d in sealed)
@@ -237,7 +269,8 @@ class ObjectState:
         self.closed = True
         self.dead = WriterStateError(
             f"this writer of {redact(self.url)} belongs to process {self.pid} and was inherited through "
-            f"fork() by process {os.getpid()}; create a new writer in the child process")
+            f"fork() by process {os.getpid()}; create a new writer in the child process"
+        )
 
 
 def event_files(url: str, storage_options: dict | None = None) -> dict[str, list[str]]:

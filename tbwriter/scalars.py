@@ -17,6 +17,7 @@ parsed with protobuf, value by value, exactly as `python -m tbwriter inspect` do
 What counts as a scalar is what `reader.TagKinds` says (the first plugin metadata of a tag in
 a run decides); checksums, truncation and corruption are handled as in `reader.read_records`.
 """
+
 from __future__ import annotations
 
 import functools
@@ -69,17 +70,36 @@ class Scalars(dict):
         for run, tags in self.items():
             for tag, s in tags.items():
                 n = s.steps.size
-                parts.append(pd.DataFrame({
-                    "step": s.steps, "tag": np.full(n, tag, dtype=object), "value": s.values.astype(np.float64),
-                    "wall_time": s.wall_times, "dir_name": np.full(n, "" if run == "." else run, dtype=object)}))
+                parts.append(
+                    pd.DataFrame(
+                        {
+                            "step": s.steps,
+                            "tag": np.full(n, tag, dtype=object),
+                            "value": s.values.astype(np.float64),
+                            "wall_time": s.wall_times,
+                            "dir_name": np.full(n, "" if run == "." else run, dtype=object),
+                        }
+                    )
+                )
         if not parts:
-            return pd.DataFrame({"step": np.empty(0, np.int64), "tag": np.empty(0, object),
-                                 "value": np.empty(0), "wall_time": np.empty(0), "dir_name": np.empty(0, object)})
+            return pd.DataFrame(
+                {
+                    "step": np.empty(0, np.int64),
+                    "tag": np.empty(0, object),
+                    "value": np.empty(0),
+                    "wall_time": np.empty(0),
+                    "dir_name": np.empty(0, object),
+                }
+            )
         return pd.concat(parts, ignore_index=True)
 
 
-def read_scalars(logdir: "str | os.PathLike", tags: Optional[Iterable[str]] = None,
-                 on_truncated: OnTruncated = "warn", storage_options: "dict | None" = None) -> Scalars:
+def read_scalars(
+    logdir: "str | os.PathLike",
+    tags: Optional[Iterable[str]] = None,
+    on_truncated: OnTruncated = "warn",
+    storage_options: "dict | None" = None,
+) -> Scalars:
     """Every scalar under logdir (a path, URL or event file) as NumPy arrays per run and tag; `tags` keeps only those.
 
     A corrupt record raises CorruptRecordError (file and byte offset); a truncated last record is
@@ -105,16 +125,18 @@ def _raise(run: str, step: int, error: ValueError) -> None:
 class RunColumns:
     """Scalars of one run, gathered file by file into per-tag column chunks."""
 
-    def __init__(self, run: str, tags: Optional[set] = None,
-                 on_bad_value: Callable[[str, int, ValueError], object] = _raise):
+    def __init__(
+        self, run: str, tags: Optional[set] = None, on_bad_value: Callable[[str, int, ValueError], object] = _raise
+    ):
         self.run = run
         self.tags = tags
         self.kinds = TagKinds()
         self.on_bad_value = on_bad_value
         self.parts: dict[str, list] = {}
 
-    def read_file(self, path: "str | os.PathLike", on_truncated: OnTruncated = "warn",
-                  storage_options: "dict | None" = None) -> None:
+    def read_file(
+        self, path: "str | os.PathLike", on_truncated: OnTruncated = "warn", storage_options: "dict | None" = None
+    ) -> None:
         """Add the scalars of one event file or object URL; records before a corrupt one are kept, then it raises."""
         for chunk in _chunks(os.fspath(path), on_truncated, storage_options):
             self._add_chunk(chunk)
@@ -125,8 +147,11 @@ class RunColumns:
         for tag in sorted(self.parts):
             steps, walls, values = zip(*self.parts[tag])
             dtype = np.float32 if all(v.dtype == np.float32 for v in values) else np.float64
-            result[tag] = ScalarSeries(np.concatenate(steps), np.concatenate(walls),
-                                       np.concatenate([v.astype(dtype, copy=False) for v in values]))
+            result[tag] = ScalarSeries(
+                np.concatenate(steps),
+                np.concatenate(walls),
+                np.concatenate([v.astype(dtype, copy=False) for v in values]),
+            )
         return result
 
     def _keep(self, tag: str) -> bool:
@@ -142,8 +167,7 @@ class RunColumns:
             if self.kinds.decided(tag) in (None, "scalar") and self._keep(tag):
                 per_tag[tag] = [(order, steps, walls, values)]
         for key, tag, step, wall, value in found:
-            per_tag.setdefault(tag, []).append((np.array([key]), np.array([step], np.int64),
-                                                np.array([wall]), value))
+            per_tag.setdefault(tag, []).append((np.array([key]), np.array([step], np.int64), np.array([wall]), value))
         for tag, pieces in per_tag.items():
             if len(pieces) == 1:
                 _, steps, walls, values = pieces[0]
@@ -160,7 +184,7 @@ class RunColumns:
         """Values the vectorized walk does not handle: protobuf, as reader-based tools do."""
         if value_bytes is None:  # the whole record
             start = int(chunk.starts[rec])
-            data = bytes(chunk.buf[start + 12:start + 12 + int(chunk.lengths[rec])])
+            data = bytes(chunk.buf[start + 12 : start + 12 + int(chunk.lengths[rec])])
             record = Record(chunk.path, chunk.base + start, data)
             event = _parse_event(record)
             if event.WhichOneof("what") != "summary":
@@ -184,11 +208,13 @@ class RunColumns:
                 self.on_bad_value(self.run, step, e)
                 continue
             f32 = value.WhichOneof("value") == "simple_value" or value.tensor.dtype == types_pb2.DT_FLOAT
-            found.append(((rec << 20) + k, value.tag, step, wall,
-                          np.array([number], np.float32 if f32 else np.float64)))
+            found.append(
+                ((rec << 20) + k, value.tag, step, wall, np.array([number], np.float32 if f32 else np.float64))
+            )
 
 
 # --- CRC32C, vectorized over many equal-length byte strings -----------------------------------
+
 
 @functools.lru_cache(maxsize=None)
 def _tables():
@@ -219,6 +245,7 @@ def _masked_crcs(u8: np.ndarray, u32: np.ndarray, starts: np.ndarray, length: in
 
 
 # --- chunks of verified records -----------------------------------------------------------------
+
 
 class _Chunk:
     """Verified records of one chunk: buf (padded bytes), their starts in buf, data lengths; views."""
@@ -271,8 +298,9 @@ def _chunks(path: str, on_truncated: OnTruncated, storage_options: "dict | None"
                 if bad is None or starts[keep].size:
                     yield _Chunk(path, base, padded, starts[keep], lengths[keep])
                 if bad is not None:
-                    raise CorruptRecordError(path, base + bad, f"data checksum mismatch "
-                                                               f"({int(lengths[starts == bad][0])} data bytes)")
+                    raise CorruptRecordError(
+                        path, base + bad, f"data checksum mismatch ({int(lengths[starts == bad][0])} data bytes)"
+                    )
             if problem is None:
                 if at_end:
                     return
@@ -291,14 +319,16 @@ def _chunks(path: str, on_truncated: OnTruncated, storage_options: "dict | None"
 def _large_record_chunk(f, path: str, base: int, length: int, size: int, on_truncated: OnTruncated):
     """The _Chunk of the one record at base, CRC-checked while streaming, then read whole; None if cut short."""
     if base + 16 + length > size:
-        _report_truncation(on_truncated, Truncation(
-            path, base, f"record of {length} data bytes needs {16 + length} bytes, file has {size - base}"))
+        _report_truncation(
+            on_truncated,
+            Truncation(path, base, f"record of {length} data bytes needs {16 + length} bytes, file has {size - base}"),
+        )
         return None
     if _stream_crc(f, path, base, length, on_truncated) is None:
         return None
     buf = bytearray(16 + length + _PAD)
     f.seek(base)
-    view = memoryview(buf)[:16 + length]
+    view = memoryview(buf)[: 16 + length]
     got = 0
     while got < len(view):
         n = f.readinto(view[got:])
@@ -306,7 +336,7 @@ def _large_record_chunk(f, path: str, base: int, length: int, size: int, on_trun
             break
         got += n
     f.seek(base + 16 + length)
-    if got < len(view) or masked_crc32c(view[12:12 + length]) != _U32.unpack_from(buf, 12 + length)[0]:
+    if got < len(view) or masked_crc32c(view[12 : 12 + length]) != _U32.unpack_from(buf, 12 + length)[0]:
         raise CorruptRecordError(path, base, f"data changed while it was being read ({length} data bytes)")
     return _Chunk(path, base, buf, np.zeros(1, np.int64), np.array([length], np.int64))
 
@@ -333,7 +363,7 @@ def _frame(buf: bytes, at_end: bool, limit: int, in_file: int):
     u8 = np.frombuffer(padded, np.uint8)
     found = []
     for lo in range(0, n - 11, _SCAN):  # in blocks: in zeros every position is a candidate
-        cand = np.flatnonzero(hi[lo:lo + _SCAN] == 0) + lo  # records under 4 GiB: high length bytes zero
+        cand = np.flatnonzero(hi[lo : lo + _SCAN] == 0) + lo  # records under 4 GiB: high length bytes zero
         cand = cand[u32[cand] <= limit]  # most zero runs inside data give impossible lengths
         found.append(cand[_masked_crcs(u8, u32, cand, 8) == stored[cand]])
     starts = np.concatenate(found)
@@ -365,7 +395,7 @@ def _tail(buf: bytes, stop: int, at_end: bool, in_file: int):
             return "truncated", f"file ends {rest} bytes into the 12-byte record header"
         return "more", 12
     length, stored = _HEADER.unpack_from(buf, stop)
-    if masked_crc32c(buf[stop:stop + 8]) != stored:
+    if masked_crc32c(buf[stop : stop + 8]) != stored:
         return "corrupt", "length checksum mismatch"
     total = 12 + length + 4
     left = max(in_file - stop, rest)
@@ -391,13 +421,14 @@ def _check_data(buf: bytes, starts: np.ndarray, lengths: np.ndarray) -> Optional
         else:
             for i in members.tolist():
                 s = int(starts[i]) + 12
-                if masked_crc32c(buf[s:s + length]) != int(stored[i]):
+                if masked_crc32c(buf[s : s + length]) != int(stored[i]):
                     bad_starts.append(int(starts[i]))
                     break
     return min(bad_starts) if bad_starts else None
 
 
 # --- the vectorized Event / Summary / Value walk ---------------------------------------------------
+
 
 def _varints(u8: np.ndarray, pos: np.ndarray):
     """(values as uint64, byte lengths, ok) of the varints at pos (ok False: longer than 10 bytes)."""
@@ -520,8 +551,11 @@ def _tags(u64: np.ndarray, buf: bytes, ts: np.ndarray, tl: np.ndarray):
     words = []
     for w in range(0, int(tl.max()) if tl.size else 0, 8):
         rem = np.clip(tl - w, 0, 8).astype(np.uint64)
-        mask = np.where(rem >= 8, np.uint64(0xFFFFFFFFFFFFFFFF),
-                        (np.uint64(1) << (np.uint64(8) * (rem & np.uint64(7)))) - np.uint64(1))
+        mask = np.where(
+            rem >= 8,
+            np.uint64(0xFFFFFFFFFFFFFFFF),
+            (np.uint64(1) << (np.uint64(8) * (rem & np.uint64(7)))) - np.uint64(1),
+        )
         words.append(u64[ts + w] & mask)
     groups = []
     rest = np.arange(ts.size)
@@ -542,7 +576,7 @@ def _tags(u64: np.ndarray, buf: bytes, ts: np.ndarray, tl: np.ndarray):
     for rows in groups:
         a = int(ts[rows[0]])
         try:
-            named.append((buf[a:a + int(tl[rows[0]])].decode("utf-8"), rows))
+            named.append((buf[a : a + int(tl[rows[0]])].decode("utf-8"), rows))
         except UnicodeDecodeError:
             bad.append(rows)
     return named, (np.concatenate(bad) if bad else _EMPTY)

@@ -3,6 +3,7 @@
 Every function is pure: it returns a `summary_pb2.Summary` (hparams returns three) and writes
 nothing. Bad input raises ValueError/TypeError naming the argument (and the tag).
 """
+
 import numbers
 import time
 
@@ -11,13 +12,27 @@ import numpy as np
 from tbwriter import histogram as _histogram
 from tbwriter import image as _image
 from tbwriter._convert import as_array
-from tbwriter.proto import (histogram_pb2, hparams_pb2, plugins_pb2, summary_pb2, tensor_pb2,
-                            tensor_shape_pb2, types_pb2)
+from tbwriter.proto import histogram_pb2, hparams_pb2, plugins_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 
 Summary = summary_pb2.Summary
 
-__all__ = ["scalar", "scalar_tensor", "tensor", "histogram", "histogram_proto", "histogram_raw", "image", "images", "described_images",
-           "text", "pr_curve", "pr_curve_raw", "custom_scalars", "hparams", "merge"]
+__all__ = [
+    "scalar",
+    "scalar_tensor",
+    "tensor",
+    "histogram",
+    "histogram_proto",
+    "histogram_raw",
+    "image",
+    "images",
+    "described_images",
+    "text",
+    "pr_curve",
+    "pr_curve_raw",
+    "custom_scalars",
+    "hparams",
+    "merge",
+]
 
 
 def _check_tag(tag, arg: str = "name") -> str:
@@ -34,8 +49,9 @@ def utf8(text: str, arg: str) -> bytes:
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError as e:
-        raise ValueError(f"{arg}: {text[:100]!r} is not valid Unicode text: {e.reason} at index {e.start} "
-                         f"({text[e.start]!r})") from None
+        raise ValueError(
+            f"{arg}: {text[:100]!r} is not valid Unicode text: {e.reason} at index {e.start} ({text[e.start]!r})"
+        ) from None
 
 
 def scalar(name: str, value) -> Summary:
@@ -52,8 +68,14 @@ def scalar(name: str, value) -> Summary:
     return Summary(value=[Summary.Value(tag=name, simple_value=value)])
 
 
-def scalar_tensor(name: str, value: float, new_style: bool = False, double_precision: bool = False,
-                  display_name: str = "", summary_description: str = "") -> Summary:
+def scalar_tensor(
+    name: str,
+    value: float,
+    new_style: bool = False,
+    double_precision: bool = False,
+    display_name: str = "",
+    summary_description: str = "",
+) -> Summary:
     """A scalar as the peers' options write it: new_style as a float32 (or float64) tensor of the scalars
     plugin (torch), display_name/summary_description as metadata of a simple_value (tensorboardX)."""
     _check_tag(name)
@@ -63,20 +85,34 @@ def scalar_tensor(name: str, value: float, new_style: bool = False, double_preci
             return Summary(value=[Summary.Value(tag=name, simple_value=value)])
         return Summary(value=[Summary.Value(tag=name, simple_value=value, metadata=meta)])
     meta.plugin_data.plugin_name = "scalars"
-    t = (tensor_pb2.TensorProto(dtype=types_pb2.DT_DOUBLE, double_val=[value]) if double_precision
-         else tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[value]))
+    t = (
+        tensor_pb2.TensorProto(dtype=types_pb2.DT_DOUBLE, double_val=[value])
+        if double_precision
+        else tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[value])
+    )
     return Summary(value=[Summary.Value(tag=name, tensor=t, metadata=meta)])
 
 
-_TENSOR_DTYPES = {"float16": types_pb2.DT_HALF, "float32": types_pb2.DT_FLOAT, "float64": types_pb2.DT_DOUBLE,
-                  "int8": types_pb2.DT_INT8, "int16": types_pb2.DT_INT16, "int32": types_pb2.DT_INT32,
-                  "int64": types_pb2.DT_INT64, "uint8": types_pb2.DT_UINT8, "bool": types_pb2.DT_BOOL}
+_TENSOR_DTYPES = {
+    "float16": types_pb2.DT_HALF,
+    "float32": types_pb2.DT_FLOAT,
+    "float64": types_pb2.DT_DOUBLE,
+    "int8": types_pb2.DT_INT8,
+    "int16": types_pb2.DT_INT16,
+    "int32": types_pb2.DT_INT32,
+    "int64": types_pb2.DT_INT64,
+    "uint8": types_pb2.DT_UINT8,
+    "bool": types_pb2.DT_BOOL,
+}
 
 
 def _tensor_proto(arr: np.ndarray, dtype: int) -> tensor_pb2.TensorProto:
     dims = [tensor_shape_pb2.TensorShapeProto.Dim(size=s) for s in arr.shape]
-    return tensor_pb2.TensorProto(dtype=dtype, tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=dims),
-                                  tensor_content=np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<")).tobytes())
+    return tensor_pb2.TensorProto(
+        dtype=dtype,
+        tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=dims),
+        tensor_content=np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<")).tobytes(),
+    )
 
 
 def tensor(tag: str, tensor) -> Summary:
@@ -87,8 +123,13 @@ def tensor(tag: str, tensor) -> Summary:
         raise TypeError(f"tensor {tag!r}: dtype {arr.dtype} is not one of {', '.join(_TENSOR_DTYPES)}")
     if arr.nbytes >= 1 << 31:
         raise ValueError(f"tensor {tag!r}: {arr.nbytes} bytes, beyond protobuf's 2 GB message limit")
-    return Summary(value=[Summary.Value(tag=tag, metadata=_metadata("tensor"),
-                                        tensor=_tensor_proto(arr, _TENSOR_DTYPES[arr.dtype.name]))])
+    return Summary(
+        value=[
+            Summary.Value(
+                tag=tag, metadata=_metadata("tensor"), tensor=_tensor_proto(arr, _TENSOR_DTYPES[arr.dtype.name])
+            )
+        ]
+    )
 
 
 def _histogram_into(out, values, bins, max_bins, tag: str) -> None:
@@ -97,8 +138,10 @@ def _histogram_into(out, values, bins, max_bins, tag: str) -> None:
         _histogram.tf_histogram(arr, tag, out)
         return
     if isinstance(bins, bool) or not (isinstance(bins, (str, numbers.Integral)) or np.ndim(bins) == 1):
-        raise ValueError(f"histogram {tag!r}: bins must be 'tensorflow', an int, a numpy estimator name "
-                         f"or a 1-D sequence of edges, got {bins!r}")
+        raise ValueError(
+            f"histogram {tag!r}: bins must be 'tensorflow', an int, a numpy estimator name "
+            f"or a 1-D sequence of edges, got {bins!r}"
+        )
     if isinstance(bins, numbers.Integral) and bins < 1:
         raise ValueError(f"histogram {tag!r}: bins must be >= 1, got {bins}")
     out.CopyFrom(_histogram.numpy_histogram(arr, bins, tag, max_bins))
@@ -125,12 +168,19 @@ def histogram_raw(name: str, min, max, num, sum, sum_squares, bucket_limits, buc
     limits = as_array(bucket_limits, "bucket_limits").reshape(-1)
     counts = as_array(bucket_counts, "bucket_counts").reshape(-1)
     if limits.size != counts.size:
-        raise ValueError(f"histogram {name!r}: bucket_limits and bucket_counts must have the same length, "
-                         f"got {limits.size} and {counts.size}")
-    histo = histogram_pb2.HistogramProto(min=float(min), max=float(max), num=float(num), sum=float(sum),
-                                         sum_squares=float(sum_squares),
-                                         bucket_limit=limits.astype(np.float64).tolist(),
-                                         bucket=counts.astype(np.float64).tolist())
+        raise ValueError(
+            f"histogram {name!r}: bucket_limits and bucket_counts must have the same length, "
+            f"got {limits.size} and {counts.size}"
+        )
+    histo = histogram_pb2.HistogramProto(
+        min=float(min),
+        max=float(max),
+        num=float(num),
+        sum=float(sum),
+        sum_squares=float(sum_squares),
+        bucket_limit=limits.astype(np.float64).tolist(),
+        bucket=counts.astype(np.float64).tolist(),
+    )
     return Summary(value=[Summary.Value(tag=name, histo=histo)])
 
 
@@ -143,8 +193,10 @@ def _image_value(name: str, hwc: np.ndarray) -> Summary:
     raw = h * (1 + w * c)  # PNG scanlines; zlib's compressBound is the most they can encode to
     bound = raw + (raw >> 12) + (raw >> 14) + (raw >> 25) + 13 + 57
     if bound > _MAX_ENCODED_IMAGE:
-        raise ValueError(f"image {name!r}: {h}x{w}x{c} pixels may encode to {bound} bytes, beyond protobuf's "
-                         f"2 GiB message limit; log a smaller image (about 700 megapixels of RGB at most)")
+        raise ValueError(
+            f"image {name!r}: {h}x{w}x{c} pixels may encode to {bound} bytes, beyond protobuf's "
+            f"2 GiB message limit; log a smaller image (about 700 megapixels of RGB at most)"
+        )
     pixels = _image.to_uint8(hwc)
     h, w, c = pixels.shape
     img = Summary.Image(height=h, width=w, colorspace=c, encoded_image_string=_image.encode_png(pixels))
@@ -173,20 +225,24 @@ def described_images(name: str, tensor, description: str, dataformats: str = "NC
     meta = _metadata("images")
     meta.summary_description = description
     data = tensor_pb2.TensorProto(
-        dtype=types_pb2.DT_STRING, string_val=[str(img.width).encode(), str(img.height).encode(), img.encoded_image_string],
-        tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=3)]))
+        dtype=types_pb2.DT_STRING,
+        string_val=[str(img.width).encode(), str(img.height).encode(), img.encoded_image_string],
+        tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=3)]),
+    )
     return Summary(value=[Summary.Value(tag=name, metadata=meta, tensor=data)])
 
 
 def _string_tensor(data: bytes) -> tensor_pb2.TensorProto:
-    return tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, tensor_shape=tensor_shape_pb2.TensorShapeProto(),
-                                  string_val=[data])
+    return tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_STRING, tensor_shape=tensor_shape_pb2.TensorShapeProto(), string_val=[data]
+    )
 
 
 def _metadata(plugin: str, content: bytes = b"", display_name: str = "") -> summary_pb2.SummaryMetadata:
     return summary_pb2.SummaryMetadata(
         display_name=display_name,
-        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name=plugin, content=content))
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name=plugin, content=content),
+    )
 
 
 def text(name: str, text) -> Summary:
@@ -214,20 +270,24 @@ def pr_curve(tag: str, labels, predictions, num_thresholds: int = 127, weights=N
     labels = as_array(labels, "labels").reshape(-1)
     predictions = as_array(predictions, "predictions").reshape(-1)
     if labels.shape != predictions.shape:
-        raise ValueError(f"pr_curve {tag!r}: labels and predictions must have the same size, "
-                         f"got {labels.size} and {predictions.size}")
+        raise ValueError(
+            f"pr_curve {tag!r}: labels and predictions must have the same size, "
+            f"got {labels.size} and {predictions.size}"
+        )
     if not np.all((predictions >= 0) & (predictions <= 1)):
         raise ValueError(f"pr_curve {tag!r}: predictions must lie in [0, 1] (NaN is not allowed)")
     w = 1.0 if weights is None else as_array(weights, "weights").reshape(-1).astype(np.float64)
     if weights is not None and w.size not in (1, labels.size):
-        raise ValueError(f"pr_curve {tag!r}: weights must be a scalar or match labels' size {labels.size}, "
-                         f"got {w.size}")
+        raise ValueError(
+            f"pr_curve {tag!r}: weights must be a scalar or match labels' size {labels.size}, got {w.size}"
+        )
     # The same arithmetic as tensorboard.plugins.pr_curve.summary.pb, vectorized with bincount.
     buckets = np.floor(predictions * (num_thresholds - 1)).astype(np.int32)
     positive = labels.astype(np.float64)
     tp_buckets = np.bincount(buckets, weights=np.broadcast_to(positive * w, buckets.shape), minlength=num_thresholds)
-    fp_buckets = np.bincount(buckets, weights=np.broadcast_to((1.0 - positive) * w, buckets.shape),
-                             minlength=num_thresholds)
+    fp_buckets = np.bincount(
+        buckets, weights=np.broadcast_to((1.0 - positive) * w, buckets.shape), minlength=num_thresholds
+    )
     tp = np.cumsum(tp_buckets[::-1])[::-1]
     fp = np.cumsum(fp_buckets[::-1])[::-1]
     tn = fp[0] - fp
@@ -238,31 +298,68 @@ def pr_curve(tag: str, labels, predictions, num_thresholds: int = 127, weights=N
     content = plugins_pb2.PrCurvePluginData(version=0, num_thresholds=num_thresholds).SerializeToString()
     tensor = tensor_pb2.TensorProto(
         dtype=types_pb2.DT_FLOAT,
-        tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=s)
-                                                            for s in data.shape]),
-        tensor_content=data.tobytes())
-    return Summary(value=[Summary.Value(tag=tag, metadata=_metadata("pr_curves", content, display_name=tag),
-                                        tensor=tensor)])
+        tensor_shape=tensor_shape_pb2.TensorShapeProto(
+            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=s) for s in data.shape]
+        ),
+        tensor_content=data.tobytes(),
+    )
+    return Summary(
+        value=[Summary.Value(tag=tag, metadata=_metadata("pr_curves", content, display_name=tag), tensor=tensor)]
+    )
 
 
-def pr_curve_raw(tag: str, true_positive_counts, false_positive_counts, true_negative_counts,
-                 false_negative_counts, precision, recall, num_thresholds: int = 127) -> Summary:
+def pr_curve_raw(
+    tag: str,
+    true_positive_counts,
+    false_positive_counts,
+    true_negative_counts,
+    false_negative_counts,
+    precision,
+    recall,
+    num_thresholds: int = 127,
+) -> Summary:
     """A precision-recall curve from its six precomputed rows (each of one length) for the pr_curves plugin."""
     _check_tag(tag, "tag")
-    names = ("true_positive_counts", "false_positive_counts", "true_negative_counts", "false_negative_counts",
-             "precision", "recall")
-    rows = [as_array(v, n).reshape(-1) for v, n in zip((true_positive_counts, false_positive_counts,
-                                                         true_negative_counts, false_negative_counts,
-                                                         precision, recall), names)]
+    names = (
+        "true_positive_counts",
+        "false_positive_counts",
+        "true_negative_counts",
+        "false_negative_counts",
+        "precision",
+        "recall",
+    )
+    rows = [
+        as_array(v, n).reshape(-1)
+        for v, n in zip(
+            (
+                true_positive_counts,
+                false_positive_counts,
+                true_negative_counts,
+                false_negative_counts,
+                precision,
+                recall,
+            ),
+            names,
+        )
+    ]
     if len({r.size for r in rows}) != 1:
-        raise ValueError(f"pr_curve_raw {tag!r}: the six rows must have one length, got "
-                         + ", ".join(f"{n}={r.size}" for n, r in zip(names, rows)))
+        raise ValueError(
+            f"pr_curve_raw {tag!r}: the six rows must have one length, got "
+            + ", ".join(f"{n}={r.size}" for n, r in zip(names, rows))
+        )
     if isinstance(num_thresholds, bool) or not isinstance(num_thresholds, numbers.Integral) or num_thresholds < 2:
         raise ValueError(f"pr_curve_raw {tag!r}: num_thresholds must be an int >= 2, got {num_thresholds!r}")
     data = np.stack(rows).astype(np.float32)
     content = plugins_pb2.PrCurvePluginData(version=0, num_thresholds=int(num_thresholds)).SerializeToString()
-    return Summary(value=[Summary.Value(tag=tag, metadata=_metadata("pr_curves", content, display_name=tag),
-                                        tensor=_tensor_proto(data, types_pb2.DT_FLOAT))])
+    return Summary(
+        value=[
+            Summary.Value(
+                tag=tag,
+                metadata=_metadata("pr_curves", content, display_name=tag),
+                tensor=_tensor_proto(data, types_pb2.DT_FLOAT),
+            )
+        ]
+    )
 
 
 def custom_scalars(layout: dict) -> Summary:
@@ -276,14 +373,20 @@ def custom_scalars(layout: dict) -> Summary:
             raise ValueError(f"layout[{cat_name!r}] must be a dict {{title: [kind, tags]}}, got {charts!r}")
         chart_pbs = []
         for title, spec in charts.items():
-            if not (isinstance(spec, (list, tuple)) and len(spec) == 2 and isinstance(spec[1], (list, tuple))
-                    and all(isinstance(t, str) for t in spec[1])):
+            if not (
+                isinstance(spec, (list, tuple))
+                and len(spec) == 2
+                and isinstance(spec[1], (list, tuple))
+                and all(isinstance(t, str) for t in spec[1])
+            ):
                 raise ValueError(f"layout[{cat_name!r}][{title!r}] must be [kind, [tag, ...]], got {spec!r}")
             kind, tags = spec
             if kind == "Margin":
                 if len(tags) != 3:
-                    raise ValueError(f"layout[{cat_name!r}][{title!r}]: a Margin chart takes 3 tags "
-                                     f"[value, lower, upper], got {list(tags)}")
+                    raise ValueError(
+                        f"layout[{cat_name!r}][{title!r}]: a Margin chart takes 3 tags "
+                        f"[value, lower, upper], got {list(tags)}"
+                    )
                 series = plugins_pb2.MarginChartContent.Series(value=tags[0], lower=tags[1], upper=tags[2])
                 chart_pbs.append(plugins_pb2.Chart(title=title, margin=plugins_pb2.MarginChartContent(series=[series])))
             elif kind == "Multiline":
@@ -292,19 +395,28 @@ def custom_scalars(layout: dict) -> Summary:
                 raise ValueError(f"layout[{cat_name!r}][{title!r}]: kind must be 'Multiline' or 'Margin', got {kind!r}")
         categories.append(plugins_pb2.Category(title=cat_name, chart=chart_pbs))
     data = plugins_pb2.Layout(category=categories).SerializeToString()
-    return Summary(value=[Summary.Value(tag="custom_scalars__config__", metadata=_metadata("custom_scalars"),
-                                        tensor=_string_tensor(data))])
+    return Summary(
+        value=[
+            Summary.Value(
+                tag="custom_scalars__config__", metadata=_metadata("custom_scalars"), tensor=_string_tensor(data)
+            )
+        ]
+    )
 
 
 _HPARAMS_NULL_TENSOR = tensor_pb2.TensorProto(
     dtype=types_pb2.DT_FLOAT,
-    tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=0)]))
+    tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=0)]),
+)
 
 
 def _hparams_summary(tag: str, data: hparams_pb2.HParamsPluginData) -> Summary:
     data.version = 0
-    return Summary(value=[Summary.Value(tag=tag, metadata=_metadata("hparams", data.SerializeToString()),
-                                        tensor=_HPARAMS_NULL_TENSOR)])
+    return Summary(
+        value=[
+            Summary.Value(tag=tag, metadata=_metadata("hparams", data.SerializeToString()), tensor=_HPARAMS_NULL_TENSOR)
+        ]
+    )
 
 
 def _hparam_value(key, value):
@@ -344,13 +456,16 @@ def hparams(hparam_dict: dict, metric_dict: dict, group_name: str = "", start_ti
             start_info.hparams[key].string_value = v
         infos.append(hparams_pb2.HParamInfo(name=key, type=dtype))
     experiment = hparams_pb2.Experiment(
-        time_created_secs=start, hparam_infos=infos,
-        metric_infos=[hparams_pb2.MetricInfo(name=hparams_pb2.MetricName(tag=k)) for k in metric_dict])
+        time_created_secs=start,
+        hparam_infos=infos,
+        metric_infos=[hparams_pb2.MetricInfo(name=hparams_pb2.MetricName(tag=k)) for k in metric_dict],
+    )
     end_info = hparams_pb2.SessionEndInfo(status=hparams_pb2.STATUS_SUCCESS, end_time_secs=time.time())
-    return (_hparams_summary("_hparams_/experiment", hparams_pb2.HParamsPluginData(experiment=experiment)),
-            _hparams_summary("_hparams_/session_start_info",
-                             hparams_pb2.HParamsPluginData(session_start_info=start_info)),
-            _hparams_summary("_hparams_/session_end_info", hparams_pb2.HParamsPluginData(session_end_info=end_info)))
+    return (
+        _hparams_summary("_hparams_/experiment", hparams_pb2.HParamsPluginData(experiment=experiment)),
+        _hparams_summary("_hparams_/session_start_info", hparams_pb2.HParamsPluginData(session_start_info=start_info)),
+        _hparams_summary("_hparams_/session_end_info", hparams_pb2.HParamsPluginData(session_end_info=end_info)),
+    )
 
 
 def merge(summaries) -> Summary:

@@ -4,6 +4,7 @@ Node names are scoped `Model/Sub[attr]/.../value`, inputs are `input/x`, outputs
 each node carries `_output_shapes` and its JIT attributes as text, as torch.utils.tensorboard writes them.
 torch is imported by the caller's call only.
 """
+
 import contextlib
 
 from tbwriter.proto import graph_pb2, tensor_shape_pb2
@@ -14,7 +15,8 @@ def _node(name: str, op: str, inputs, shape, attributes: str) -> graph_pb2.NodeD
     if shape is not None:
         dims = [tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in shape]
         attr["_output_shapes"] = graph_pb2.AttrValue(
-            list=graph_pb2.AttrValue.ListValue(shape=[tensor_shape_pb2.TensorShapeProto(dim=dims)]))
+            list=graph_pb2.AttrValue.ListValue(shape=[tensor_shape_pb2.TensorShapeProto(dim=dims)])
+        )
     return graph_pb2.NodeDef(name=name, op=op, input=list(inputs), attr=attr)
 
 
@@ -87,10 +89,17 @@ def graph_def(model, input_to_model, verbose: bool = False, use_strict_trace: bo
         for i in node.inputs():
             if i.debugName() not in scoped or scoped[i.debugName()][0] == "\0":
                 scoped[i.debugName()] = "\0" + scope + "/" + i.debugName()
-    for node, scope, attributes in ops:
+    for node, _scope, attributes in ops:
         for out in node.outputs():
-            nodes.append(_node(scoped[out.debugName()], node.kind(),
-                               [scoped[i.debugName()].lstrip("\0") for i in node.inputs()], _sizes(out), attributes))
+            nodes.append(
+                _node(
+                    scoped[out.debugName()],
+                    node.kind(),
+                    [scoped[i.debugName()].lstrip("\0") for i in node.inputs()],
+                    _sizes(out),
+                    attributes,
+                )
+            )
     for i, value in enumerate(graph.outputs()):
         nodes.append(_node(f"output/output.{i + 1}", "IO Node", [scoped[value.debugName()]], _sizes(value) or [1], ""))
     return graph_pb2.GraphDef(node=nodes, versions=graph_pb2.VersionDef(producer=22))

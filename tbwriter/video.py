@@ -1,4 +1,5 @@
 """Video: a batch of clips tiled into one animated GIF Summary.Image, as the peers lay it out (Pillow encodes)."""
+
 import io
 
 import numpy as np
@@ -30,8 +31,7 @@ def gif_bytes(frames: np.ndarray, fps: float) -> bytes:
     else:
         images = [Image.fromarray(np.ascontiguousarray(f[:, :, :3]), "RGB") for f in frames]
     out = io.BytesIO()
-    images[0].save(out, format="GIF", save_all=True, append_images=images[1:],
-                   duration=round(1000 / fps), loop=0)
+    images[0].save(out, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
     return out.getvalue()
 
 

@@ -5,6 +5,7 @@ NPNN_TEST_NO_DROPOUT=1, models without dropout; NPNN_TEST_FAIL="rank:call", that
 RuntimeError in that call of cross_entropy. --save PATH writes PATH.<epoch> each epoch.
 `reference ROOT SEED OUT` instead writes the first step of two ranks computed in one process.
 """
+
 import functools
 import json
 import os

@@ -1,4 +1,5 @@
 """Where tests find the real MNIST files: $NPNN_DATA or the default cache, else the repository's sibling."""
+
 from pathlib import Path
 
 from npnn.datasets import mnist
@@ -14,5 +15,8 @@ def real_mnist_dir() -> Path | None:
 
 def skip_reason() -> str:
     """Why a test that needs the real files is skipped."""
-    return ("the real MNIST files are in none of " + ", ".join(map(str, PLACES))
-            + " ($NPNN_DATA or ~/.cache/npnn/mnist, then the repository's sibling shared/data/mnist)")
+    return (
+        "the real MNIST files are in none of "
+        + ", ".join(map(str, PLACES))
+        + " ($NPNN_DATA or ~/.cache/npnn/mnist, then the repository's sibling shared/data/mnist)"
+    )

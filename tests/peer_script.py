@@ -1,4 +1,5 @@
 """One training-style logging script, run unchanged against any SummaryWriter class (tbwriter or a peer)."""
+
 import numpy as np
 
 STEPS = range(0, 30, 3)
@@ -29,7 +30,7 @@ def run(SummaryWriter, logdir, skip=()) -> None:
     writer.add_graph(model, torch.zeros(3, 4))
     for step in STEPS:
         writer.add_scalar("loss", 1.0 / (step + 1), step)
-        writer.add_scalar("lr", torch.tensor(0.1 * 0.9 ** step), step)
+        writer.add_scalar("lr", torch.tensor(0.1 * 0.9**step), step)
         writer.add_scalars("acc", {"train": step / 30, "val": step / 40}, step)
         writer.add_histogram("weights", model[0].weight.detach() * (step + 1), step)
     writer.add_image("image", torch.from_numpy(IMAGE), 1)
@@ -38,8 +39,13 @@ def run(SummaryWriter, logdir, skip=()) -> None:
     writer.add_pr_curve("pr", LABELS, PREDICTIONS, 4, num_thresholds=11)
     writer.add_custom_scalars_multilinechart(["loss", "lr"], category="c", title="both")
     writer.add_mesh("mesh", torch.from_numpy(VERTS), faces=torch.from_numpy(FACES), global_step=5)
-    writer.add_embedding(torch.from_numpy(EMB), metadata=[f"w{i}" for i in range(9)],
-                         label_img=torch.from_numpy(SPRITES), global_step=6, tag="words")
+    writer.add_embedding(
+        torch.from_numpy(EMB),
+        metadata=[f"w{i}" for i in range(9)],
+        label_img=torch.from_numpy(SPRITES),
+        global_step=6,
+        tag="words",
+    )
     fig = plt.figure(figsize=(2, 2), dpi=30)
     plt.plot([0, 1, 2], [2, 0, 1])
     writer.add_figure("figure", fig, 7)

@@ -1,4 +1,5 @@
 """A real `tensorboard --logdir` process on a free loopback port, for tests to query."""
+
 import contextlib
 import json
 import os
@@ -40,8 +41,9 @@ class TensorBoard:
 
     def post_json(self, path: str, body: dict):
         """POST a JSON body (the hparams plugin's API) and decode the JSON answer."""
-        req = urllib.request.Request(self.base + path, data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.base + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(req, timeout=30) as r:
             return json.loads(r.read())
 
@@ -59,7 +61,9 @@ class TensorBoard:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"tensorboard exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"tensorboard never got ready; last answer: {last!r}\n{self.log.read_text()[-3000:]}")
+                raise TimeoutError(
+                    f"tensorboard never got ready; last answer: {last!r}\n{self.log.read_text()[-3000:]}"
+                )
             time.sleep(0.25)
 
     def runs(self) -> list:
@@ -74,12 +78,23 @@ def tensorboard(logdir, load_fast: bool):
     fd, log = tempfile.mkstemp(prefix="tensorboard-", suffix=".log")
     os.close(fd)
     log = Path(log)
-    cmd = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir),
-           "--host", "127.0.0.1", "--port", str(port),
-           f"--load_fast={'true' if load_fast else 'false'}",
-           # Not 0: the loaders read 0 as "keep all", but the plugins then downsample to 0 points.
-           "--samples_per_plugin", "scalars=1000000,histograms=1000000,images=1000000,tensors=1000000",
-           "--reload_interval", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tensorboard.main",
+        "--logdir",
+        str(logdir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        f"--load_fast={'true' if load_fast else 'false'}",
+        # Not 0: the loaders read 0 as "keep all", but the plugins then downsample to 0 points.
+        "--samples_per_plugin",
+        "scalars=1000000,histograms=1000000,images=1000000,tensors=1000000",
+        "--reload_interval",
+        "1",
+    ]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     tb = TensorBoard(port, proc, log)

@@ -1,4 +1,5 @@
 """npnn.allocator: freed activation-sized arrays are reused from the heap, not faulted in anew."""
+
 import resource
 import sys
 

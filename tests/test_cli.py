@@ -2,6 +2,7 @@
 
 Expected values come from TensorBoard's EventAccumulator on the same files.
 """
+
 import csv
 import io
 import json
@@ -31,8 +32,7 @@ def run_main(*argv):
 
 def run_cli(*argv, **kwargs):
     """`python -m tbwriter ...` as a subprocess."""
-    return subprocess.run([sys.executable, "-m", "tbwriter", *map(str, argv)],
-                          capture_output=True, text=True, **kwargs)
+    return subprocess.run([sys.executable, "-m", "tbwriter", *map(str, argv)], capture_output=True, text=True, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +65,7 @@ def tb_tensors(run_dir):
 
 # --- inspect -----------------------------------------------------------------------------------
 
+
 def test_inspect_lists_every_tag_like_event_accumulator(logdir):
     code, out, err = run_main("inspect", logdir)
     assert (code, err) == (0, "")
@@ -77,8 +78,17 @@ def test_inspect_lists_every_tag_like_event_accumulator(logdir):
         for tag in ["tf1/loss", "acc", "weights", "tf1/weights", "sample", "tf1/sample", "note", "pr", "beep"]:
             assert tags[tag][2] == len(acc.Tensors(tag)), (run, tag)
         assert {tags[t][0] for t in tags} == {
-            "scalar", "histogram", "image", "audio", "text", "pr_curve", "hparams", "graph",
-            "run_metadata", "session_log"}
+            "scalar",
+            "histogram",
+            "image",
+            "audio",
+            "text",
+            "pr_curve",
+            "hparams",
+            "graph",
+            "run_metadata",
+            "session_log",
+        }
         assert tags["<graph>"] == ("graph", "0", 1)
         assert tags["_hparams_/session_start_info"][0] == "hparams"
     assert f"run train  (1 file, {1 + 4 + 9 * 5 + 1} events)" in out
@@ -98,7 +108,7 @@ def test_inspect_corrupt_record_exits_1_naming_file_and_offset_and_prints_the_re
     offsets, offset = [], 0
     while offset < len(data):
         offsets.append(offset)
-        offset += int.from_bytes(data[offset:offset + 8], "little") + 16
+        offset += int.from_bytes(data[offset : offset + 8], "little") + 16
     bad = offsets[10]
     data[bad + 20] ^= 0xFF
     os.makedirs(tmp_path / "a")
@@ -108,11 +118,13 @@ def test_inspect_corrupt_record_exits_1_naming_file_and_offset_and_prints_the_re
     write_tb_file(tmp_path / "b", rich_events(2))
     code, out, err = run_main("inspect", tmp_path)
     assert code == 1
-    assert err.strip() == f"error: {bad_path}: corrupt record at byte offset {bad}: data checksum mismatch " \
-                          f"({int.from_bytes(data[bad:bad + 8], 'little')} data bytes)"
+    assert (
+        err.strip() == f"error: {bad_path}: corrupt record at byte offset {bad}: data checksum mismatch "
+        f"({int.from_bytes(data[bad : bad + 8], 'little')} data bytes)"
+    )
     runs = parse_inspect(out)
     assert list(runs) == ["a", "b"]
-    assert f"run a  (1 file, 10 events)" in out  # the 10 records before the bad one
+    assert "run a  (1 file, 10 events)" in out  # the 10 records before the bad one
     assert runs["b"]["loss"] == ("scalar", "0..1", 2)
     proc = run_cli("inspect", tmp_path)
     assert proc.returncode == 1 and f"{bad_path}: corrupt record at byte offset {bad}" in proc.stderr
@@ -131,6 +143,7 @@ def test_inspect_truncated_last_record_warns_and_exits_0(logdir, tmp_path):
 
 # --- export ------------------------------------------------------------------------------------
 
+
 def expected_scalar_rows(logdir) -> list:
     """(run, tag, step, wall_time, value) of every scalar, as TensorBoard's accumulator loads them."""
     rows = []
@@ -138,8 +151,10 @@ def expected_scalar_rows(logdir) -> list:
         acc = tb_tensors(logdir / run)
         for tag in acc.Tags()["tensors"]:
             if acc.SummaryMetadata(tag).plugin_data.plugin_name == "scalars":
-                rows += [(run, tag, e.step, e.wall_time, float(tensor_util.make_ndarray(e.tensor_proto)))
-                         for e in acc.Tensors(tag)]
+                rows += [
+                    (run, tag, e.step, e.wall_time, float(tensor_util.make_ndarray(e.tensor_proto)))
+                    for e in acc.Tensors(tag)
+                ]
     return sorted(rows)
 
 
@@ -147,7 +162,9 @@ def test_export_csv_and_json_lines_equal_event_accumulator(logdir, tmp_path):
     code, out, err = run_main("export", logdir, "--csv", tmp_path / "s.csv", "--json", tmp_path / "s.jsonl")
     assert (code, err) == (0, "")
     expected = expected_scalar_rows(logdir)
-    assert out.strip() == f"{len(expected)} scalars from 3 runs written to {tmp_path / 's.csv'} and {tmp_path / 's.jsonl'}"
+    assert (
+        out.strip() == f"{len(expected)} scalars from 3 runs written to {tmp_path / 's.csv'} and {tmp_path / 's.jsonl'}"
+    )
     with open(tmp_path / "s.csv", newline="") as f:
         lines = list(csv.reader(f))
     assert lines[0] == ["run", "tag", "step", "wall_time", "value"]
@@ -157,8 +174,10 @@ def test_export_csv_and_json_lines_equal_event_accumulator(logdir, tmp_path):
     # float32 values are written in their shortest form that still reads back exactly
     assert ["eval", "tf1/loss", "2", "1700000002.0", "0.33333334"] in lines
     json_rows = [json.loads(line) for line in open(tmp_path / "s.jsonl")]
-    assert sorted((j["run"], j["tag"], j["step"], j["wall_time"], float(np.float32(j["value"])))
-                  for j in json_rows) == expected
+    assert (
+        sorted((j["run"], j["tag"], j["step"], j["wall_time"], float(np.float32(j["value"]))) for j in json_rows)
+        == expected
+    )
     assert sorted(os.listdir(tmp_path)) == ["s.csv", "s.jsonl"]  # no temp files left
 
 
@@ -189,10 +208,17 @@ def test_export_non_finite_values_and_double_tensors(tmp_path):
     assert (code, err) == (0, "")
     # rows grouped by tag (sorted), each tag's in file order
     assert [r["value"] for r in csv.DictReader(open(tmp_path / "o.csv"))] == [
-        "0.1", "nan", "inf", "-inf", "1e-45", "3.0"]
+        "0.1",
+        "nan",
+        "inf",
+        "-inf",
+        "1e-45",
+        "3.0",
+    ]
 
     def strict(token):
         raise AssertionError(f"not strict JSON: {token}")
+
     rows = [json.loads(line, parse_constant=strict) for line in open(tmp_path / "o.jsonl")]
     assert [r["value"] for r in rows] == [0.1, "NaN", "Infinity", "-Infinity", 1e-45, 3.0]
     assert [r["wall_time"] for r in rows] == [2.0, 1.5, 2.5, 3.5, 4.5, 5.5]
@@ -219,8 +245,11 @@ def test_export_interrupted_leaves_no_output_and_no_temp(tmp_path):
     path.write_bytes(frame(event.SerializeToString()) * 2_000_000)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    proc = subprocess.Popen([sys.executable, "-m", "tbwriter", "export", str(path), "--csv", str(out_dir / "o.csv")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tbwriter", "export", str(path), "--csv", str(out_dir / "o.csv")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 60
         while not os.listdir(out_dir) and proc.poll() is None and time.monotonic() < deadline:
@@ -244,6 +273,7 @@ def test_export_overwrites_existing_output_atomically(logdir, tmp_path):
 
 
 # --- arguments and paths -----------------------------------------------------------------------
+
 
 def test_bad_paths_exit_2_with_one_line_naming_the_path(tmp_path, logdir):
     missing = tmp_path / "missing"
@@ -289,15 +319,19 @@ def test_export_of_tbwriter_summary_writer_runs_equals_event_accumulator(tmp_pat
             w.add_scalars("acc", {"train": step / 300, "val": step / 600}, step)
     code, out, err = run_main("export", tmp_path / "logs", "--json", tmp_path / "s.jsonl")
     assert (code, err) == (0, "")
-    rows = sorted((j["run"], j["tag"], j["step"], j["wall_time"], float(np.float32(j["value"])))
-                  for j in map(json.loads, open(tmp_path / "s.jsonl")))
+    rows = sorted(
+        (j["run"], j["tag"], j["step"], j["wall_time"], float(np.float32(j["value"])))
+        for j in map(json.loads, open(tmp_path / "s.jsonl"))
+    )
     mux = plugin_event_multiplexer.EventMultiplexer(tensor_size_guidance={"scalars": 0})
     mux.AddRunsFromDirectory(str(tmp_path / "logs"))
     mux.Reload()
     expected = sorted(
         (run, tag, e.step, e.wall_time, float(tensor_util.make_ndarray(e.tensor_proto)))
-        for run in mux.Runs() for tag in mux.GetAccumulator(run).Tags()["tensors"]
-        for e in mux.Tensors(run, tag))
+        for run in mux.Runs()
+        for tag in mux.GetAccumulator(run).Tags()["tensors"]
+        for e in mux.Tensors(run, tag)
+    )
     assert len(rows) == 900 and rows == expected
     code, out, _ = run_main("inspect", tmp_path / "logs")
     runs = parse_inspect(out)
@@ -336,15 +370,25 @@ def test_inspect_of_every_summary_writer_kind_equals_event_accumulator(tmp_path)
     assert (code, err) == (0, "")
     tags = parse_inspect(out)["run"]
     acc = tb_tensors(tmp_path / "run")
-    kinds = {"scalars": "scalar", "histograms": "histogram", "images": "image", "text": "text",
-             "pr_curves": "pr_curve", "custom_scalars": "custom_scalars", "hparams": "hparams"}
+    kinds = {
+        "scalars": "scalar",
+        "histograms": "histogram",
+        "images": "image",
+        "text": "text",
+        "pr_curves": "pr_curve",
+        "custom_scalars": "custom_scalars",
+        "hparams": "hparams",
+    }
     theirs = {}
     for tag in acc.Tags()["tensors"]:
         plugin = acc.SummaryMetadata(tag).plugin_data.plugin_name
         if plugin != "graphs":  # TensorBoard's own tensor for the graph; ours is <graph>
             steps = [e.step for e in acc.Tensors(tag)]
-            theirs[tag] = (kinds[plugin], f"{min(steps)}..{max(steps)}" if len(steps) > 1 else str(steps[0]),
-                           len(steps))
+            theirs[tag] = (
+                kinds[plugin],
+                f"{min(steps)}..{max(steps)}" if len(steps) > 1 else str(steps[0]),
+                len(steps),
+            )
     assert {t: v for t, v in tags.items() if t != "<graph>"} == theirs
     assert tags["<graph>"] == ("graph", "0", 1) and acc.Tags()["graph"] is True
     assert {v[0] for v in theirs.values()} == set(kinds.values())

@@ -3,6 +3,7 @@
 The Trainer trains a tiny regression to the end; a real `tensorboard --logdir` then serves the
 loss and learning rate it logged at every logging step, and the training arguments it wrote as text.
 """
+
 import json
 
 import pytest
@@ -35,20 +36,31 @@ def test_trainer_with_tensorboard_callback_logs_through_tbwriter(tmp_path):
 
     torch.manual_seed(0)
     data = [{"x": torch.tensor([i / 16]), "labels": torch.tensor([3 * i / 16 - 1])} for i in range(32)]
-    args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=STEPS, logging_steps=EVERY,
-                             per_device_train_batch_size=8, learning_rate=0.1, report_to="none",
-                             save_strategy="no", use_cpu=True, disable_tqdm=True)
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "out"),
+        max_steps=STEPS,
+        logging_steps=EVERY,
+        per_device_train_batch_size=8,
+        learning_rate=0.1,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+    )
     writer = tbwriter.SummaryWriter(tmp_path / "tb")
-    trainer = Trainer(model=Regression(), args=args, train_dataset=data,
-                      callbacks=[TensorBoardCallback(tb_writer=writer)])
+    trainer = Trainer(
+        model=Regression(), args=args, train_dataset=data, callbacks=[TensorBoardCallback(tb_writer=writer)]
+    )
     result = trainer.train()
     assert result.global_step == STEPS
     logged = [h for h in trainer.state.log_history if "loss" in h]
     assert [h["step"] for h in logged] == list(range(EVERY, STEPS + 1, EVERY))
 
     with tensorboard(tmp_path / "tb", load_fast=True) as tb:
-        tags = tb.wait_for(lambda: tb.json("/data/plugin/scalars/tags"),
-                           lambda t: {"train/loss", "train/learning_rate"} <= set(t.get(".", {})))
+        tags = tb.wait_for(
+            lambda: tb.json("/data/plugin/scalars/tags"),
+            lambda t: {"train/loss", "train/learning_rate"} <= set(t.get(".", {})),
+        )
         points = tb.json("/data/plugin/scalars/scalars", run=".", tag="train/loss")
         assert [s for _, s, _ in points] == [h["step"] for h in logged]
         assert [v for _, _, v in points] == pytest.approx([h["loss"] for h in logged], rel=1e-6)

@@ -8,6 +8,7 @@ mesh data, the projector's tensors, the graph's nodes, hparams. The one intended
 sub-run names (<main>/<key> rather than torch's <main>_<key>) are mapped before comparing.
 Also: every public method of each peer exists in tbwriter with the same parameters and defaults.
 """
+
 import importlib.util
 import inspect
 import io
@@ -35,6 +36,7 @@ def _peer_writers() -> dict:
         print("tensorboardX, torch: add_video not compared: they need the moviepy package, not installed")
     try:
         import tensorboardX
+
         # tensorboardX's add_audio imports soundfile, and only then: not a dependency of it.
         skip = no_video + (() if importlib.util.find_spec("soundfile") else ("audio",))
         if "audio" in skip:
@@ -44,6 +46,7 @@ def _peer_writers() -> dict:
         print(f"tensorboardX not compared: {e}")
     try:
         from torch.utils.tensorboard import SummaryWriter
+
         peers["torch"] = (SummaryWriter, no_video)
     except ImportError as e:
         print(f"torch.utils.tensorboard not compared: {e}")
@@ -74,8 +77,10 @@ def logdir(tmp_path_factory):
 def tb(logdir):
     with tensorboard(logdir, load_fast=True) as server:
         want = {"tbwriter", *PEERS}
-        server.wait_for(lambda: server.json("/data/plugin/scalars/tags"),
-                        lambda t: {r.split("/")[0] for r, tags in t.items() if "hp/acc" in tags} >= want)
+        server.wait_for(
+            lambda: server.json("/data/plugin/scalars/tags"),
+            lambda t: {r.split("/")[0] for r, tags in t.items() if "hp/acc" in tags} >= want,
+        )
         yield server
 
 
@@ -93,7 +98,7 @@ def by_run(tags: dict, writer: str) -> dict:
     for run, t in tags.items():
         canonical = _canonical(run)
         if canonical.split("/")[0] == writer:
-            out.setdefault(canonical[len(writer) + 1:], {}).update(t if isinstance(t, dict) else dict.fromkeys(t))
+            out.setdefault(canonical[len(writer) + 1 :], {}).update(t if isinstance(t, dict) else dict.fromkeys(t))
     return out
 
 
@@ -123,17 +128,25 @@ def test_same_scalar_steps_and_values(tb, peer):
     tags = tb.json("/data/plugin/scalars/tags")
     for sub, sub_tags in by_run(tags, "tbwriter").items():
         for tag in sub_tags:
-            ours = [(s, v) for r in runs_of(tags, "tbwriter", sub) for _, s, v in
-                    tb.json("/data/plugin/scalars/scalars", run=r, tag=tag)]
-            theirs = [(s, v) for r in runs_of(tags, peer, sub) if tag in tags[r] for _, s, v in
-                      tb.json("/data/plugin/scalars/scalars", run=r, tag=tag)]
+            ours = [
+                (s, v)
+                for r in runs_of(tags, "tbwriter", sub)
+                for _, s, v in tb.json("/data/plugin/scalars/scalars", run=r, tag=tag)
+            ]
+            theirs = [
+                (s, v)
+                for r in runs_of(tags, peer, sub)
+                if tag in tags[r]
+                for _, s, v in tb.json("/data/plugin/scalars/scalars", run=r, tag=tag)
+            ]
             assert ours == theirs and ours, (sub, tag)
 
 
 @pytest.mark.parametrize("peer", BOTH)
 def test_same_histogram_distributions(tb, peer):
-    for step_ours, step_theirs in zip(*(tb.json("/data/plugin/distributions/distributions", run=w, tag="weights")
-                                        for w in ("tbwriter", peer))):
+    for step_ours, step_theirs in zip(
+        *(tb.json("/data/plugin/distributions/distributions", run=w, tag="weights") for w in ("tbwriter", peer))
+    ):
         assert step_ours[1] == step_theirs[1]
         ours, theirs = np.array(step_ours[2]), np.array(step_theirs[2])  # [basis point, value] pairs
         np.testing.assert_allclose(ours, theirs, rtol=0.15, atol=1e-6)  # bucket edges differ by < one bucket
@@ -141,8 +154,9 @@ def test_same_histogram_distributions(tb, peer):
 
 def image_of(tb, run, tag) -> tuple:
     (meta,) = tb.json("/data/plugin/images/images", run=run, tag=tag, sample=0)
-    return meta["step"], np.asarray(PIL.open(io.BytesIO(tb.get("/data/plugin/images/individualImage?"
-                                                                + meta["query"]))).convert("RGB"), np.int32)
+    return meta["step"], np.asarray(
+        PIL.open(io.BytesIO(tb.get("/data/plugin/images/individualImage?" + meta["query"]))).convert("RGB"), np.int32
+    )
 
 
 @pytest.mark.parametrize("peer", BOTH)
@@ -161,22 +175,26 @@ def test_same_text_pr_curve_and_custom_scalars(tb, peer):
     # tbwriter writes a scalar string, as tf.summary.text does: the same text without the table.
     assert [(t["step"], t["text"]) for t in text[0]] == [(3, "<p><strong>bold</strong> words</p>")]
     assert [(t["step"], t["text"]) for t in text[1]] == [
-        (3, "<table>\n<tbody>\n<tr>\n<td><p><strong>bold</strong> words</p></td>\n</tr>\n</tbody>\n</table>")]
+        (3, "<table>\n<tbody>\n<tr>\n<td><p><strong>bold</strong> words</p></td>\n</tr>\n</tbody>\n</table>")
+    ]
     pr = [tb.json("/data/plugin/pr_curves/pr_curves", run=w, tag="pr")[w] for w in ("tbwriter", peer)]
     for key in ("step", "true_positives", "false_positives", "true_negatives", "false_negatives"):
         assert [e[key] for e in pr[0]] == [e[key] for e in pr[1]], key
     for key in ("precision", "recall"):
         np.testing.assert_allclose([e[key] for e in pr[0]], [e[key] for e in pr[1]], rtol=1e-6)
     layout = tb.json("/data/plugin/custom_scalars/layout")  # merged over runs: one category, all agree
-    assert layout["category"] == [{"title": "c", "chart": [{"title": "both", "multiline": {"tag": ["loss", "lr"]}}],
-                                   "closed": False}]
+    assert layout["category"] == [
+        {"title": "c", "chart": [{"title": "both", "multiline": {"tag": ["loss", "lr"]}}], "closed": False}
+    ]
 
 
 @pytest.mark.parametrize("peer", BOTH)
 def test_same_mesh_data(tb, peer):
     for kind, dtype in (("VERTEX", "<f4"), ("FACE", "<i4")):
-        got = [tb.get("/data/plugin/mesh/data", run=w, tag="mesh", sample=0, step=5, content_type=kind)
-               for w in ("tbwriter", peer)]
+        got = [
+            tb.get("/data/plugin/mesh/data", run=w, tag="mesh", sample=0, step=5, content_type=kind)
+            for w in ("tbwriter", peer)
+        ]
         np.testing.assert_array_equal(np.frombuffer(got[0], dtype), np.frombuffer(got[1], dtype))
 
 
@@ -185,10 +203,14 @@ def test_same_projector_embedding(tb, peer):
     infos = [tb.json("/data/plugin/projector/info", run=w)["embeddings"] for w in ("tbwriter", peer)]
     assert [e["tensorName"] for e in infos[0]] == [e["tensorName"] for e in infos[1]] == ["words:00006"]
     assert infos[0][0]["sprite"]["singleImageDim"] == infos[1][0]["sprite"]["singleImageDim"] == [5, 5]
-    for route, decode in (("tensor", lambda b: np.frombuffer(b, "<f4")), ("metadata", bytes.decode),
-                          ("sprite_image", lambda b: np.asarray(PIL.open(io.BytesIO(b)).convert("RGB"), np.int32))):
-        ours, theirs = (decode(tb.get(f"/data/plugin/projector/{route}", run=w, name="words:00006"))
-                        for w in ("tbwriter", peer))
+    for route, decode in (
+        ("tensor", lambda b: np.frombuffer(b, "<f4")),
+        ("metadata", bytes.decode),
+        ("sprite_image", lambda b: np.asarray(PIL.open(io.BytesIO(b)).convert("RGB"), np.int32)),
+    ):
+        ours, theirs = (
+            decode(tb.get(f"/data/plugin/projector/{route}", run=w, name="words:00006")) for w in ("tbwriter", peer)
+        )
         if route == "sprite_image":
             assert ours.shape == theirs.shape and np.abs(ours - theirs).max() <= 1, route
         else:
@@ -199,8 +221,10 @@ def graph_nodes(tb, run) -> set:
     from google.protobuf import text_format
 
     from tbwriter.proto import graph_pb2
-    g = text_format.Parse(tb.get("/data/plugin/graphs/graph", run=run, conceptual="false").decode(),
-                          graph_pb2.GraphDef())
+
+    g = text_format.Parse(
+        tb.get("/data/plugin/graphs/graph", run=run, conceptual="false").decode(), graph_pb2.GraphDef()
+    )
     return {(n.name, n.op, tuple(n.input)) for n in g.node}
 
 
@@ -218,8 +242,9 @@ def test_same_video_frames(tb, peer):
     gifs = []
     for w in ("tbwriter", peer):
         (meta,) = tb.json("/data/plugin/images/images", run=w, tag="clip", sample=0)
-        gifs.append((meta["step"], PIL.open(io.BytesIO(tb.get("/data/plugin/images/individualImage?"
-                                                               + meta["query"])))))
+        gifs.append(
+            (meta["step"], PIL.open(io.BytesIO(tb.get("/data/plugin/images/individualImage?" + meta["query"]))))
+        )
     (step, ours), (step_theirs, theirs) = gifs
     assert step == step_theirs and ours.size == theirs.size and ours.n_frames == theirs.n_frames
     for k in range(ours.n_frames):  # palettes differ: compare the decoded frames loosely
@@ -247,29 +272,45 @@ def test_same_audio_samples(tb, peer):
 
 @pytest.mark.parametrize("peer", BOTH)
 def test_same_hparams_session(tb, peer):
-    body = {"experimentName": "", "startIndex": 0, "sliceSize": 100, "includeMetrics": True, "colParams": [],
-            "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]}
+    body = {
+        "experimentName": "",
+        "startIndex": 0,
+        "sliceSize": 100,
+        "includeMetrics": True,
+        "colParams": [],
+        "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
+    }
     groups = tb.post_json("/data/plugin/hparams/session_groups", body)["sessionGroups"]
     by_writer = {}
     for g in groups:
         (session,) = g["sessions"]
-        by_writer[session["name"].split("/")[0]] = (g["hparams"], [(m["name"]["tag"], m["value"])
-                                                                  for m in session["metricValues"]])
+        by_writer[session["name"].split("/")[0]] = (
+            g["hparams"],
+            [(m["name"]["tag"], m["value"]) for m in session["metricValues"]],
+        )
     assert by_writer["tbwriter"] == by_writer[peer]
     assert by_writer["tbwriter"][0] == {"lr": 0.1, "layers": 2, "opt": "sgd"}
 
 
 # --- the API itself ----------------------------------------------------------------------------
 
+
 def public_methods(cls) -> dict:
-    return {n: inspect.signature(f) for n, f in inspect.getmembers(cls, inspect.isfunction)
-            if not n.startswith("_") or n == "__init__"}
+    return {
+        n: inspect.signature(f)
+        for n, f in inspect.getmembers(cls, inspect.isfunction)
+        if not n.startswith("_") or n == "__init__"
+    }
 
 
 # Where the two peers' positional orders disagree, tbwriter follows torch and documents it
 # (docs/compatibility.md); the other peer's order is still accepted where the types tell them apart.
-POSITIONAL_EXCEPTIONS = {("tensorboardX", "add_hparams"), ("tensorboardX", "add_image_with_boxes"),
-                         ("tensorboardX", "add_scalar"), ("tensorboardX", "__init__")}
+POSITIONAL_EXCEPTIONS = {
+    ("tensorboardX", "add_hparams"),
+    ("tensorboardX", "add_image_with_boxes"),
+    ("tensorboardX", "add_scalar"),
+    ("tensorboardX", "__init__"),
+}
 
 
 @pytest.mark.parametrize("peer", BOTH)
@@ -286,4 +327,4 @@ def test_every_public_method_of_the_peer_with_its_parameters_and_defaults(peer):
                 assert mine[p.name].default == p.default, f"{name}({p.name}=...): default differs"
         positional = [p.name for p in theirs.parameters.values() if p.kind is p.POSITIONAL_OR_KEYWORD]
         if (peer, name) not in POSITIONAL_EXCEPTIONS and (peer, name) != ("torch", "add_onnx_graph"):
-            assert list(mine)[:len(positional)] == positional, f"{name}: positional order differs from {peer}"
+            assert list(mine)[: len(positional)] == positional, f"{name}: positional order differs from {peer}"

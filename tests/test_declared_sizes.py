@@ -4,6 +4,7 @@ Each test builds its input (a 70-byte event, sparse files via truncate, a gzip b
 member, damaged checkpoints) and measures the peak of Python and NumPy allocations with
 tracemalloc, which both report to.
 """
+
 import csv
 import gzip
 import io
@@ -45,6 +46,7 @@ def peak_bytes(call):
 
 # --- reader and export ------------------------------------------------------------------------
 
+
 def tensor(shape, values=(1.0,)) -> tensor_pb2.TensorProto:
     t = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=list(values))
     for d in shape:
@@ -53,7 +55,7 @@ def tensor(shape, values=(1.0,)) -> tensor_pb2.TensorProto:
 
 
 def test_export_of_a_70_byte_event_claiming_2_31_elements(tmp_path):
-    value = summary_pb2.Summary.Value(tag="loss", tensor=tensor([2 ** 31]))
+    value = summary_pb2.Summary.Value(tag="loss", tensor=tensor([2**31]))
     value.metadata.plugin_data.plugin_name = "scalars"
     good = summary_pb2.Summary.Value(tag="ok", simple_value=2.5)
     event = event_pb2.Event(step=3, summary=summary_pb2.Summary(value=[value, good]))
@@ -61,8 +63,9 @@ def test_export_of_a_70_byte_event_claiming_2_31_elements(tmp_path):
     path.write_bytes(frame(event.SerializeToString()))
     assert path.stat().st_size < 100
     out, err = io.StringIO(), io.StringIO()
-    code, peak = peak_bytes(lambda: tbwriter_main(["export", str(path), "--csv", str(tmp_path / "o.csv")],
-                                                  stdout=out, stderr=err))
+    code, peak = peak_bytes(
+        lambda: tbwriter_main(["export", str(path), "--csv", str(tmp_path / "o.csv")], stdout=out, stderr=err)
+    )
     assert code == 1
     assert "'loss': expected a one-element numeric tensor, got shape [2147483648]" in err.getvalue()
     rows = list(csv.reader(open(tmp_path / "o.csv")))
@@ -70,11 +73,14 @@ def test_export_of_a_70_byte_event_claiming_2_31_elements(tmp_path):
     assert peak < 2 * MiB, peak
 
 
-@pytest.mark.parametrize("shape, says", [
-    ([2 ** 40], "would take more than"),
-    ([2 ** 31, 2 ** 31, 2 ** 31], "would take more than"),  # overflows int64: checked in Python ints
-    ([-1, 3], "negative dimension"),
-])
+@pytest.mark.parametrize(
+    "shape, says",
+    [
+        ([2**40], "would take more than"),
+        ([2**31, 2**31, 2**31], "would take more than"),  # overflows int64: checked in Python ints
+        ([-1, 3], "negative dimension"),
+    ],
+)
 def test_tensor_shapes_are_checked_against_the_values_present(shape, says):
     error, peak = peak_bytes(lambda: tensor_to_array(tensor(shape)))
     assert isinstance(error, ValueError) and says in str(error), error
@@ -149,10 +155,13 @@ def test_gzip_header_declaring_more_than_the_file_can_hold(tmp_path):
     assert peak < MiB
 
 
-@pytest.mark.parametrize("header, says", [
-    (b"", "wrong magic number 0x00000000"),
-    (labels_header(5), "trailing bytes: 3221225464 data bytes, expected 5"),
-])
+@pytest.mark.parametrize(
+    "header, says",
+    [
+        (b"", "wrong magic number 0x00000000"),
+        (labels_header(5), "trailing bytes: 3221225464 data bytes, expected 5"),
+    ],
+)
 def test_symlink_to_a_3_gib_sparse_file_is_not_read_whole(tmp_path, header, says):
     target = tmp_path / "huge"
     target.write_bytes(header)
@@ -166,6 +175,7 @@ def test_symlink_to_a_3_gib_sparse_file_is_not_read_whole(tmp_path, header, says
 
 
 # --- Module.load and --resume ------------------------------------------------------------------
+
 
 def small_model() -> nn.Module:
     npnn.manual_seed(0)
@@ -194,11 +204,14 @@ def test_load_refuses_an_extra_zip_bomb_member_before_reading_it(tmp_path):
     assert all((model.state_dict()[k] == v).all() for k, v in before.items())
 
 
-@pytest.mark.parametrize("damage, says", [
-    ("string dtype", "'1.bias' has dtype <U3, expected numbers"),
-    ("short data", "'1.bias' declares shape (2,) of float32 (8 bytes) but holds 4 bytes"),
-    ("huge shape", "'1.bias' has shape (4294967296,), the model's parameter has shape (2,)"),
-])
+@pytest.mark.parametrize(
+    "damage, says",
+    [
+        ("string dtype", "'1.bias' has dtype <U3, expected numbers"),
+        ("short data", "'1.bias' declares shape (2,) of float32 (8 bytes) but holds 4 bytes"),
+        ("huge shape", "'1.bias' has shape (4294967296,), the model's parameter has shape (2,)"),
+    ],
+)
 def test_load_checks_everything_then_assigns(tmp_path, damage, says):
     source = small_model()
     state = source.state_dict()
@@ -265,22 +278,36 @@ def flip_a_data_byte(path):
     path.write_bytes(bytes(raw))
 
 
-@pytest.mark.parametrize("damage, says", [
-    (truncate_half, "File is not a zip file"),
-    (empty, "File is not a zip file"),
-    (fifo, "not a regular file"),
-    (flip_a_data_byte, "Bad CRC-32"),
-    (lambda p: rewrite_meta(p, lambda m: m.update(epoch="one")), "meta: 'epoch' is 'one', expected int"),
-    (lambda p: rewrite_meta(p, lambda m: m.pop("rng")), "meta: missing key 'rng'"),
-    (lambda p: rewrite_meta(p, lambda m: m["optim_groups"][0].update(lr=-0.5)),
-     "lr: expected a value >= 0.0, got -0.5"),
-    (lambda p: rewrite_meta(p, lambda m: m.update(rng={"state": 1})), "--resume"),
-    (lambda p: rewrite_meta(p, lambda m: m.update(optim_scalars={"x": 1})), "optim_scalars key 'x'"),
-])
+@pytest.mark.parametrize(
+    "damage, says",
+    [
+        (truncate_half, "File is not a zip file"),
+        (empty, "File is not a zip file"),
+        (fifo, "not a regular file"),
+        (flip_a_data_byte, "Bad CRC-32"),
+        (lambda p: rewrite_meta(p, lambda m: m.update(epoch="one")), "meta: 'epoch' is 'one', expected int"),
+        (lambda p: rewrite_meta(p, lambda m: m.pop("rng")), "meta: missing key 'rng'"),
+        (
+            lambda p: rewrite_meta(p, lambda m: m["optim_groups"][0].update(lr=-0.5)),
+            "lr: expected a value >= 0.0, got -0.5",
+        ),
+        (lambda p: rewrite_meta(p, lambda m: m.update(rng={"state": 1})), "--resume"),
+        (lambda p: rewrite_meta(p, lambda m: m.update(optim_scalars={"x": 1})), "optim_scalars key 'x'"),
+    ],
+)
 def test_bad_resume_files_exit_1_with_one_message(checkpoint, tmp_path, capsys, damage, says):
     damage(checkpoint)
-    code = program.main(["--resume", str(checkpoint), "--data", str(tmp_path),  # exists, holds no data
-                         "--logdir", str(tmp_path / "logs"), "--no-progress"])
+    code = program.main(
+        [
+            "--resume",
+            str(checkpoint),
+            "--data",
+            str(tmp_path),  # exists, holds no data
+            "--logdir",
+            str(tmp_path / "logs"),
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1
     assert err.startswith(f"error: --resume {checkpoint}: ") and says in err, err
@@ -290,11 +317,24 @@ def test_bad_resume_files_exit_1_with_one_message(checkpoint, tmp_path, capsys, 
 
 def test_read_scalars_reads_a_large_zero_filled_record_in_bounded_memory(tmp_path):
     from tbwriter.scalars import read_scalars
-    scalar = event_pb2.Event(step=1, summary=summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag="a", simple_value=1.5)]))
-    image = event_pb2.Event(step=1, summary=summary_pb2.Summary(value=[summary_pb2.Summary.Value(
-        tag="img", image=summary_pb2.Summary.Image(encoded_image_string=bytes(8 * MiB)))]))
+
+    scalar = event_pb2.Event(
+        step=1, summary=summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag="a", simple_value=1.5)])
+    )
+    image = event_pb2.Event(
+        step=1,
+        summary=summary_pb2.Summary(
+            value=[
+                summary_pb2.Summary.Value(
+                    tag="img", image=summary_pb2.Summary.Image(encoded_image_string=bytes(8 * MiB))
+                )
+            ]
+        ),
+    )
     path = tmp_path / "events.out.tfevents.zeros"
-    path.write_bytes(frame(scalar.SerializeToString()) + frame(image.SerializeToString()) + frame(scalar.SerializeToString()))
+    path.write_bytes(
+        frame(scalar.SerializeToString()) + frame(image.SerializeToString()) + frame(scalar.SerializeToString())
+    )
     scalars, peak = peak_bytes(lambda: read_scalars(path))
     assert scalars["."]["a"].values.tolist() == [1.5, 1.5]
     assert peak < 8 * MiB + 16 * MiB, peak  # the record once plus the 4 MiB chunks' working set (was 348 MiB)
@@ -302,12 +342,15 @@ def test_read_scalars_reads_a_large_zero_filled_record_in_bounded_memory(tmp_pat
 
 def test_export_of_a_sparse_file_claiming_a_64_mib_record(tmp_path):
     length = 64 * MiB
-    scalar = event_pb2.Event(step=1, summary=summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag="a", simple_value=1.5)]))
+    scalar = event_pb2.Event(
+        step=1, summary=summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag="a", simple_value=1.5)])
+    )
     path = tmp_path / "events.out.tfevents.sparse"
     path.write_bytes(frame(scalar.SerializeToString()) + _header(length))
     os.truncate(path, path.stat().st_size + length + 4)
     out, err = io.StringIO(), io.StringIO()
-    code, peak = peak_bytes(lambda: tbwriter_main(["export", str(path), "--csv", str(tmp_path / "o.csv")],
-                                                  stdout=out, stderr=err))
+    code, peak = peak_bytes(
+        lambda: tbwriter_main(["export", str(path), "--csv", str(tmp_path / "o.csv")], stdout=out, stderr=err)
+    )
     assert code == 1 and f"{path}: corrupt record at byte offset 30: data checksum mismatch" in err.getvalue()
     assert peak < 24 * MiB, peak  # was 2.7 GiB

@@ -4,6 +4,7 @@ Two processes with global batch B are compared with one process with batch B on 
 MNIST data (tests/distributed_worker.py runs the program with test hooks). The tolerances
 are explained in docs/distributed.md ("How close is close").
 """
+
 import json
 import os
 import shutil
@@ -39,14 +40,20 @@ def need_mpi():
 
 def launch(argv: list, tmp_path: Path, sha: dict, processes: int = 0, **env) -> subprocess.CompletedProcess:
     """The worker alone (processes=0) or under mpiexec -n processes; killed if it hangs."""
-    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               OPENBLAS_NUM_THREADS="1",  # --oversubscribe unbinds ranks: 2 BLAS threads each would crawl
-               NPNN_TEST_SHA256=json.dumps(sha), **env)
+    env = dict(
+        os.environ,
+        OMPI_ALLOW_RUN_AS_ROOT="1",
+        OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+        OPENBLAS_NUM_THREADS="1",  # --oversubscribe unbinds ranks: 2 BLAS threads each would crawl
+        NPNN_TEST_SHA256=json.dumps(sha),
+        **env,
+    )
     cmd = [sys.executable, str(WORKER), *argv] + ([] if argv[0] == "reference" else ["--no-progress"])
     if processes:
         cmd = [MPIEXEC, "-n", str(processes), "--oversubscribe", *cmd]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            cwd=tmp_path, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path, start_new_session=True
+    )
     try:
         out, err = proc.communicate(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -78,13 +85,30 @@ def runs(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         root = fake_data(tmp / "data", mp, n_train=100, n_test=100)
         sha = {n: data.SHA256[n] for n in data.FILES}
-        common = ["--data", str(root), "--limit", "100", "--batch-size", "100", "--epochs", str(STEPS),
-                  "--log-every", "1", "--seed", "3"]
+        common = [
+            "--data",
+            str(root),
+            "--limit",
+            "100",
+            "--batch-size",
+            "100",
+            "--epochs",
+            str(STEPS),
+            "--log-every",
+            "1",
+            "--seed",
+            "3",
+        ]
         out = {}
         for n in (1, 2):
             flags = common + ["--logdir", str(tmp / f"run{n}"), "--save", str(tmp / f"ck{n}")]
-            done = launch(flags + (["--distributed", "--rank-scalars"] if n > 1 else []), tmp, sha,
-                          processes=n if n > 1 else 0, NPNN_TEST_NO_DROPOUT="1")
+            done = launch(
+                flags + (["--distributed", "--rank-scalars"] if n > 1 else []),
+                tmp,
+                sha,
+                processes=n if n > 1 else 0,
+                NPNN_TEST_NO_DROPOUT="1",
+            )
             assert done.returncode == 0, done.stderr
             out[n] = done
     return tmp, out, root, sha
@@ -124,8 +148,9 @@ def test_first_step_is_the_rank_ordered_sum_bit_for_bit(runs):
 def test_rank_0_alone_writes_the_run_each_rank_its_throughput(runs):
     tmp, out, _, _ = runs
     run = tmp / "run2" / RUN
-    assert sorted(p.name for p in run.iterdir() if p.is_file()) == \
-        sorted(p.name for p in run.glob("events.out.tfevents.*"))
+    assert sorted(p.name for p in run.iterdir() if p.is_file()) == sorted(
+        p.name for p in run.glob("events.out.tfevents.*")
+    )
     assert len(list(run.glob("events.out.tfevents.*"))) == 1  # rank 1 opened no writer there
     assert set(scalars(run)) >= {"train/loss", "test/accuracy", "test/loss"}
     for r in range(2):
@@ -140,10 +165,33 @@ def test_resume_broadcasts_rank_0s_checkpoint_and_continues_exactly(runs):
     tmp, _, root, sha = runs
     # Rank 0 alone reads ck2.3; if rank 1 kept fresh Adam moments its update, and so the next
     # step's averaged gradient, would differ from the straight run's.
-    done = launch(["--data", str(root), "--limit", "100", "--batch-size", "100", "--epochs", str(STEPS),
-                   "--log-every", "1", "--seed", "3", "--logdir", str(tmp / "resumed_run"), "--distributed",
-                   "--resume", str(tmp / "ck2.3"), "--save", str(tmp / "resumed")], tmp, sha, processes=2,
-                  NPNN_TEST_NO_DROPOUT="1")
+    done = launch(
+        [
+            "--data",
+            str(root),
+            "--limit",
+            "100",
+            "--batch-size",
+            "100",
+            "--epochs",
+            str(STEPS),
+            "--log-every",
+            "1",
+            "--seed",
+            "3",
+            "--logdir",
+            str(tmp / "resumed_run"),
+            "--distributed",
+            "--resume",
+            str(tmp / "ck2.3"),
+            "--save",
+            str(tmp / "resumed"),
+        ],
+        tmp,
+        sha,
+        processes=2,
+        NPNN_TEST_NO_DROPOUT="1",
+    )
     assert done.returncode == 0, done.stderr
     straight, resumed = checkpoint(tmp / f"ck2.{STEPS}"), checkpoint(tmp / f"resumed.{STEPS}")
     for name, value in straight.items():
@@ -153,9 +201,25 @@ def test_resume_broadcasts_rank_0s_checkpoint_and_continues_exactly(runs):
 def test_a_failing_rank_ends_the_job_naming_rank_and_error(runs, tmp_path):
     _, _, root, sha = runs
     start = time.monotonic()
-    done = launch(["--data", str(root), "--limit", "100", "--batch-size", "20", "--epochs", "1",
-                   "--logdir", str(tmp_path / "logs"), "--distributed"], tmp_path, sha, processes=2,
-                  NPNN_TEST_FAIL="1:3")
+    done = launch(
+        [
+            "--data",
+            str(root),
+            "--limit",
+            "100",
+            "--batch-size",
+            "20",
+            "--epochs",
+            "1",
+            "--logdir",
+            str(tmp_path / "logs"),
+            "--distributed",
+        ],
+        tmp_path,
+        sha,
+        processes=2,
+        NPNN_TEST_FAIL="1:3",
+    )
     assert done.returncode != 0
     assert "rank 1: RuntimeError: injected failure in call 3" in done.stderr
     assert time.monotonic() - start < TIMEOUT
@@ -164,8 +228,24 @@ def test_a_failing_rank_ends_the_job_naming_rank_and_error(runs, tmp_path):
 def test_a_bad_resume_on_rank_0_ends_the_job_naming_rank_0(runs, tmp_path):
     _, _, root, sha = runs
     missing = tmp_path / "none.npz"
-    done = launch(["--data", str(root), "--limit", "100", "--epochs", "1", "--logdir", str(tmp_path / "logs"),
-                   "--resume", str(missing), "--distributed"], tmp_path, sha, processes=2)
+    done = launch(
+        [
+            "--data",
+            str(root),
+            "--limit",
+            "100",
+            "--epochs",
+            "1",
+            "--logdir",
+            str(tmp_path / "logs"),
+            "--resume",
+            str(missing),
+            "--distributed",
+        ],
+        tmp_path,
+        sha,
+        processes=2,
+    )
     assert done.returncode != 0
     assert f"rank 0: error: --resume {missing}" in done.stderr
 

@@ -12,6 +12,7 @@ from test_ops_gradcheck import gradcheck, rand
 
 # -- linear -----------------------------------------------------------------------------------
 
+
 def test_linear_value_and_layout():
     x, w, b = rand((4, 3), 1), rand((2, 3), 2), rand((2,), 3)
     out = F.linear(Tensor(x), Tensor(w), Tensor(b))
@@ -40,6 +41,7 @@ def test_linear_skips_input_gradient_for_data():
 
 
 # -- losses: values --------------------------------------------------------------------------
+
 
 def test_binary_cross_entropy_is_the_labs_formula():
     h = np.array([[0.1], [0.8], [0.6], [0.3]])
@@ -136,8 +138,9 @@ def test_nan_in_losses_is_not_hidden():
 BIG = np.array([[1000.0, -1000.0, 0.0], [-1000.0, 1000.0, 3.0]], np.float32)
 
 
-@pytest.mark.parametrize("name", ["log_softmax", "softmax", "cross_entropy", "bce_logits",
-                                  "bce_sigmoid", "sigmoid", "lab_cost"])
+@pytest.mark.parametrize(
+    "name", ["log_softmax", "softmax", "cross_entropy", "bce_logits", "bce_sigmoid", "sigmoid", "lab_cost"]
+)
 def test_stable_at_logits_of_1000(name):
     x = Parameter(BIG.copy())
     y = np.array([[1.0, 0.0, 1.0], [1.0, 0.0, 0.0]], np.float32)
@@ -175,6 +178,7 @@ def test_cross_entropy_gradient_at_saturation_is_exact():
 
 # -- dropout -----------------------------------------------------------------------------------
 
+
 def test_dropout_scales_and_is_seeded():
     x = Tensor(np.ones((200, 50), np.float32), requires_grad=True)
     npnn.manual_seed(3)
@@ -208,6 +212,7 @@ def test_manual_seed_validates():
 
 # -- conv2d and max_pool2d against plain loops -------------------------------------------------
 
+
 def conv2d_loops(x, w, b, stride, padding):
     """Cross-correlation the obvious way: loops over every output pixel."""
     (sh, sw), (ph, pw) = stride, padding
@@ -218,7 +223,7 @@ def conv2d_loops(x, w, b, stride, padding):
     out = np.zeros((n, o, ho, wo))
     for i in range(ho):
         for j in range(wo):
-            patch = xp[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw]
+            patch = xp[:, :, i * sh : i * sh + kh, j * sw : j * sw + kw]
             out[:, :, i, j] = np.tensordot(patch, w, axes=([1, 2, 3], [1, 2, 3]))
     return out + (0 if b is None else b[None, :, None, None])
 
@@ -234,17 +239,24 @@ def conv2d_loops_backward(x, w, g, stride, padding):
             sl = (slice(None), slice(None), slice(i * sh, i * sh + kh), slice(j * sw, j * sw + kw))
             gxp[sl] += np.tensordot(g[:, :, i, j], w, axes=([1], [0]))
             gw += np.tensordot(g[:, :, i, j], xp[sl], axes=([0], [0]))
-    return gxp[:, :, ph:ph + x.shape[2], pw:pw + x.shape[3]], gw, g.sum(axis=(0, 2, 3))
+    return gxp[:, :, ph : ph + x.shape[2], pw : pw + x.shape[3]], gw, g.sum(axis=(0, 2, 3))
 
 
-@pytest.mark.parametrize("xs,ws,stride,padding", [
-    ((2, 3, 7, 6), (4, 3, 3, 3), 1, 0), ((2, 3, 7, 6), (4, 3, 3, 2), 2, 1),
-    ((1, 2, 8, 8), (3, 2, 5, 5), 1, 2), ((2, 1, 6, 9), (2, 1, 2, 3), (2, 1), (1, 2)),
-    ((3, 4, 5, 5), (2, 4, 1, 1), 1, 0),
-    # stride-1 "same" convolutions (the flat-shift input gradient), tiny images included
-    ((2, 3, 6, 6), (4, 3, 3, 3), 1, 1), ((2, 3, 4, 6), (2, 3, 3, 5), 1, (1, 2)),
-    ((3, 2, 1, 1), (2, 2, 3, 3), 1, 1), ((2, 2, 2, 3), (3, 2, 5, 7), 1, (2, 3)),
-])
+@pytest.mark.parametrize(
+    "xs,ws,stride,padding",
+    [
+        ((2, 3, 7, 6), (4, 3, 3, 3), 1, 0),
+        ((2, 3, 7, 6), (4, 3, 3, 2), 2, 1),
+        ((1, 2, 8, 8), (3, 2, 5, 5), 1, 2),
+        ((2, 1, 6, 9), (2, 1, 2, 3), (2, 1), (1, 2)),
+        ((3, 4, 5, 5), (2, 4, 1, 1), 1, 0),
+        # stride-1 "same" convolutions (the flat-shift input gradient), tiny images included
+        ((2, 3, 6, 6), (4, 3, 3, 3), 1, 1),
+        ((2, 3, 4, 6), (2, 3, 3, 5), 1, (1, 2)),
+        ((3, 2, 1, 1), (2, 2, 3, 3), 1, 1),
+        ((2, 2, 2, 3), (3, 2, 5, 7), 1, (2, 3)),
+    ],
+)
 def test_conv2d_against_loops(xs, ws, stride, padding):
     x, w, b = rand(xs, 1), rand(ws, 2), rand((ws[0],), 3)
     pair = lambda v: (v, v) if isinstance(v, int) else v  # noqa: E731
@@ -255,14 +267,17 @@ def test_conv2d_against_loops(xs, ws, stride, padding):
     np.testing.assert_allclose(out.data, ref, rtol=1e-10, atol=1e-10)
     g = rand(ref.shape, 4)
     out.backward(g)
-    for got, exp in zip((tx.grad, tw.grad, tb.grad),
-                        conv2d_loops_backward(x, w, g, pair(stride), pair(padding))):
+    for got, exp in zip((tx.grad, tw.grad, tb.grad), conv2d_loops_backward(x, w, g, pair(stride), pair(padding))):
         np.testing.assert_allclose(got, exp, rtol=1e-10, atol=1e-10)
 
 
 def test_conv2d_gradcheck_and_float32():
-    gradcheck(lambda x, w, b: F.conv2d(x, w, b, stride=2, padding=1),
-              rand((1, 2, 5, 4), 1), rand((2, 2, 3, 3), 2), rand((2,), 3))
+    gradcheck(
+        lambda x, w, b: F.conv2d(x, w, b, stride=2, padding=1),
+        rand((1, 2, 5, 4), 1),
+        rand((2, 2, 3, 3), 2),
+        rand((2,), 3),
+    )
     gradcheck(lambda x, w: F.conv2d(x, w), rand((2, 1, 4, 4), 4), rand((1, 1, 2, 2), 5))
     x = Tensor(rand((2, 3, 6, 6), 1).astype(np.float32))
     w = Parameter(rand((4, 3, 3, 3), 2).astype(np.float32))
@@ -307,16 +322,23 @@ def max_pool_loops(x, k, s):
         for ch in range(c):
             for i in range(ho):
                 for j in range(wo):
-                    win = x[a, ch, i * s:i * s + k, j * s:j * s + k]
+                    win = x[a, ch, i * s : i * s + k, j * s : j * s + k]
                     out[a, ch, i, j] = win.max()
                     di, dj = np.unravel_index(win.argmax(), win.shape)
                     where[a, ch, i, j] = (a, ch, i * s + di, j * s + dj)
     return out, where
 
 
-@pytest.mark.parametrize("shape,k,s", [((2, 3, 6, 6), 2, None), ((2, 2, 7, 5), 2, None),
-                                       ((1, 2, 7, 7), 3, 2), ((2, 1, 5, 6), 2, 1),
-                                       ((1, 1, 6, 6), 3, None)])
+@pytest.mark.parametrize(
+    "shape,k,s",
+    [
+        ((2, 3, 6, 6), 2, None),
+        ((2, 2, 7, 5), 2, None),
+        ((1, 2, 7, 7), 3, 2),
+        ((2, 1, 5, 6), 2, 1),
+        ((1, 1, 6, 6), 3, None),
+    ],
+)
 def test_max_pool2d_against_loops(shape, k, s):
     x = rand(shape, 7)
     x[0, 0, :2, :2] = 1.5  # a tie inside one window: the gradient goes to one element only
@@ -380,5 +402,11 @@ def test_small_cnn_step_matches_numpy():
     logits = p.reshape(2, -1) @ fw.T + fb
     assert loss.item() == pytest.approx(-_log_softmax_np(logits)[[0, 1], labels].mean())
     loss.backward()
-    gradcheck(lambda w_, fw_: F.cross_entropy(F.linear(F.max_pool2d(npnn.relu(
-        F.conv2d(Tensor(x), w_, Tensor(b))), 2).reshape(2, -1), fw_, Tensor(fb)), labels), w, fw)
+    gradcheck(
+        lambda w_, fw_: F.cross_entropy(
+            F.linear(F.max_pool2d(npnn.relu(F.conv2d(Tensor(x), w_, Tensor(b))), 2).reshape(2, -1), fw_, Tensor(fb)),
+            labels,
+        ),
+        w,
+        fw,
+    )

@@ -16,6 +16,7 @@ from tbserver import tensorboard
 
 # -- name scopes -------------------------------------------------------------------------------
 
+
 def test_name_scope_nests_and_names_parameters():
     with npnn.name_scope("Layer1") as scope:
         assert scope == "Layer1" and npnn.graph.current_scope() == "Layer1"
@@ -49,6 +50,7 @@ def test_name_scope_restores_on_error_and_validates():
 
 
 # -- the XOR lab's network ---------------------------------------------------------------------
+
 
 def xor_model(seed=0):
     """The lab's parameters, created under their scopes as the lab does."""
@@ -178,9 +180,18 @@ def test_unique_suffixes_and_unnamed_inputs():
             return h.sum(axis=0) * 2.0
 
     g = npnn.trace(f, Tensor(np.ones((2, 3), np.float32)))
-    assert g.names() == ["Placeholder", "Variable", "Block/MatMul", "Block/MatMul_1",
-                         "Block/Relu", "Block/Relu_1", "Block/add", "Block/Sum", "Block/mul/y",
-                         "Block/mul"]
+    assert g.names() == [
+        "Placeholder",
+        "Variable",
+        "Block/MatMul",
+        "Block/MatMul_1",
+        "Block/Relu",
+        "Block/Relu_1",
+        "Block/add",
+        "Block/Sum",
+        "Block/mul/y",
+        "Block/mul",
+    ]
     assert g["Block/MatMul_1"].inputs == ["Block/MatMul", "Variable"]
 
 
@@ -188,11 +199,16 @@ def test_trace_covers_functional_ops():
     import npnn.functional as F
 
     w = Parameter(np.ones((4, 3), np.float32), name="fc/weight")
-    g = npnn.trace(lambda a: F.cross_entropy(F.linear(a, w), np.array([0, 1])),
-                   Tensor(np.ones((2, 3), np.float32), name="images"))
+    g = npnn.trace(
+        lambda a: F.cross_entropy(F.linear(a, w), np.array([0, 1])), Tensor(np.ones((2, 3), np.float32), name="images")
+    )
     assert [(n.name, n.op) for n in g.nodes] == [
-        ("images", "Placeholder"), ("fc/weight", "VariableV2"), ("Linear", "Linear"),
-        ("SoftmaxCrossEntropy/y", "Const"), ("SoftmaxCrossEntropy", "SoftmaxCrossEntropy")]
+        ("images", "Placeholder"),
+        ("fc/weight", "VariableV2"),
+        ("Linear", "Linear"),
+        ("SoftmaxCrossEntropy/y", "Const"),
+        ("SoftmaxCrossEntropy", "SoftmaxCrossEntropy"),
+    ]
 
 
 def test_add_node_by_hand():
@@ -203,8 +219,7 @@ def test_add_node_by_hand():
     again = g.add_node("Train/Adam", "ApplyAdam", like=params[0])
     assert (grads, step, again) == ("Train/gradients", "Train/Adam", "Train/Adam_1")
     nodes = {n.name: n for n in g.as_graph_def().node}
-    assert list(nodes["Train/Adam"].input) == ["Train/gradients", "Layer1/weight_1",
-                                               "^Layer2/bias_2"]
+    assert list(nodes["Train/Adam"].input) == ["Train/gradients", "Layer1/weight_1", "^Layer2/bias_2"]
     assert "_output_shapes" not in nodes["Train/Adam"].attr  # no outputs: no shapes drawn
     shapes = nodes["Train/Adam_1"].attr["_output_shapes"].list.shape
     assert [[d.size for d in s.dim] for s in shapes] == [[2, 2]]
@@ -243,10 +258,13 @@ def train_step_graph(optimizer_class=npnn.optim.Adam):
 def test_traced_training_step_draws_the_train_scope_fed_by_the_cost():
     graph, params, before, opt = train_step_graph()
     assert opt.scope == "Train"
-    assert [(n.name, n.op, n.inputs) for n in graph.nodes[len(EXPECTED):]] == [
+    assert [(n.name, n.op, n.inputs) for n in graph.nodes[len(EXPECTED) :]] == [
         ("Train/gradients", "Gradients", ["Cost/Neg"]),
-        ("Train/Adam", "ApplyAdam", ["Train/gradients", "Layer1/weight_1", "Layer1/bias_1",
-                                     "Layer2/weight_2", "Layer2/bias_2"]),
+        (
+            "Train/Adam",
+            "ApplyAdam",
+            ["Train/gradients", "Layer1/weight_1", "Layer1/bias_1", "Layer2/weight_2", "Layer2/bias_2"],
+        ),
     ]
     for p, b in zip(params, before):  # tracing draws the step, as TF1 builds minimize(): no update
         np.testing.assert_array_equal(p.data, b)
@@ -285,12 +303,14 @@ def test_graph_def_has_types_and_output_shapes(xor_graph):
 
 # -- the real TensorBoard draws it --------------------------------------------------------------
 
+
 def parse_pbtxt_nodes(text: str) -> dict:
     """{name: (op, [inputs], [[dims] of each output shape])} from the plugin's pbtxt GraphDef."""
     gd = text_format.Parse(text, graph_pb2.GraphDef(), allow_unknown_field=True)
-    return {n.name: (n.op, list(n.input),
-                     [[d.size for d in s.dim] for s in n.attr["_output_shapes"].list.shape])
-            for n in gd.node}
+    return {
+        n.name: (n.op, list(n.input), [[d.size for d in s.dim] for s in n.attr["_output_shapes"].list.shape])
+        for n in gd.node
+    }
 
 
 def test_tensorboard_graphs_plugin_serves_the_traced_graph(tmp_path, xor_graph):
@@ -298,8 +318,9 @@ def test_tensorboard_graphs_plugin_serves_the_traced_graph(tmp_path, xor_graph):
     writer.add_graph(xor_graph[0])  # FileWriter takes any object with as_graph_def()
     writer.close()
     with tensorboard(tmp_path, load_fast=True) as tb:
-        info = tb.wait_for(lambda: tb.json("/data/plugin/graphs/info"),
-                           lambda r: "xor" in r and r["xor"].get("run_graph"))
+        info = tb.wait_for(
+            lambda: tb.json("/data/plugin/graphs/info"), lambda r: "xor" in r and r["xor"].get("run_graph")
+        )
         assert info["xor"]["run_graph"] is True
         text = tb.get("/data/plugin/graphs/graph", run="xor", conceptual="false").decode()
     nodes = parse_pbtxt_nodes(text)

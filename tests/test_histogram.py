@@ -6,6 +6,7 @@ preserve_zero_buckets=false walking every bucket. TF runs its kernels with the x
 denormals-are-zero and flush-to-zero set (port::ScopedFlushDenormal); the port models them, as
 bench/histogram_vs_tf.py confirmed against tensorflow 2.21 (byte-identical protos).
 """
+
 import bisect
 import math
 import struct
@@ -116,9 +117,31 @@ def test_default_edges_match_tf():
     assert all(a < b for a, b in zip(EDGES, EDGES[1:]))
 
 
-SPECIAL = [0.0, -0.0, 1e-12, -1e-12, 1e20, -1e20, np.nextafter(1e-12, 0), np.nextafter(1e-12, 1),
-           np.nextafter(1e20, 0), np.nextafter(1e20, np.inf), 5e-324, -5e-324, 1e-310, -2e-308, 2.3e-308,
-           1e-160, np.nextafter(DBL_MAX, 0), -np.nextafter(DBL_MAX, 0), -DBL_MAX, 1.0, -1.0, 1.1, 3.0]
+SPECIAL = [
+    0.0,
+    -0.0,
+    1e-12,
+    -1e-12,
+    1e20,
+    -1e20,
+    np.nextafter(1e-12, 0),
+    np.nextafter(1e-12, 1),
+    np.nextafter(1e20, 0),
+    np.nextafter(1e20, np.inf),
+    5e-324,
+    -5e-324,
+    1e-310,
+    -2e-308,
+    2.3e-308,
+    1e-160,
+    np.nextafter(DBL_MAX, 0),
+    -np.nextafter(DBL_MAX, 0),
+    -DBL_MAX,
+    1.0,
+    -1.0,
+    1.1,
+    3.0,
+]
 
 
 @pytest.mark.parametrize("n", [1, 4, H.SMALL, H.SMALL + 1, 1000])
@@ -141,8 +164,14 @@ def test_every_edge_at_once_both_paths():
 
 
 def test_zero_signs_and_first_equal_minimum():
-    for vals in ([-0.0, 0.0], [0.0, -0.0], [-0.0] * 60, [0.0, -0.0] * 40, [-5e-324, 5e-324, 0.0],
-                 [5e-324, -5e-324] * 40):
+    for vals in (
+        [-0.0, 0.0],
+        [0.0, -0.0],
+        [-0.0] * 60,
+        [0.0, -0.0] * 40,
+        [-5e-324, 5e-324, 0.0],
+        [5e-324, -5e-324] * 40,
+    ):
         assert_identical(np.array(vals))
     h = H.tf_histogram(np.array([-0.0, -0.0]))
     assert bits(h.sum) == bits(0.0) and bits(h.min) == bits(-0.0)  # TF's sum starts at +0.0
@@ -165,7 +194,7 @@ def test_integer_dtypes(dtype):
         if info is None:
             x = rng.integers(0, 2, n).astype(bool)
         else:
-            x = rng.integers(max(info.min, -2**62), min(info.max, 2**62), n, endpoint=True).astype(dtype)
+            x = rng.integers(max(info.min, -(2**62)), min(info.max, 2**62), n, endpoint=True).astype(dtype)
         assert_identical(x)
 
 
@@ -202,8 +231,7 @@ def test_property_float64(x):
 
 
 @settings(max_examples=150, deadline=None)
-@given(hnp.arrays(np.float32, st.integers(1, 300),
-                  elements=st.one_of(finite32, st.sampled_from(EDGES32))))
+@given(hnp.arrays(np.float32, st.integers(1, 300), elements=st.one_of(finite32, st.sampled_from(EDGES32))))
 def test_property_float32(x):
     assert_identical(x)
 
@@ -218,7 +246,7 @@ def test_property_ints(x):
 @given(st.integers(-40, 60), st.integers(1, 3000), st.integers(0, 2**32 - 1))
 def test_property_random_scales_large(exp, n, seed):
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal(n) * 10.0 ** exp * 10.0 ** rng.integers(-3, 4, n)
+    x = rng.standard_normal(n) * 10.0**exp * 10.0 ** rng.integers(-3, 4, n)
     assert_identical(x)
     with np.errstate(over="ignore"):
         x32 = x.astype(np.float32)

@@ -5,6 +5,7 @@ event files are expected, tags built to flood or forge `inspect`'s output, numbe
 do not fit the wire format, and `~` in a log_dir. Each test builds its input and checks that
 nothing is overwritten, nothing hangs, and the error names the file or argument.
 """
+
 import io
 import os
 import subprocess
@@ -32,8 +33,9 @@ def run_main(*argv):
 def run_cli(*argv):
     """`python -m tbwriter ...` in a child, so that a hang fails the test instead of stopping it."""
     env = dict(os.environ, PYTHONPATH=REPO)
-    return subprocess.run([sys.executable, "-m", "tbwriter", *map(str, argv)], capture_output=True, text=True,
-                          timeout=60, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "tbwriter", *map(str, argv)], capture_output=True, text=True, timeout=60, env=env
+    )
 
 
 @pytest.fixture()
@@ -47,6 +49,7 @@ def run_dir(tmp_path):
 
 
 # --- export's output files --------------------------------------------------------------------
+
 
 def test_export_never_follows_a_planted_symlink(run_dir, tmp_path):
     victim = tmp_path / "victim.txt"
@@ -91,6 +94,7 @@ def test_export_refuses_to_overwrite_an_event_file_it_reads(run_dir):
 
 
 # --- FIFOs and devices --------------------------------------------------------------------------
+
 
 def test_fifo_in_a_logdir_is_skipped_with_a_warning(run_dir, tmp_path):
     fifo = run_dir / "bad" / "events.out.tfevents.1.fifo"
@@ -138,6 +142,7 @@ def test_read_events_refuses_a_fifo_without_waiting_for_a_writer(tmp_path):
 
 # --- inspect's output ---------------------------------------------------------------------------
 
+
 def test_inspect_caps_the_tag_column_and_escapes_control_characters(tmp_path):
     logdir = tmp_path / "logs"
     long_tag = "x" * MiB
@@ -161,20 +166,23 @@ def test_inspect_caps_the_tag_column_and_escapes_control_characters(tmp_path):
 
 # --- extreme values ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("value", [2 ** 1024, -(2 ** 1100)], ids=["2**1024", "-2**1100"])
+
+@pytest.mark.parametrize("value", [2**1024, -(2**1100)], ids=["2**1024", "-2**1100"])
 def test_an_int_beyond_float_range_names_the_argument(tmp_path, value):
     with tbwriter.SummaryWriter(tmp_path) as w:
         with pytest.raises(OverflowError, match=r"^scalar_value: an int of \d+ bits is beyond the float range"):
             w.add_scalar("x", value, 0)
         with pytest.raises(OverflowError, match=r"^metric_dict\['m'\]: an int of"):
             w.add_hparams({"lr": 0.1}, {"m": value})
-        w.add_scalar("x", 2 ** 1000, 1)  # finite as a double, beyond float32: stored as inf
+        w.add_scalar("x", 2**1000, 1)  # finite as a double, beyond float32: stored as inf
     assert [e.value for e in accumulator(tmp_path).Scalars("x")] == [float("inf")]
 
 
 def test_a_lone_surrogate_tag_names_the_argument(tmp_path):
     with tbwriter.SummaryWriter(tmp_path) as w:
-        with pytest.raises(ValueError, match=r"^tag: 'a\\ud800' is not valid Unicode text: surrogates not allowed at index 1"):
+        with pytest.raises(
+            ValueError, match=r"^tag: 'a\\ud800' is not valid Unicode text: surrogates not allowed at index 1"
+        ):
             w.add_scalar("a\ud800", 1.0, 0)
         with pytest.raises(ValueError, match=r"is not valid Unicode text"):
             w.add_histogram("h\udfff", np.arange(3.0), 0)
@@ -187,8 +195,11 @@ def test_an_image_beyond_protobufs_limit_is_refused_before_encoding(tmp_path):
     with tbwriter.SummaryWriter(tmp_path) as w:
         tracemalloc.start()
         try:
-            with pytest.raises(ValueError, match=r"^image 'big': 27000x27000x3 pixels may encode to \d+ bytes, "
-                                                 r"beyond protobuf's 2 GiB message limit"):
+            with pytest.raises(
+                ValueError,
+                match=r"^image 'big': 27000x27000x3 pixels may encode to \d+ bytes, "
+                r"beyond protobuf's 2 GiB message limit",
+            ):
                 w.add_image("big", huge, 0)
             _, peak = tracemalloc.get_traced_memory()
         finally:
@@ -199,6 +210,7 @@ def test_an_image_beyond_protobufs_limit_is_refused_before_encoding(tmp_path):
 
 
 # --- ~ in log_dir -----------------------------------------------------------------------------
+
 
 def test_tilde_in_log_dir_is_the_home_directory(tmp_path, monkeypatch):
     home, cwd = tmp_path / "home", tmp_path / "cwd"

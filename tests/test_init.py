@@ -63,10 +63,13 @@ def test_xavier_normal_std():
     assert abs(a.std() - want) < 0.01 * want and abs(a.mean()) < 0.01 * want
 
 
-@pytest.mark.parametrize("shape, fan_in, fan_out", [
-    ((400, 300), 300, 400),
-    ((64, 32, 3, 3), 32 * 9, 64 * 9),
-])
+@pytest.mark.parametrize(
+    "shape, fan_in, fan_out",
+    [
+        ((400, 300), 300, 400),
+        ((64, 32, 3, 3), 32 * 9, 64 * 9),
+    ],
+)
 def test_he_normal_uses_pytorch_fans(shape, fan_in, fan_out):
     assert init.calculate_fans(shape) == (fan_in, fan_out)
     a = init.he_normal(shape, generator=np.random.default_rng(3))
@@ -95,15 +98,18 @@ def test_fills_tensors_and_arrays_in_place():
     assert np.all(init.constant(p, 0.25).data == np.float32(0.25))
 
 
-@pytest.mark.parametrize("call, arg, exc", [
-    (lambda: init.normal((3, 3), std=-1.0), "std", ValueError),
-    (lambda: init.uniform(3, 1.0, 0.0), "high", ValueError),
-    (lambda: init.xavier_uniform((5,)), "shape", ValueError),
-    (lambda: init.he_normal((5, 5), mode="fan_avg"), "mode", ValueError),
-    (lambda: init.normal((-1, 3)), "shape", ValueError),
-    (lambda: init.normal("3x3"), "shape", TypeError),
-    (lambda: init.normal(3, generator=np.random.RandomState(0)), "generator", TypeError),
-])
+@pytest.mark.parametrize(
+    "call, arg, exc",
+    [
+        (lambda: init.normal((3, 3), std=-1.0), "std", ValueError),
+        (lambda: init.uniform(3, 1.0, 0.0), "high", ValueError),
+        (lambda: init.xavier_uniform((5,)), "shape", ValueError),
+        (lambda: init.he_normal((5, 5), mode="fan_avg"), "mode", ValueError),
+        (lambda: init.normal((-1, 3)), "shape", ValueError),
+        (lambda: init.normal("3x3"), "shape", TypeError),
+        (lambda: init.normal(3, generator=np.random.RandomState(0)), "generator", TypeError),
+    ],
+)
 def test_bad_arguments_name_the_argument(call, arg, exc):
     with pytest.raises(exc) as e:
         call()

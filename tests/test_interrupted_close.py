@@ -5,6 +5,7 @@ right after it by a real SIGINT; a decoy file opened between the interrupt and t
 any fd number the writer let go, so a retry closing or writing the wrong fd shows in the decoy.
 The SIGINT flood runs a child process whose own thread sends SIGINTs while it closes many writers.
 """
+
 import os
 import signal
 import subprocess
@@ -41,6 +42,7 @@ class InterruptingOs(types.SimpleNamespace):
             if k == self.at:
                 signal.raise_signal(signal.SIGINT)  # the real handler raises at the next check
             return result
+
         return call
 
     def __getattr__(self, name):
@@ -49,7 +51,7 @@ class InterruptingOs(types.SimpleNamespace):
 
 def buffered_writer(logdir) -> tbwriter.FileWriter:
     """A writer holding N_RECORDS scalars (steps 0..) in memory, none written yet."""
-    w = tbwriter.FileWriter(logdir, max_queue=10 ** 6, flush_secs=10 ** 6)
+    w = tbwriter.FileWriter(logdir, max_queue=10**6, flush_secs=10**6)
     for i in range(N_RECORDS):
         w.add_scalar_value("x", float(i), i)
     return w
@@ -110,7 +112,7 @@ def test_an_interrupted_close_is_finished_by_the_finalizer(tmp_path):
 
 
 def test_an_interrupted_summarywriter_close_closes_every_file_on_retry(tmp_path):
-    w = tbwriter.SummaryWriter(tmp_path, max_queue=10 ** 6, flush_secs=10 ** 6)
+    w = tbwriter.SummaryWriter(tmp_path, max_queue=10**6, flush_secs=10**6)
     for i in range(N_RECORDS):
         w.add_scalars("pair", {"a": i, "b": 2 * i}, i)  # two sub-run files
         w.add_scalar("x", float(i), i)
@@ -193,9 +195,12 @@ FLOOD_CHILD = """
 
 def test_sigint_flood_against_many_writers_loses_nothing(tmp_path):
     n_writers, n_records = 40, 200
-    out = subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent(FLOOD_CHILD),
-                          str(tmp_path), str(n_writers), str(n_records)],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", PRELUDE + textwrap.dedent(FLOOD_CHILD), str(tmp_path), str(n_writers), str(n_records)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     hits, n_decoys, errors = out.stdout.split(" ", 2)
     print(f"SIGINT flood: {hits} interrupted closes over {n_writers} writers")

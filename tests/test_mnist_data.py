@@ -4,6 +4,7 @@ Downloads are tested against a real HTTP server on 127.0.0.1 serving small fake 
 made here, with their checksums injected; the real data comes from the repository's
 sibling folder ../shared/data/mnist when it exists.
 """
+
 import gzip
 import hashlib
 import http.server
@@ -18,7 +19,6 @@ from npnn.datasets import mnist
 from npnn.datasets.mnist import DataError, MissingDataError, load_mnist
 
 
-
 def idx_bytes(array: np.ndarray) -> bytes:
     """Encode a uint8 array as IDX (magic 0x0000 08 ndim, big-endian dims, data)."""
     header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
@@ -29,8 +29,10 @@ def make_fake(n_train: int = 12, n_test: int = 5, seed: int = 0) -> tuple[dict, 
     """Fake MNIST: {name: raw IDX bytes} and the matching {name: sha256} table."""
     rng = np.random.default_rng(seed)
     raw = {}
-    for images, labels, n in ((mnist.TRAIN_IMAGES, mnist.TRAIN_LABELS, n_train),
-                              (mnist.TEST_IMAGES, mnist.TEST_LABELS, n_test)):
+    for images, labels, n in (
+        (mnist.TRAIN_IMAGES, mnist.TRAIN_LABELS, n_train),
+        (mnist.TEST_IMAGES, mnist.TEST_LABELS, n_test),
+    ):
         x = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
         x[0, 0, 0], x[0, 0, 1] = 255, 0  # the extremes map to exactly 1.0 and 0.0
         raw[images] = idx_bytes(x)
@@ -87,6 +89,7 @@ def server():
 def refused_url():
     """A loopback URL on which nothing listens: connections are refused."""
     import socket
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -120,10 +123,11 @@ def expected_arrays(raw: dict):
 
 def test_raw_gz_and_recompressed_all_load_the_same(tmp_path):
     x, y = expected_arrays(RAW)
-    loaded = [load_mnist(write_dir(tmp_path / "raw", RAW, gz=False), checksums=SUMS, download=False),
-              load_mnist(write_dir(tmp_path / "gz9", RAW, gz=True), checksums=SUMS, download=False),
-              load_mnist(write_dir(tmp_path / "gz1", RAW, gz=True, level=1, mtime=12345),
-                         checksums=SUMS, download=False)]
+    loaded = [
+        load_mnist(write_dir(tmp_path / "raw", RAW, gz=False), checksums=SUMS, download=False),
+        load_mnist(write_dir(tmp_path / "gz9", RAW, gz=True), checksums=SUMS, download=False),
+        load_mnist(write_dir(tmp_path / "gz1", RAW, gz=True, level=1, mtime=12345), checksums=SUMS, download=False),
+    ]
     for d in loaded:
         assert d.train_images.dtype == np.float32 and d.test_images.dtype == np.float32
         assert d.train_labels.dtype == np.int64 and d.test_labels.dtype == np.int64
@@ -202,8 +206,9 @@ def test_no_network_gives_one_message_with_missing_files_and_where_to_put_them(r
     with pytest.raises(MissingDataError) as info:
         load_mnist(tmp_path, mirrors=[refused_url, other], checksums=SUMS, progress=False)
     lines = str(info.value).splitlines()
-    assert lines[0] == (f"MNIST files missing in {tmp_path}: {mnist.TRAIN_IMAGES}, "
-                        f"{mnist.TEST_IMAGES}, {mnist.TEST_LABELS}.")
+    assert lines[0] == (
+        f"MNIST files missing in {tmp_path}: {mnist.TRAIN_IMAGES}, {mnist.TEST_IMAGES}, {mnist.TEST_LABELS}."
+    )
     assert lines[1].startswith(f"  mirror {refused_url} unreachable: ") and "Connection refused" in lines[1]
     assert lines[2].startswith(f"  mirror {other} unreachable: ") and "Connection refused" in lines[2]
     message = lines[-1]
@@ -214,14 +219,19 @@ def test_no_network_gives_one_message_with_missing_files_and_where_to_put_them(r
 def test_unwritable_directory_is_reported_before_downloading(server, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    with pytest.raises(MissingDataError, match=f"^MNIST files missing in {blocker / 'mnist'}: "
-                                               f"{mnist.TRAIN_IMAGES}, .*cannot download into it"):
+    with pytest.raises(
+        MissingDataError,
+        match=f"^MNIST files missing in {blocker / 'mnist'}: {mnist.TRAIN_IMAGES}, .*cannot download into it",
+    ):
         load_mnist(blocker / "mnist", mirrors=[f"{server.url}/missing/"], checksums=SUMS, progress=False)
 
 
 def test_missing_without_download_names_the_files(tmp_path):
-    with pytest.raises(MissingDataError, match=f"missing in {tmp_path}: {mnist.TRAIN_IMAGES}, "
-                                               f"{mnist.TRAIN_LABELS}, {mnist.TEST_IMAGES}, {mnist.TEST_LABELS}"):
+    with pytest.raises(
+        MissingDataError,
+        match=f"missing in {tmp_path}: {mnist.TRAIN_IMAGES}, "
+        f"{mnist.TRAIN_LABELS}, {mnist.TEST_IMAGES}, {mnist.TEST_LABELS}",
+    ):
         load_mnist(tmp_path, download=False, checksums=SUMS)
 
 
@@ -243,13 +253,16 @@ def _checksum(raw):
     return {**raw, mnist.TEST_LABELS: bytes(data)}
 
 
-@pytest.mark.parametrize("corrupt, gz, expected", [
-    (_wrong_magic, False, "wrong magic number 0x00000803, expected 0x00000801"),
-    (_truncated_raw, False, "truncated: 3 data bytes, expected 5"),
-    (_trailing, True, "trailing bytes: more than 5 data bytes, expected 5"),
-    (_trailing, False, "trailing bytes: 6 data bytes, expected 5"),
-    (_checksum, True, f"SHA-256 mismatch for {mnist.TEST_LABELS}"),
-])
+@pytest.mark.parametrize(
+    "corrupt, gz, expected",
+    [
+        (_wrong_magic, False, "wrong magic number 0x00000803, expected 0x00000801"),
+        (_truncated_raw, False, "truncated: 3 data bytes, expected 5"),
+        (_trailing, True, "trailing bytes: more than 5 data bytes, expected 5"),
+        (_trailing, False, "trailing bytes: 6 data bytes, expected 5"),
+        (_checksum, True, f"SHA-256 mismatch for {mnist.TEST_LABELS}"),
+    ],
+)
 def test_bad_local_files_raise_naming_the_file(tmp_path, corrupt, gz, expected):
     write_dir(tmp_path, corrupt(RAW), gz=gz)
     path = tmp_path / (f"{mnist.TEST_LABELS}.gz" if gz else mnist.TEST_LABELS)

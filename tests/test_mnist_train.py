@@ -4,6 +4,7 @@ The real-data run (the first 10,000 training images for one epoch) is read back 
 TensorBoard's EventAccumulator and a real `tensorboard` server; the CNN, resume and error
 paths run on small fake data with their checksums injected.
 """
+
 import gzip
 import json
 import os
@@ -45,8 +46,8 @@ def png_pixels(png: bytes) -> np.ndarray:
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     pos, idat, header = 8, b"", None
     while pos < len(png):
-        (n,) = struct.unpack(">I", png[pos:pos + 4])
-        kind, body = png[pos + 4:pos + 8], png[pos + 8:pos + 8 + n]
+        (n,) = struct.unpack(">I", png[pos : pos + 4])
+        kind, body = png[pos + 4 : pos + 8], png[pos + 8 : pos + 8 + n]
         if kind == b"IHDR":
             header = struct.unpack(">IIBBBBB", body)
         elif kind == b"IDAT":
@@ -64,14 +65,19 @@ def fake_data(root: Path, monkeypatch, n_train: int = 300, n_test: int = 100) ->
     """A fake MNIST directory (random digits) whose checksums the loader is told to expect."""
     rng = np.random.default_rng(1)
     files = {}
-    for images, labels, n in ((data.TRAIN_IMAGES, data.TRAIN_LABELS, n_train),
-                              (data.TEST_IMAGES, data.TEST_LABELS, n_test)):
-        files[images] = bytes([0, 0, 8, 3]) + struct.pack(">III", n, 28, 28) + \
-            rng.integers(0, 256, (n, 28, 28), dtype=np.uint8).tobytes()
-        files[labels] = bytes([0, 0, 8, 1]) + struct.pack(">I", n) + \
-            rng.integers(0, 10, n, dtype=np.uint8).tobytes()
+    for images, labels, n in (
+        (data.TRAIN_IMAGES, data.TRAIN_LABELS, n_train),
+        (data.TEST_IMAGES, data.TEST_LABELS, n_test),
+    ):
+        files[images] = (
+            bytes([0, 0, 8, 3])
+            + struct.pack(">III", n, 28, 28)
+            + rng.integers(0, 256, (n, 28, 28), dtype=np.uint8).tobytes()
+        )
+        files[labels] = bytes([0, 0, 8, 1]) + struct.pack(">I", n) + rng.integers(0, 10, n, dtype=np.uint8).tobytes()
     root.mkdir(parents=True, exist_ok=True)
     import hashlib
+
     for name, raw in files.items():
         (root / f"{name}.gz").write_bytes(gzip.compress(raw))
         monkeypatch.setitem(data.SHA256, name, hashlib.sha256(raw).hexdigest())
@@ -85,19 +91,23 @@ def run(argv) -> dict:
 
 # -- command line ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("argv, line", [
-    (["--epochs", "0"], "argument --epochs: expected an integer >= 1, got '0'"),
-    (["--epochs", "one"], "argument --epochs: expected an integer >= 1, got 'one'"),
-    (["--lr", "fast"], "argument --lr: expected a positive number, got 'fast'"),
-    (["--lr", "nan"], "argument --lr: expected a positive number, got 'nan'"),
-    (["--batch-size", "-5"], "argument --batch-size: expected an integer >= 1, got '-5'"),
-    (["--seed", "-1"], "argument --seed: expected an integer >= 0, got '-1'"),
-    (["--log-every", "0"], "argument --log-every: expected an integer >= 1, got '0'"),
-    (["--limit", "all"], "argument --limit: expected an integer >= 0, got 'all'"),
-    (["--test-limit", "-2"], "argument --test-limit: expected an integer >= 0, got '-2'"),
-    (["--model", "rnn"], "argument --model: invalid choice: 'rnn'"),
-    (["--bogus"], "unrecognized arguments: --bogus"),
-])
+
+@pytest.mark.parametrize(
+    "argv, line",
+    [
+        (["--epochs", "0"], "argument --epochs: expected an integer >= 1, got '0'"),
+        (["--epochs", "one"], "argument --epochs: expected an integer >= 1, got 'one'"),
+        (["--lr", "fast"], "argument --lr: expected a positive number, got 'fast'"),
+        (["--lr", "nan"], "argument --lr: expected a positive number, got 'nan'"),
+        (["--batch-size", "-5"], "argument --batch-size: expected an integer >= 1, got '-5'"),
+        (["--seed", "-1"], "argument --seed: expected an integer >= 0, got '-1'"),
+        (["--log-every", "0"], "argument --log-every: expected an integer >= 1, got '0'"),
+        (["--limit", "all"], "argument --limit: expected an integer >= 0, got 'all'"),
+        (["--test-limit", "-2"], "argument --test-limit: expected an integer >= 0, got '-2'"),
+        (["--model", "rnn"], "argument --model: invalid choice: 'rnn'"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
 def test_bad_flags_exit_2_with_one_line(argv, line, capsys):
     with pytest.raises(SystemExit) as info:
         program.main(argv)
@@ -108,19 +118,40 @@ def test_bad_flags_exit_2_with_one_line(argv, line, capsys):
 
 def cli(argv, cwd=None, user=None) -> subprocess.CompletedProcess:
     """python -m npnn.mnist as a user types it; as uid `user` (after the imports) when given."""
-    code = ("import os, sys\nfrom npnn import mnist\n"
-            + (f"os.setgid({user}); os.setuid({user})\n" if user is not None else "")
-            + "sys.exit(mnist.main(sys.argv[1:]))\n")
-    return subprocess.run([sys.executable, "-c", code, "--no-progress"] + argv, cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
+    code = (
+        "import os, sys\nfrom npnn import mnist\n"
+        + (f"os.setgid({user}); os.setuid({user})\n" if user is not None else "")
+        + "sys.exit(mnist.main(sys.argv[1:]))\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, "--no-progress"] + argv, cwd=cwd, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_progress_bars_count_images_while_training_and_evaluating(tmp_path, monkeypatch):
     root = fake_data(tmp_path / "data", monkeypatch)
-    code = ("import sys\nfrom npnn import mnist\nfrom npnn.datasets import mnist as data\n"
-            f"data.SHA256.update({dict(data.SHA256)!r})\nsys.exit(mnist.main(sys.argv[1:]))\n")
-    out = subprocess.run([sys.executable, "-c", code, "--data", str(root), "--epochs", "1", "--limit", "200",
-                          "--logdir", str(tmp_path / "logs")], capture_output=True, text=True, timeout=120)
+    code = (
+        "import sys\nfrom npnn import mnist\nfrom npnn.datasets import mnist as data\n"
+        f"data.SHA256.update({dict(data.SHA256)!r})\nsys.exit(mnist.main(sys.argv[1:]))\n"
+    )
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "--data",
+            str(root),
+            "--epochs",
+            "1",
+            "--limit",
+            "200",
+            "--logdir",
+            str(tmp_path / "logs"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     bars = out.stderr.replace("\r", "\n")
     assert re.search(r"epoch 1/1: 100%.*200/200 .*img/s", bars), bars
@@ -134,13 +165,21 @@ def test_path_flags_fail_in_one_line_before_any_work(tmp_path, monkeypatch):
     (tmp_path / "parent").mkdir()
     cases = [
         (["--logdir", str(readme)], f"argument --logdir: {readme} is a file, not a directory"),
-        (["--logdir", str(readme / "logs")], f"argument --logdir: {readme / 'logs'}: {readme} is a file, not a directory"),
+        (
+            ["--logdir", str(readme / "logs")],
+            f"argument --logdir: {readme / 'logs'}: {readme} is a file, not a directory",
+        ),
         (["--save", str(tmp_path)], f"argument --save: {tmp_path} is a directory, not a file"),
-        (["--save", str(readme / "ckpt.npz")], f"argument --save: {readme / 'ckpt.npz'}: {readme} is a file, not a directory"),
+        (
+            ["--save", str(readme / "ckpt.npz")],
+            f"argument --save: {readme / 'ckpt.npz'}: {readme} is a file, not a directory",
+        ),
         (["--data", str(tmp_path / "mnsit")], f"argument --data: {tmp_path / 'mnsit'}: no such directory"),
         (["--data", str(readme)], f"argument --data: {readme} is a file, not a directory"),
-        (["--data", str(tmp_path)], f"argument --data: {tmp_path} holds no MNIST files, but {root} does: "
-                                    f"use --data {root}"),
+        (
+            ["--data", str(tmp_path)],
+            f"argument --data: {tmp_path} holds no MNIST files, but {root} does: use --data {root}",
+        ),
     ]
     for argv, line in cases:
         out = cli(argv + ["--logdir", str(tmp_path / "logs")] * ("--logdir" not in argv), cwd=tmp_path)
@@ -164,17 +203,29 @@ def test_unwritable_logdir_and_save_fail_up_front(tmp_path):
         for flag, path in (("--logdir", os.path.join(locked, "logs")), ("--save", os.path.join(locked, "m.npz"))):
             out = cli(["--logdir", free, flag, path, "--data", base], cwd=base, user=user)
             assert out.returncode == 2, out.stderr
-            assert out.stderr.splitlines() == [f"python -m npnn.mnist: error: argument {flag}: {path}: {locked} is not writable"]
+            assert out.stderr.splitlines() == [
+                f"python -m npnn.mnist: error: argument {flag}: {path}: {locked} is not writable"
+            ]
     finally:
         shutil.rmtree(base)
 
 
 def test_help_lists_every_flag():
-    out = subprocess.run([sys.executable, "-m", "npnn.mnist", "--help"], capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-m", "npnn.mnist", "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0
-    for flag in ("--model", "--epochs", "--batch-size", "--lr", "--seed", "--logdir", "--data",
-                 "--save", "--resume", "--log-every", "--limit"):
+    for flag in (
+        "--model",
+        "--epochs",
+        "--batch-size",
+        "--lr",
+        "--seed",
+        "--logdir",
+        "--data",
+        "--save",
+        "--resume",
+        "--log-every",
+        "--limit",
+    ):
         assert flag in out.stdout
     assert "logs/mnist" in out.stdout
 
@@ -190,8 +241,19 @@ def test_bad_data_exits_1_naming_the_file(tmp_path, monkeypatch, capsys):
 
 def test_resume_errors_exit_1(tmp_path, monkeypatch, capsys):
     root = fake_data(tmp_path / "data", monkeypatch)
-    common = ["--data", str(root), "--epochs", "1", "--limit", "100", "--test-limit", "20", "--no-progress",
-              "--logdir", str(tmp_path / "logs")]
+    common = [
+        "--data",
+        str(root),
+        "--epochs",
+        "1",
+        "--limit",
+        "100",
+        "--test-limit",
+        "20",
+        "--no-progress",
+        "--logdir",
+        str(tmp_path / "logs"),
+    ]
     assert program.main(common + ["--resume", str(tmp_path / "none.npz")]) == 1
     assert f"error: --resume {tmp_path / 'none.npz'}: " in capsys.readouterr().err
     assert program.main(common + ["--save", str(tmp_path / "mlp.npz")]) == 0
@@ -201,14 +263,25 @@ def test_resume_errors_exit_1(tmp_path, monkeypatch, capsys):
 
 # -- checkpoints -----------------------------------------------------------------------------
 
+
 def test_resume_continues_exactly(tmp_path, monkeypatch):
     root = fake_data(tmp_path / "data", monkeypatch)
-    common = ["--data", str(root), "--limit", "200", "--test-limit", "50", "--batch-size", "50",
-              "--log-every", "2"]
+    common = ["--data", str(root), "--limit", "200", "--test-limit", "50", "--batch-size", "50", "--log-every", "2"]
     straight = run(common + ["--epochs", "2", "--logdir", str(tmp_path / "a"), "--save", str(tmp_path / "a.npz")])
     run(common + ["--epochs", "1", "--logdir", str(tmp_path / "b"), "--save", str(tmp_path / "b.npz")])
-    resumed = run(common + ["--epochs", "2", "--logdir", str(tmp_path / "b"),
-                            "--resume", str(tmp_path / "b.npz"), "--save", str(tmp_path / "b.npz")])
+    resumed = run(
+        common
+        + [
+            "--epochs",
+            "2",
+            "--logdir",
+            str(tmp_path / "b"),
+            "--resume",
+            str(tmp_path / "b.npz"),
+            "--save",
+            str(tmp_path / "b.npz"),
+        ]
+    )
     assert resumed["step"] == straight["step"] == 8
     assert resumed["accuracy"] == straight["accuracy"]
     with np.load(tmp_path / "a.npz") as a, np.load(tmp_path / "b.npz") as b:
@@ -232,9 +305,28 @@ def test_resume_continues_exactly(tmp_path, monkeypatch):
 
 def test_cnn_logs_its_layers(tmp_path, monkeypatch):
     root = fake_data(tmp_path / "data", monkeypatch)
-    result = run(["--model", "cnn", "--data", str(root), "--epochs", "1", "--limit", "100", "--test-limit", "40",
-                  "--batch-size", "50", "--log-every", "1", "--logdir", str(tmp_path / "cnn"),
-                  "--save", str(tmp_path / "cnn.npz")])
+    result = run(
+        [
+            "--model",
+            "cnn",
+            "--data",
+            str(root),
+            "--epochs",
+            "1",
+            "--limit",
+            "100",
+            "--test-limit",
+            "40",
+            "--batch-size",
+            "50",
+            "--log-every",
+            "1",
+            "--logdir",
+            str(tmp_path / "cnn"),
+            "--save",
+            str(tmp_path / "cnn.npz"),
+        ]
+    )
     assert result["step"] == 2 and 0 <= result["accuracy"] <= 1
     assert result["logdir"] == str(tmp_path / "cnn" / "cnn_bs_50")
     ea = accumulator(result["logdir"])
@@ -253,19 +345,32 @@ def test_cnn_logs_its_layers(tmp_path, monkeypatch):
 
 def test_rerun_is_a_new_run_with_its_own_hparams(tmp_path, monkeypatch, capsys):
     from tensorboard.plugins.hparams import metadata as hp_metadata
+
     root = fake_data(tmp_path / "data", monkeypatch)
-    common = ["--data", str(root), "--epochs", "1", "--limit", "100", "--test-limit", "40",
-              "--logdir", str(tmp_path / "logs")]
+    common = [
+        "--data",
+        str(root),
+        "--epochs",
+        "1",
+        "--limit",
+        "100",
+        "--test-limit",
+        "40",
+        "--logdir",
+        str(tmp_path / "logs"),
+    ]
     first = run(common)
     second = run(common + ["--seed", "3"])
     third = run(common)
     assert "logs/mlp already holds a run: this one goes to" in capsys.readouterr().out
     assert [r["logdir"] for r in (first, second, third)] == [
-        str(tmp_path / "logs" / name) for name in ("mlp", "mlp_seed_3", "mlp_run2")]
+        str(tmp_path / "logs" / name) for name in ("mlp", "mlp_seed_3", "mlp_run2")
+    ]
     for r, seed in ((first, 0), (second, 3), (third, 0)):
         ea = accumulator(r["logdir"])
         start = hp_metadata.parse_session_start_info_plugin_data(
-            ea.SummaryMetadata("_hparams_/session_start_info").plugin_data.content)
+            ea.SummaryMetadata("_hparams_/session_start_info").plugin_data.content
+        )
         assert start.group_name == r["logdir"] and start.hparams["seed"].number_value == seed
         (acc,) = ea.Scalars("test/accuracy")
         assert [e.value for e in ea.Scalars("hparam/accuracy")] == [acc.value] == [f32(r["accuracy"])]
@@ -275,8 +380,22 @@ def test_rerun_is_a_new_run_with_its_own_hparams(tmp_path, monkeypatch, capsys):
 def test_digit_grids_have_stable_tags_and_the_labels_in_their_descriptions(tmp_path, monkeypatch):
     root = fake_data(tmp_path / "data", monkeypatch)
     d = data.load_mnist(root, download=False)
-    r = run(["--data", str(root), "--epochs", "1", "--limit", "100", "--test-limit", "40",
-             "--logdir", str(tmp_path / "logs"), "--save", str(tmp_path / "m.npz")])
+    r = run(
+        [
+            "--data",
+            str(root),
+            "--epochs",
+            "1",
+            "--limit",
+            "100",
+            "--test-limit",
+            "40",
+            "--logdir",
+            str(tmp_path / "logs"),
+            "--save",
+            str(tmp_path / "m.npz"),
+        ]
+    )
     model = program.MLP()
     with np.load(tmp_path / "m.npz") as z:
         model.load_state_dict({k[6:]: z[k] for k in z.files if k.startswith("model/")})
@@ -284,15 +403,20 @@ def test_digit_grids_have_stable_tags_and_the_labels_in_their_descriptions(tmp_p
     wrong = np.flatnonzero(preds != d.test_labels[:40])[:16]
     ea = accumulator(r["logdir"])
     assert sorted(ea.PluginTagToContent("images")) == ["misclassified", "test_digits"]
-    def row(v): return " ".join(map(str, v))
+
+    def row(v):
+        return " ".join(map(str, v))
+
     assert ea.SummaryMetadata("test_digits").summary_description == (
-        f"Predicted: {row(preds[:16])}\n\nTrue: {row(d.test_labels[:16])}")
+        f"Predicted: {row(preds[:16])}\n\nTrue: {row(d.test_labels[:16])}"
+    )
     assert ea.SummaryMetadata("misclassified").summary_description == (
-        f"Predicted: {row(preds[wrong])}\n\nTrue: {row(d.test_labels[wrong])}")
+        f"Predicted: {row(preds[wrong])}\n\nTrue: {row(d.test_labels[wrong])}"
+    )
     tiles = [ea.Tensors(tag)[0].tensor_proto.string_val for tag in ("test_digits", "misclassified")]
     assert [t[:2] for t in tiles] == [[b"224", b"56"], [b"224", b"56"]]  # 8x2 grids of 28x28 digits
     pixels = png_pixels(tiles[1][2])[..., 0].reshape(2, 28, 8, 28).transpose(0, 2, 1, 3).reshape(16, 28, 28)
-    np.testing.assert_allclose(pixels[:len(wrong)], np.round(d.test_images[wrong].reshape(-1, 28, 28) * 255), atol=1)
+    np.testing.assert_allclose(pixels[: len(wrong)], np.round(d.test_images[wrong].reshape(-1, 28, 28) * 255), atol=1)
     with tensorboard(tmp_path / "logs", load_fast=True) as tb:  # the fast loader keeps the descriptions
         tags = tb.wait_for(lambda: tb.json("/data/plugin/images/tags"), lambda t: len(t.get("mlp", {})) == 2)
     assert tags["mlp"]["test_digits"]["description"].startswith(f"<p>Predicted: {row(preds[:16])}")
@@ -300,13 +424,26 @@ def test_digit_grids_have_stable_tags_and_the_labels_in_their_descriptions(tmp_p
 
 # -- one epoch of the MLP on real data, read back by TensorBoard -----------------------------
 
+
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory):
     if REAL_DATA is None:
         pytest.skip(skip_reason() + "; the real-data training needs them")
     root = tmp_path_factory.mktemp("mnist")
-    result = run(["--data", str(REAL_DATA), "--limit", str(REAL_LIMIT), "--epochs", "1",
-                  "--logdir", str(root), "--save", str(root / "mlp.npz")])
+    result = run(
+        [
+            "--data",
+            str(REAL_DATA),
+            "--limit",
+            str(REAL_LIMIT),
+            "--epochs",
+            "1",
+            "--logdir",
+            str(root),
+            "--save",
+            str(root / "mlp.npz"),
+        ]
+    )
     assert result["logdir"] == str(root / "mlp")
     return root, result
 
@@ -353,8 +490,7 @@ def test_digit_grids_carry_the_predictions(real_run):
     first, missed = "test_digits", "misclassified"
     wrong = np.flatnonzero(preds != d.test_labels)[:16]
     assert sorted(ea.PluginTagToContent("images")) == sorted([first, missed])
-    assert ea.SummaryMetadata(missed).summary_description.startswith(
-        "Predicted: " + " ".join(map(str, preds[wrong])))
+    assert ea.SummaryMetadata(missed).summary_description.startswith("Predicted: " + " ".join(map(str, preds[wrong])))
     for tag, idx in ((first, np.arange(16)), (missed, wrong)):
         (img,) = ea.Tensors(tag)
         width, height, png = img.tensor_proto.string_val
@@ -369,21 +505,33 @@ def test_tensorboard_serves_the_run(real_run):
     root, result = real_run
     steps = REAL_LIMIT // 100
     with tensorboard(root, load_fast=True) as tb:
-        acc = tb.wait_for(lambda: tb.json("/data/plugin/scalars/scalars", run="mlp", tag="test/accuracy"),
-                          lambda r: len(r) == 1)
+        acc = tb.wait_for(
+            lambda: tb.json("/data/plugin/scalars/scalars", run="mlp", tag="test/accuracy"), lambda r: len(r) == 1
+        )
         assert acc[0][1:] == [steps, f32(result["accuracy"])]
-        loss = tb.wait_for(lambda: tb.json("/data/plugin/scalars/scalars", run="mlp", tag="train/loss"),
-                           lambda r: len(r) == steps // 10)
+        loss = tb.wait_for(
+            lambda: tb.json("/data/plugin/scalars/scalars", run="mlp", tag="train/loss"),
+            lambda r: len(r) == steps // 10,
+        )
         assert [p[1] for p in loss] == list(range(10, steps + 1, 10))
-        hist = tb.wait_for(lambda: tb.json("/data/plugin/histograms/histograms", run="mlp", tag="Layer3/weight"),
-                           lambda r: len(r) == 2)
+        hist = tb.wait_for(
+            lambda: tb.json("/data/plugin/histograms/histograms", run="mlp", tag="Layer3/weight"), lambda r: len(r) == 2
+        )
         assert [h[1] for h in hist] == [0, steps]
         images = tb.wait_for(lambda: tb.json("/data/plugin/images/tags"), lambda r: len(r.get("mlp", {})) == 2)
         assert images["mlp"]["misclassified"]["description"].startswith("<p>Predicted: ")
-        body = {"experimentName": "", "startIndex": 0, "sliceSize": 10, "includeMetrics": True, "colParams": [],
-                "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]}
-        groups = tb.wait_for(lambda: tb.post_json("/data/plugin/hparams/session_groups", body),
-                             lambda r: len(r.get("sessionGroups", [])) == 1)["sessionGroups"]
+        body = {
+            "experimentName": "",
+            "startIndex": 0,
+            "sliceSize": 10,
+            "includeMetrics": True,
+            "colParams": [],
+            "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
+        }
+        groups = tb.wait_for(
+            lambda: tb.post_json("/data/plugin/hparams/session_groups", body),
+            lambda r: len(r.get("sessionGroups", [])) == 1,
+        )["sessionGroups"]
         (group,) = groups
         assert group["hparams"]["model"] == "mlp" and group["hparams"]["lr"] == 0.001
         assert group["hparams"]["batch_size"] == 100 and group["hparams"]["train_images"] == REAL_LIMIT

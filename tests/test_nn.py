@@ -34,6 +34,7 @@ class Net(nn.Module):
 
 # ---- Module API -----------------------------------------------------------------------------
 
+
 def test_named_parameters_are_dotted_and_in_registration_order():
     net = Net()
     names = [n for n, _ in net.named_parameters()]
@@ -42,8 +43,15 @@ def test_named_parameters_are_dotted_and_in_registration_order():
     assert [p.shape for p in net.parameters()] == [(3,), (3, 4), (3,), (2, 3), (2,)]
     assert all(isinstance(p, nn.Parameter) and p.dtype == np.float32 for p in net.parameters())
     assert [n for n, _ in net.named_children()] == ["encoder", "head"]
-    assert [n for n, _ in net.named_modules()] == ["", "encoder", "encoder.fc", "encoder.act", "head",
-                                                   "head.0", "head.1"]
+    assert [n for n, _ in net.named_modules()] == [
+        "",
+        "encoder",
+        "encoder.fc",
+        "encoder.act",
+        "head",
+        "head.0",
+        "head.1",
+    ]
     assert [n for n, _ in net.encoder.named_parameters(recurse=False)] == ["scale"]
     assert nn.Parameter is npnn.Parameter
 
@@ -109,6 +117,7 @@ def test_sequential_indexing_and_building():
     seq.append(nn.Tanh())
     assert [n for n, _ in seq.named_children()] == ["0", "1", "2", "3"]
     from collections import OrderedDict
+
     named = nn.Sequential(OrderedDict(fc=nn.Linear(2, 2), act=nn.ReLU()))
     assert [n for n, _ in named.named_parameters()] == ["fc.weight", "fc.bias"]
     with pytest.raises(TypeError, match="modules"):
@@ -139,14 +148,17 @@ def test_activation_and_flatten_modules():
     assert nn.Identity()(t) is t
 
 
-@pytest.mark.parametrize("make, arg", [
-    (lambda: nn.Linear(0, 3), "in_features"),
-    (lambda: nn.Linear(3, -1), "out_features"),
-    (lambda: nn.Dropout(1.5), "p"),
-    (lambda: nn.Conv2d(1, 2, 0), "kernel_size"),
-    (lambda: nn.Conv2d(1, 2, 3, padding=-1), "padding"),
-    (lambda: nn.MaxPool2d((2, 2, 2)), "kernel_size"),
-])
+@pytest.mark.parametrize(
+    "make, arg",
+    [
+        (lambda: nn.Linear(0, 3), "in_features"),
+        (lambda: nn.Linear(3, -1), "out_features"),
+        (lambda: nn.Dropout(1.5), "p"),
+        (lambda: nn.Conv2d(1, 2, 0), "kernel_size"),
+        (lambda: nn.Conv2d(1, 2, 3, padding=-1), "padding"),
+        (lambda: nn.MaxPool2d((2, 2, 2)), "kernel_size"),
+    ],
+)
 def test_bad_layer_arguments_name_the_argument(make, arg):
     with pytest.raises(ValueError) as e:
         make()
@@ -154,6 +166,7 @@ def test_bad_layer_arguments_name_the_argument(make, arg):
 
 
 # ---- state dicts and files -----------------------------------------------------------------
+
 
 def test_state_dict_is_a_snapshot_and_loads_in_place():
     net = Net()
@@ -217,6 +230,7 @@ def test_save_load_round_trip(tmp_path):
 
 # ---- cross-checks against plain NumPy --------------------------------------------------------
 
+
 def numpy_mlp(x, labels, ws, bs):
     """Forward and backward of Linear-ReLU-...-Linear + softmax cross-entropy, by hand (float64)."""
     acts = [x.astype(np.float64)]
@@ -272,7 +286,7 @@ def numpy_cnn(x, w1, b1, w2, b2):
     conv = np.zeros((n, o, h, wd))
     for i in range(h):
         for j in range(wd):
-            patch = xp[:, :, i:i + 3, j:j + 3]
+            patch = xp[:, :, i : i + 3, j : j + 3]
             conv[:, :, i, j] = np.tensordot(patch, w1, axes=([1, 2, 3], [1, 2, 3])) + b1
     r = np.maximum(conv, 0)
     pooled = r.reshape(n, o, h // 2, 2, wd // 2, 2).max(axis=(3, 5))
@@ -281,8 +295,9 @@ def numpy_cnn(x, w1, b1, w2, b2):
 
 def test_cnn_forward_matches_numpy_and_gradients_match_finite_differences():
     npnn.manual_seed(4)
-    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                          nn.Linear(3 * 3 * 3, 4))
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(3 * 3 * 3, 4)
+    )
     assert model[0].weight.shape == (3, 2, 3, 3)
     x = np.random.default_rng(1).standard_normal((2, 2, 6, 6))
     want = numpy_cnn(x, model[0].weight.data, model[0].bias.data, model[4].weight.data, model[4].bias.data)
@@ -306,8 +321,7 @@ def test_cnn_forward_matches_numpy_and_gradients_match_finite_differences():
             p.data[idx] = old - 1e-6
             down = F.cross_entropy(model(xt), labels).item()
             p.data[idx] = old
-            np.testing.assert_allclose(p.grad[idx], (up - down) / 2e-6, rtol=1e-4, atol=1e-8,
-                                       err_msg=f"{name}{idx}")
+            np.testing.assert_allclose(p.grad[idx], (up - down) / 2e-6, rtol=1e-4, atol=1e-8, err_msg=f"{name}{idx}")
 
 
 def test_xor_trains_with_modules_and_sgd():

@@ -1,4 +1,5 @@
 """npnn.summary: TF1-style summaries recorded under name scopes, evaluated when merged."""
+
 import subprocess
 import sys
 
@@ -135,16 +136,20 @@ def test_merged_every_step_read_back_by_tensorboard(tmp_path):
     acc = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0, "histograms": 0}).Reload()
     costs = acc.Scalars("Cost/Cost")
     assert [e.step for e in costs] == list(range(20))
-    np.testing.assert_allclose([e.value for e in costs], [0.5 ** s for s in range(20)], rtol=1e-6)
+    np.testing.assert_allclose([e.value for e in costs], [0.5**s for s in range(20)], rtol=1e-6)
     hist = acc.Histograms("Layer1/W1")
-    assert len(hist) == 20 and hist[3].histogram_value.max == pytest.approx(0.5 ** 4)
+    assert len(hist) == 20 and hist[3].histogram_value.max == pytest.approx(0.5**4)
     assert hist[3].histogram_value.num == 2
 
 
 def test_merge_all_bytes_equal_protobuf_built_summary():
     rng = np.random.default_rng(5)
-    vals = [rng.standard_normal((4, 2)).astype(np.float32), np.array([0.0, -0.0, 1e-40], np.float32),
-            rng.standard_normal(1000), np.arange(3, dtype=np.int32)]
+    vals = [
+        rng.standard_normal((4, 2)).astype(np.float32),
+        np.array([0.0, -0.0, 1e-40], np.float32),
+        rng.standard_normal(1000),
+        np.arange(3, dtype=np.int32),
+    ]
     for i, v in enumerate(vals):
         summary.histogram(f"h{i}", v)
     summary.scalar("big", np.float64(1e300))  # beyond float32: +inf, as the protobuf setter gives
@@ -162,10 +167,12 @@ def test_merge_all_bytes_equal_protobuf_built_summary():
 
 
 def test_import_npnn_then_npnn_summary_loads_tbwriter_only_when_used():
-    code = ("import sys, npnn\n"
-            "before = 'tbwriter' in sys.modules\n"
-            "npnn.summary.scalar('c', npnn.Tensor(2.0))\n"
-            "print(before, 'tbwriter' in sys.modules, npnn.summary.merge_all().value[0].simple_value)\n")
+    code = (
+        "import sys, npnn\n"
+        "before = 'tbwriter' in sys.modules\n"
+        "npnn.summary.scalar('c', npnn.Tensor(2.0))\n"
+        "print(before, 'tbwriter' in sys.modules, npnn.summary.merge_all().value[0].simple_value)\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "True", "2.0"]

@@ -20,7 +20,7 @@ from npnn import ops
 def numeric_grads(f, arrays, upstream, eps=1e-6):
     """Central differences of sum(f(*arrays) * upstream) with respect to each array."""
     grads = []
-    for k, a in enumerate(arrays):
+    for a in arrays:
         g = np.zeros_like(a)
         flat, gflat = a.reshape(-1), g.reshape(-1)
         for i in range(flat.size):
@@ -60,16 +60,27 @@ def rand(shape, seed=0, low=None):
 
 
 # Pairs of shapes that broadcast, both ways round, as in HIPS autograd's tests.
-BROADCAST_PAIRS = [((), ()), ((), (3,)), ((3,), ()), ((3,), (3,)), ((2, 3), (3,)), ((3,), (2, 3)),
-                   ((2, 3), (2, 1)), ((2, 1), (1, 3)), ((4, 1, 3), (2, 1)), ((1,), (2, 3)),
-                   ((2, 3), (1, 1)), ((2, 1, 3), (1, 4, 1))]
+BROADCAST_PAIRS = [
+    ((), ()),
+    ((), (3,)),
+    ((3,), ()),
+    ((3,), (3,)),
+    ((2, 3), (3,)),
+    ((3,), (2, 3)),
+    ((2, 3), (2, 1)),
+    ((2, 1), (1, 3)),
+    ((4, 1, 3), (2, 1)),
+    ((1,), (2, 3)),
+    ((2, 3), (1, 1)),
+    ((2, 1, 3), (1, 4, 1)),
+]
 
 BINARY = {
     "add": (lambda a, b: a + b, None),
     "sub": (lambda a, b: a - b, None),
     "mul": (lambda a, b: a * b, None),
     "div": (lambda a, b: a / b, 0.5),
-    "pow": (lambda a, b: a ** b, 0.5),
+    "pow": (lambda a, b: a**b, 0.5),
     "maximum": (npnn.maximum, None),
     "minimum": (npnn.minimum, None),
 }
@@ -85,30 +96,52 @@ def test_binary_broadcasting(name, sa, sb):
     assert out.shape == np.broadcast_shapes(sa, sb)
 
 
-@pytest.mark.parametrize("name,fn", [
-    ("add", lambda x: x + 2.5), ("radd", lambda x: 2.5 + x), ("sub", lambda x: x - 1.5),
-    ("rsub", lambda x: 1.5 - x), ("mul", lambda x: x * -3.0), ("rmul", lambda x: 3 * x),
-    ("div", lambda x: x / 4.0), ("rdiv", lambda x: 2.0 / x), ("pow2", lambda x: x ** 2),
-    ("pow3", lambda x: x ** 3), ("powf", lambda x: x ** 1.7), ("rpow", lambda x: 1.5 ** x),
-    ("neg", lambda x: -x), ("array_left", lambda x: np.arange(6.0).reshape(2, 3) * x),
-    ("array_right", lambda x: x - np.ones(3)),
-])
+@pytest.mark.parametrize(
+    "name,fn",
+    [
+        ("add", lambda x: x + 2.5),
+        ("radd", lambda x: 2.5 + x),
+        ("sub", lambda x: x - 1.5),
+        ("rsub", lambda x: 1.5 - x),
+        ("mul", lambda x: x * -3.0),
+        ("rmul", lambda x: 3 * x),
+        ("div", lambda x: x / 4.0),
+        ("rdiv", lambda x: 2.0 / x),
+        ("pow2", lambda x: x**2),
+        ("pow3", lambda x: x**3),
+        ("powf", lambda x: x**1.7),
+        ("rpow", lambda x: 1.5**x),
+        ("neg", lambda x: -x),
+        ("array_left", lambda x: np.arange(6.0).reshape(2, 3) * x),
+        ("array_right", lambda x: x - np.ones(3)),
+    ],
+)
 def test_scalar_and_array_operands(name, fn):
     gradcheck(fn, rand((2, 3), 3, 0.5))
 
 
-@pytest.mark.parametrize("name,fn,low", [
-    ("exp", npnn.exp, None), ("log", npnn.log, 0.5), ("sqrt", npnn.sqrt, 0.5),
-    ("sigmoid", npnn.sigmoid, None), ("tanh", npnn.tanh, None), ("relu", npnn.relu, None),
-    ("abs", npnn.abs, None), ("clip", lambda x: npnn.clip(x, -0.5, 0.5), None),
-    ("softmax0", lambda x: npnn.softmax(x, axis=0), None), ("softmax", npnn.softmax, None),
-    ("log_softmax", npnn.log_softmax, None),
-    ("log_softmax0", lambda x: npnn.log_softmax(x, axis=0), None),
-    ("T", lambda x: x.T, None), ("transpose", lambda x: x.transpose(1, 0, 2), None),
-    ("reshape", lambda x: x.reshape(4, 6), None),
-    ("reshape_tuple", lambda x: x.reshape((-1,)), None),
-    ("flatten", lambda x: x.flatten(), None),
-])
+@pytest.mark.parametrize(
+    "name,fn,low",
+    [
+        ("exp", npnn.exp, None),
+        ("log", npnn.log, 0.5),
+        ("sqrt", npnn.sqrt, 0.5),
+        ("sigmoid", npnn.sigmoid, None),
+        ("tanh", npnn.tanh, None),
+        ("relu", npnn.relu, None),
+        ("abs", npnn.abs, None),
+        ("clip", lambda x: npnn.clip(x, -0.5, 0.5), None),
+        ("softmax0", lambda x: npnn.softmax(x, axis=0), None),
+        ("softmax", npnn.softmax, None),
+        ("log_softmax", npnn.log_softmax, None),
+        ("log_softmax0", lambda x: npnn.log_softmax(x, axis=0), None),
+        ("T", lambda x: x.T, None),
+        ("transpose", lambda x: x.transpose(1, 0, 2), None),
+        ("reshape", lambda x: x.reshape(4, 6), None),
+        ("reshape_tuple", lambda x: x.reshape((-1,)), None),
+        ("flatten", lambda x: x.flatten(), None),
+    ],
+)
 def test_unary(name, fn, low):
     x = rand((2, 3, 4), 4, low)
     if name in ("relu", "abs", "clip"):
@@ -162,21 +195,37 @@ def test_max_ties_share_the_gradient():
     np.testing.assert_allclose(x.grad, [[0, 0.5, 0.5], [0, 0, 0]])
 
 
-@pytest.mark.parametrize("sa,sb", [((3, 4), (4, 2)), ((4,), (4, 2)), ((3, 4), (4,)), ((4,), (4,)),
-                                   ((2, 3, 4), (4, 5)), ((2, 3, 4), (2, 4, 5)), ((3, 4), (2, 4, 5)),
-                                   ((1, 3, 4), (2, 4, 2))])
+@pytest.mark.parametrize(
+    "sa,sb",
+    [
+        ((3, 4), (4, 2)),
+        ((4,), (4, 2)),
+        ((3, 4), (4,)),
+        ((4,), (4,)),
+        ((2, 3, 4), (4, 5)),
+        ((2, 3, 4), (2, 4, 5)),
+        ((3, 4), (2, 4, 5)),
+        ((1, 3, 4), (2, 4, 2)),
+    ],
+)
 def test_matmul(sa, sb):
     out = gradcheck(lambda a, b: a @ b, rand(sa, 6), rand(sb, 7))
     assert out.shape == np.matmul(np.zeros(sa), np.zeros(sb)).shape
 
 
-@pytest.mark.parametrize("idx", [
-    (slice(None), 1), (0,), (slice(1, None), slice(None, None, 2)), (Ellipsis, None, 2),
-    (np.array([0, 2, 2, 1, 2]),),  # repeated rows must add up
-    (np.array([0, 1, 1]), np.array([3, 0, 0])),  # repeated (row, col) pairs too
-    (np.array([[True, False, True, False]] * 3),),
-    ([2, 0],),
-])
+@pytest.mark.parametrize(
+    "idx",
+    [
+        (slice(None), 1),
+        (0,),
+        (slice(1, None), slice(None, None, 2)),
+        (Ellipsis, None, 2),
+        (np.array([0, 2, 2, 1, 2]),),  # repeated rows must add up
+        (np.array([0, 1, 1]), np.array([3, 0, 0])),  # repeated (row, col) pairs too
+        (np.array([[True, False, True, False]] * 3),),
+        ([2, 0],),
+    ],
+)
 def test_getitem(idx):
     gradcheck(lambda x: x[idx if len(idx) > 1 else idx[0]], rand((3, 4), 8))
 
@@ -195,8 +244,7 @@ def test_getitem_with_tensor_index():
 
 @pytest.mark.parametrize("axis", [0, 1, -1])
 def test_concatenate_and_stack(axis):
-    gradcheck(lambda a, b, c: npnn.concatenate([a, b, c], axis=axis),
-              rand((2, 3), 1), rand((2, 3), 2), rand((2, 3), 3))
+    gradcheck(lambda a, b, c: npnn.concatenate([a, b, c], axis=axis), rand((2, 3), 1), rand((2, 3), 2), rand((2, 3), 3))
     gradcheck(lambda a, b: npnn.stack([a, b], axis=axis), rand((2, 3), 4), rand((2, 3), 5))
 
 
@@ -214,8 +262,11 @@ def test_where(sa, sb):
 
 def test_composite_reuses_inputs():
     # x appears on many paths: accumulation must add every contribution exactly once.
-    gradcheck(lambda x, w: npnn.sigmoid(x @ w + x.sum(axis=1, keepdims=True)) * x.mean()
-              + (x * x).sum() / x.max(), rand((3, 2), 1), rand((2, 2), 2))
+    gradcheck(
+        lambda x, w: npnn.sigmoid(x @ w + x.sum(axis=1, keepdims=True)) * x.mean() + (x * x).sum() / x.max(),
+        rand((3, 2), 1),
+        rand((2, 2), 2),
+    )
 
 
 def test_same_tensor_twice_in_one_op():
@@ -226,15 +277,17 @@ def test_same_tensor_twice_in_one_op():
 
 FLOAT32_CASES = {
     "add_bias": lambda x, w: (x @ w + w[0]).sum(),
-    "scalars": lambda x, w: ((x * 2.0 - 1) / 3 + 0.5 ** x).sum() + (w ** 2).mean(),
+    "scalars": lambda x, w: ((x * 2.0 - 1) / 3 + 0.5**x).sum() + (w**2).mean(),
     "numpy_scalar": lambda x, w: (x * np.float64(2.0) + np.float64(1.0) * w[0]).sum(),
     "numpy_array": lambda x, w: (x * np.ones((3, 3)) + w).mean(),
-    "funcs": lambda x, w: (npnn.sigmoid(x) + npnn.tanh(w) + npnn.relu(x) + npnn.exp(w)
-                           + npnn.log_softmax(x) + npnn.softmax(w, axis=0)).sum(),
+    "funcs": lambda x, w: (
+        npnn.sigmoid(x) + npnn.tanh(w) + npnn.relu(x) + npnn.exp(w) + npnn.log_softmax(x) + npnn.softmax(w, axis=0)
+    ).sum(),
     "sqrt_log": lambda x, w: (npnn.sqrt(x * x + 1) + npnn.log(w * w + 1)).sum(),
     "reductions": lambda x, w: x.max(axis=0).sum() + w.mean(axis=1, keepdims=True).sum(),
-    "shapes": lambda x, w: (x.T.reshape(9)[np.array([1, 1, 2])] * 2).sum()
-                           + npnn.concatenate([x, w]).sum() + npnn.stack([x, w]).mean(),
+    "shapes": lambda x, w: (
+        (x.T.reshape(9)[np.array([1, 1, 2])] * 2).sum() + npnn.concatenate([x, w]).sum() + npnn.stack([x, w]).mean()
+    ),
 }
 
 
@@ -251,9 +304,12 @@ def test_grad_dtype_matches_parameter_dtype(name):
 
 # -- hypothesis: shapes ------------------------------------------------------------------------
 
+
 @settings(max_examples=40, deadline=None)
-@given(hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=3, max_side=3),
-       st.sampled_from(["add", "sub", "mul", "maximum"]))
+@given(
+    hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=3, max_side=3),
+    st.sampled_from(["add", "sub", "mul", "maximum"]),
+)
 def test_property_broadcast_grad_shapes(shapes, name):
     sa, sb = shapes.input_shapes
     a = npnn.Tensor(rand(sa, 1), requires_grad=True)
@@ -291,10 +347,36 @@ def test_property_matmul_grad_shapes(shape, k):
 
 def test_every_public_op_is_covered():
     # A new op in npnn.ops without a gradient test here should fail loudly.
-    covered = {"add", "sub", "mul", "div", "pow", "neg", "matmul", "exp", "log", "sqrt", "abs",
-               "sigmoid", "tanh", "relu", "softmax", "log_softmax", "where", "concatenate", "stack",
-               "sum", "mean", "max", "reshape", "transpose", "getitem", "maximum", "minimum",
-               "clip"}
+    covered = {
+        "add",
+        "sub",
+        "mul",
+        "div",
+        "pow",
+        "neg",
+        "matmul",
+        "exp",
+        "log",
+        "sqrt",
+        "abs",
+        "sigmoid",
+        "tanh",
+        "relu",
+        "softmax",
+        "log_softmax",
+        "where",
+        "concatenate",
+        "stack",
+        "sum",
+        "mean",
+        "max",
+        "reshape",
+        "transpose",
+        "getitem",
+        "maximum",
+        "minimum",
+        "clip",
+    }
     assert set(ops.__all__) == covered
 
 

@@ -52,6 +52,7 @@ def run_npnn(make_opt, steps=STEPS, dtype=np.float32):
 
 # ---- references (PyTorch's documented algorithms, one parameter, float64) -------------------
 
+
 def ref_sgd(p, grads, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
     p = p.astype(np.float64)
     b = None
@@ -66,8 +67,7 @@ def ref_sgd(p, grads, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_de
     return p
 
 
-def ref_adam(p, grads, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
-             decoupled=False):
+def ref_adam(p, grads, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, decoupled=False):
     b1, b2 = betas
     p = p.astype(np.float64)
     m = np.zeros_like(p)
@@ -81,18 +81,17 @@ def ref_adam(p, grads, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, 
             g = g + weight_decay * p
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g * g
-        m_hat = m / (1 - b1 ** t)
+        m_hat = m / (1 - b1**t)
         if amsgrad:
             vmax = np.maximum(vmax, v)
-            v_hat = vmax / (1 - b2 ** t)
+            v_hat = vmax / (1 - b2**t)
         else:
-            v_hat = v / (1 - b2 ** t)
+            v_hat = v / (1 - b2**t)
         p = p - lr * m_hat / (np.sqrt(v_hat) + eps)
     return p
 
 
-def ref_rmsprop(p, grads, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
-                centered=False):
+def ref_rmsprop(p, grads, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
     p = p.astype(np.float64)
     v = np.zeros_like(p)
     ga = np.zeros_like(p)
@@ -126,24 +125,30 @@ def assert_close(got, want, rtol=2e-5, atol=2e-6):
         np.testing.assert_allclose(g, w, rtol=rtol, atol=atol)
 
 
-@pytest.mark.parametrize("kw", [
-    dict(lr=0.1),
-    dict(lr=0.1, momentum=0.9),
-    dict(lr=0.05, momentum=0.8, dampening=0.3),
-    dict(lr=0.1, momentum=0.9, nesterov=True),
-    dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
-    dict(lr=0.1, weight_decay=0.1),
-])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(lr=0.1),
+        dict(lr=0.1, momentum=0.9),
+        dict(lr=0.05, momentum=0.8, dampening=0.3),
+        dict(lr=0.1, momentum=0.9, nesterov=True),
+        dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
+        dict(lr=0.1, weight_decay=0.1),
+    ],
+)
 def test_sgd_matches_reference(kw):
     assert_close(run_npnn(lambda ps: optim.SGD(ps, **kw)), reference(ref_sgd, **kw))
 
 
-@pytest.mark.parametrize("kw", [
-    dict(),
-    dict(lr=0.01, betas=(0.8, 0.99), eps=1e-6),
-    dict(lr=0.01, weight_decay=0.1),
-    dict(lr=0.01, amsgrad=True),
-])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(),
+        dict(lr=0.01, betas=(0.8, 0.99), eps=1e-6),
+        dict(lr=0.01, weight_decay=0.1),
+        dict(lr=0.01, amsgrad=True),
+    ],
+)
 def test_adam_matches_reference(kw):
     assert_close(run_npnn(lambda ps: optim.Adam(ps, **kw)), reference(ref_adam, **kw))
 
@@ -154,13 +159,16 @@ def test_adamw_matches_reference(kw):
     assert_close(run_npnn(lambda ps: optim.AdamW(ps, **kw)), want)
 
 
-@pytest.mark.parametrize("kw", [
-    dict(),
-    dict(lr=0.01, alpha=0.9, eps=1e-6),
-    dict(lr=0.01, centered=True),
-    dict(lr=0.01, momentum=0.9),
-    dict(lr=0.01, momentum=0.5, centered=True, weight_decay=0.05),
-])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(),
+        dict(lr=0.01, alpha=0.9, eps=1e-6),
+        dict(lr=0.01, centered=True),
+        dict(lr=0.01, momentum=0.9),
+        dict(lr=0.01, momentum=0.5, centered=True, weight_decay=0.05),
+    ],
+)
 def test_rmsprop_matches_reference(kw):
     assert_close(run_npnn(lambda ps: optim.RMSprop(ps, **kw)), reference(ref_rmsprop, **kw))
 
@@ -230,8 +238,9 @@ def test_state_dict_resumes_identically():
             opt.step()
         return [p.data for p in params]
 
-    np.testing.assert_array_equal(np.concatenate([a.ravel() for a in run(3)]),
-                                  np.concatenate([a.ravel() for a in run(-1)]))
+    np.testing.assert_array_equal(
+        np.concatenate([a.ravel() for a in run(3)]), np.concatenate([a.ravel() for a in run(-1)])
+    )
 
 
 def test_adam_fits_a_linear_regression():
@@ -250,22 +259,25 @@ def test_adam_fits_a_linear_regression():
     np.testing.assert_allclose(b.data, 0.3, atol=1e-3)
 
 
-@pytest.mark.parametrize("make, arg", [
-    (lambda ps: optim.SGD(ps, lr=-0.1), "lr"),
-    (lambda ps: optim.SGD(ps, lr=0.1, momentum=-1), "momentum"),
-    (lambda ps: optim.SGD(ps, lr=0.1, nesterov=True), "nesterov"),
-    (lambda ps: optim.SGD(ps, lr=0.1, weight_decay=-1), "weight_decay"),
-    (lambda ps: optim.Adam(ps, lr=float("nan")), "lr"),
-    (lambda ps: optim.Adam(ps, betas=(1.0, 0.999)), "betas[0]"),
-    (lambda ps: optim.Adam(ps, betas=(0.9, -0.1)), "betas[1]"),
-    (lambda ps: optim.Adam(ps, betas=(0.9,)), "betas"),
-    (lambda ps: optim.Adam(ps, eps=-1e-8), "eps"),
-    (lambda ps: optim.AdamW(ps, weight_decay=-1), "weight_decay"),
-    (lambda ps: optim.RMSprop(ps, alpha=1.5), "alpha"),
-    (lambda ps: optim.RMSprop(ps, momentum=-0.5), "momentum"),
-    (lambda ps: optim.SGD([], lr=0.1), "params"),
-    (lambda ps: optim.SGD([{"params": ps, "momentun": 0.9}], lr=0.1), "param_group"),
-])
+@pytest.mark.parametrize(
+    "make, arg",
+    [
+        (lambda ps: optim.SGD(ps, lr=-0.1), "lr"),
+        (lambda ps: optim.SGD(ps, lr=0.1, momentum=-1), "momentum"),
+        (lambda ps: optim.SGD(ps, lr=0.1, nesterov=True), "nesterov"),
+        (lambda ps: optim.SGD(ps, lr=0.1, weight_decay=-1), "weight_decay"),
+        (lambda ps: optim.Adam(ps, lr=float("nan")), "lr"),
+        (lambda ps: optim.Adam(ps, betas=(1.0, 0.999)), "betas[0]"),
+        (lambda ps: optim.Adam(ps, betas=(0.9, -0.1)), "betas[1]"),
+        (lambda ps: optim.Adam(ps, betas=(0.9,)), "betas"),
+        (lambda ps: optim.Adam(ps, eps=-1e-8), "eps"),
+        (lambda ps: optim.AdamW(ps, weight_decay=-1), "weight_decay"),
+        (lambda ps: optim.RMSprop(ps, alpha=1.5), "alpha"),
+        (lambda ps: optim.RMSprop(ps, momentum=-0.5), "momentum"),
+        (lambda ps: optim.SGD([], lr=0.1), "params"),
+        (lambda ps: optim.SGD([{"params": ps, "momentun": 0.9}], lr=0.1), "param_group"),
+    ],
+)
 def test_bad_hyperparameters_name_the_argument(make, arg):
     with pytest.raises(ValueError) as e:
         make(make_params())
@@ -291,12 +303,15 @@ def test_step_counts_and_bias_correction_scalars_are_python_floats():
     assert math.isclose(float(p.data[0]), 1 - 0.3, rel_tol=1e-5)
 
 
-@pytest.mark.parametrize("make", [
-    lambda ps: optim.Adam(ps, lr=0.01, weight_decay=0.1, amsgrad=True),
-    lambda ps: optim.AdamW(ps, lr=0.01),
-    lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
-    lambda ps: optim.RMSprop(ps, lr=0.01, momentum=0.5, centered=True),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ps: optim.Adam(ps, lr=0.01, weight_decay=0.1, amsgrad=True),
+        lambda ps: optim.AdamW(ps, lr=0.01),
+        lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
+        lambda ps: optim.RMSprop(ps, lr=0.01, momentum=0.5, centered=True),
+    ],
+)
 def test_two_thread_split_is_bit_identical(make, monkeypatch):
     # Large parameters are updated in two halves by two threads: elementwise, so no rounding changes.
     def run(threads):
@@ -377,11 +392,14 @@ def _fresh_python(code: str, env_update: dict) -> str:
     return out.stdout.strip()
 
 
-@pytest.mark.parametrize("first, env, expected", [
-    ("import npnn", {}, "16"),                      # npnn sets the short spin before NumPy loads OpenBLAS
-    ("import npnn", {"OPENBLAS_THREAD_TIMEOUT": "20"}, "20"),  # the user's value wins
-    ("import numpy, npnn", {}, "None"),             # too late once NumPy is loaded: left alone
-])
+@pytest.mark.parametrize(
+    "first, env, expected",
+    [
+        ("import npnn", {}, "16"),  # npnn sets the short spin before NumPy loads OpenBLAS
+        ("import npnn", {"OPENBLAS_THREAD_TIMEOUT": "20"}, "20"),  # the user's value wins
+        ("import numpy, npnn", {}, "None"),  # too late once NumPy is loaded: left alone
+    ],
+)
 def test_openblas_thread_timeout_is_set_only_before_numpy(first, env, expected):
     code = f"{first}; import os; print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))"
     assert _fresh_python(code, env) == expected

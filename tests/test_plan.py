@@ -1,4 +1,5 @@
 """npnn.plan: a recorded step replays bit-identically to eager, and runs eager when replay could be wrong."""
+
 import numpy as np
 import pytest
 
@@ -18,6 +19,7 @@ def xor_setup(seed: int = 777):
     def loss_fn(x, y):
         h = npnn.sigmoid(npnn.sigmoid(x @ W1 + b1) @ W2 + b2)
         return -(y * npnn.log(h) + (1 - y) * npnn.log(1 - h)).mean()
+
     return params, optim.Adam(params, lr=0.01), loss_fn
 
 
@@ -81,7 +83,9 @@ def test_data_dependent_control_flow_is_refused_and_runs_eager():
         def loss_fn(x, y):
             loss = fn(x, y)
             return loss * 2.0 if loss.item() > 0.6 else loss  # Python control flow on a value
+
         return loss_fn
+
     step = plan.compile(branching(pfn), popt)
     x, y = npnn.Tensor(X), npnn.Tensor(Y)
     taken = set()
@@ -107,7 +111,9 @@ def test_what_cannot_be_replayed_runs_eager(case):
             if case == "constant made inside":
                 return loss + (y * c).mean()  # an ndarray operand: a constant the plan cannot follow
             return loss + npnn.Tensor(np.float32(0.0))
+
         return loss_fn
+
     step = plan.compile(variant(pfn), popt)
     x, y = npnn.Tensor(X), npnn.Tensor(Y)
     for _ in range(5):
@@ -131,7 +137,9 @@ def test_buffered_backward_sums_shares_in_the_engines_order_over_many_steps():
             out = (z @ V) + (h @ V) * 2.0  # V twice
             d = out - y
             return (d * d).mean() + (W * W).mean() * 0.01 - b.mean() * 0.0
+
         return params, optim.Adam(params, lr=0.05), loss_fn
+
     state = rng.bit_generator.state
     ep, eopt, efn = setup()
     rng.bit_generator.state = state

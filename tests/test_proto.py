@@ -1,4 +1,5 @@
 """Our proto/ files speak TensorBoard's wire format, and the committed modules are fresh."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -6,8 +7,17 @@ from pathlib import Path
 import pytest
 from google.protobuf import descriptor as D
 
-from tbwriter.proto import (event_pb2, graph_pb2, histogram_pb2, hparams_pb2, plugins_pb2, summary_pb2,
-                            tensor_pb2, tensor_shape_pb2, types_pb2)
+from tbwriter.proto import (
+    event_pb2,
+    graph_pb2,
+    histogram_pb2,
+    hparams_pb2,
+    plugins_pb2,
+    summary_pb2,
+    tensor_pb2,
+    tensor_shape_pb2,
+    types_pb2,
+)
 from tensorboard.compat.proto import event_pb2 as tb_event
 from tensorboard.compat.proto import graph_pb2 as tb_graph
 from tensorboard.compat.proto import histogram_pb2 as tb_histogram
@@ -86,8 +96,13 @@ ENUMS = [
 
 def _field_sig(f: D.FieldDescriptor):
     sub = f.message_type or f.enum_type
-    return (f.name, f.type, f.is_repeated, sub.name if sub else None,
-            f.containing_oneof.name if f.containing_oneof else None)
+    return (
+        f.name,
+        f.type,
+        f.is_repeated,
+        sub.name if sub else None,
+        f.containing_oneof.name if f.containing_oneof else None,
+    )
 
 
 @pytest.mark.parametrize("ours,theirs", PAIRS, ids=[p[0].DESCRIPTOR.name for p in PAIRS])
@@ -128,7 +143,8 @@ def test_messages_round_trip_through_tensorboard():
 
 def test_generated_modules_are_fresh():
     """tbwriter/proto/*_pb2.py equal what tools/gen_proto.py makes from proto/ now."""
-    r = subprocess.run([sys.executable, str(ROOT / "tools" / "gen_proto.py"), "--check"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "gen_proto.py"), "--check"], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "up to date" in r.stdout

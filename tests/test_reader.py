@@ -5,6 +5,7 @@ TensorBoard's plugin `pb` functions (no TensorFlow needed), plus TF1-style value
 so the reader is judged on files it did not write itself. Helpers here are reused by
 test_cli.py and test_reader_fuzz.py.
 """
+
 import os
 import struct
 import subprocess
@@ -41,6 +42,7 @@ WALL = 1_700_000_000.0
 
 # --- helpers shared with test_cli.py and test_reader_fuzz.py -----------------------------------
 
+
 def masked_crc(data: bytes) -> int:
     """TFRecord masked CRC32C, written out here so the tests do not trust the reader's copy."""
     crc = crc32c.crc32c(data)
@@ -60,6 +62,7 @@ def png(pixels: np.ndarray) -> bytes:
 
     def chunk(kind, body):
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
 
@@ -70,11 +73,16 @@ def image_value(tag: str, pixels: np.ndarray, v2: bool) -> tb_summary_pb2.Summar
     encoded = png(pixels)
     if v2:
         tensor = tensor_util.make_tensor_proto(
-            np.array([str(pixels.shape[1]).encode(), str(pixels.shape[0]).encode(), encoded], dtype=object))
+            np.array([str(pixels.shape[1]).encode(), str(pixels.shape[0]).encode(), encoded], dtype=object)
+        )
         summary.value.add(tag=tag, tensor=tensor, metadata=image_metadata.create_summary_metadata(tag, ""))
     else:
-        summary.value.add(tag=tag, image=tb_summary_pb2.Summary.Image(
-            height=pixels.shape[0], width=pixels.shape[1], colorspace=3, encoded_image_string=encoded))
+        summary.value.add(
+            tag=tag,
+            image=tb_summary_pb2.Summary.Image(
+                height=pixels.shape[0], width=pixels.shape[1], colorspace=3, encoded_image_string=encoded
+            ),
+        )
     return summary
 
 
@@ -87,9 +95,16 @@ def audio_value(tag: str, samples: np.ndarray, rate: int) -> tb_summary_pb2.Summ
         w.setframerate(rate)
         w.writeframes((samples * 32767).astype("<i2").tobytes())
     summary = tb_summary_pb2.Summary()
-    summary.value.add(tag=tag, audio=tb_summary_pb2.Summary.Audio(
-        sample_rate=rate, num_channels=1, length_frames=len(samples),
-        encoded_audio_string=buf.getvalue(), content_type="audio/wav"))
+    summary.value.add(
+        tag=tag,
+        audio=tb_summary_pb2.Summary.Audio(
+            sample_rate=rate,
+            num_channels=1,
+            length_frames=len(samples),
+            encoded_audio_string=buf.getvalue(),
+            content_type="audio/wav",
+        ),
+    )
     return summary
 
 
@@ -97,8 +112,11 @@ def pr_value(tag: str, rng, thresholds: int = 5) -> tb_summary_pb2.Summary:
     """A pr_curves tensor (6 x thresholds float32) with the plugin's metadata."""
     summary = tb_summary_pb2.Summary()
     data = rng.random((6, thresholds)).astype(np.float32)
-    summary.value.add(tag=tag, tensor=tensor_util.make_tensor_proto(data),
-                      metadata=pr_metadata.create_summary_metadata(tag, "", thresholds))
+    summary.value.add(
+        tag=tag,
+        tensor=tensor_util.make_tensor_proto(data),
+        metadata=pr_metadata.create_summary_metadata(tag, "", thresholds),
+    )
     return summary
 
 
@@ -131,7 +149,7 @@ def rich_events(steps: int = 5) -> list:
         histo.bucket.extend([1, 1, 1])
         events += [
             _event(step, summary=tf1),
-            _event(step, summary=scalar_summary.scalar_pb("loss", np.float32(0.5 ** step))),
+            _event(step, summary=scalar_summary.scalar_pb("loss", np.float32(0.5**step))),
             _event(step, summary=scalar_summary.scalar_pb("acc", np.float64(step / 10))),
             _event(step, summary=histogram_summary.histogram_pb("weights", rng.normal(size=100))),
             _event(step, summary=image_value("tf1/sample", rng.integers(0, 255, (8, 8, 3), dtype=np.uint8), False)),
@@ -168,6 +186,7 @@ def rich_file(tmp_path_factory):
 
 
 # --- records and events ------------------------------------------------------------------------
+
 
 def test_records_equal_tensorboard_raw_loader(rich_file):
     records = list(reader.read_records(rich_file))
@@ -217,6 +236,7 @@ def test_empty_file_has_no_records(tmp_path):
 
 # --- truncation: a writer killed mid-write ---------------------------------------------------
 
+
 def test_truncated_last_record_is_warned_and_skipped_like_tensorboard(rich_file, tmp_path):
     data = open(rich_file, "rb").read()
     records = list(reader.read_records(rich_file))
@@ -263,7 +283,7 @@ def test_on_truncated_must_be_known(rich_file):
 def test_huge_length_with_valid_checksum_is_truncation_not_allocation(tmp_path):
     # A header that promises 2**40 bytes: the file cannot hold it, so it is a truncated record,
     # found out before reading (a MemoryError would mean it tried to allocate).
-    length = struct.pack("<Q", 2 ** 40)
+    length = struct.pack("<Q", 2**40)
     path = tmp_path / "events.out.tfevents.huge"
     good = frame(event_pb2.Event(step=1).SerializeToString())
     path.write_bytes(good + length + struct.pack("<I", masked_crc(length)) + b"abc")
@@ -273,6 +293,7 @@ def test_huge_length_with_valid_checksum_is_truncation_not_allocation(tmp_path):
 
 
 # --- corruption --------------------------------------------------------------------------------
+
 
 def test_flipped_data_byte_raises_named_error_after_good_records(rich_file, tmp_path):
     data = bytearray(open(rich_file, "rb").read())
@@ -326,6 +347,7 @@ def test_valid_checksums_around_non_event_bytes_are_corrupt(tmp_path):
 
 # --- logdirs and runs --------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def logdir(tmp_path_factory):
     """Runs at the root, one level down and two levels down; one run with two files."""
@@ -357,18 +379,26 @@ def test_missing_logdir_raises_naming_it(tmp_path):
 
 def _tb_accumulator(path):
     acc = plugin_event_accumulator.EventAccumulator(
-        str(path), size_guidance={"tensors": 0, "graph": 0, "run_metadata": 0})
+        str(path), size_guidance={"tensors": 0, "graph": 0, "run_metadata": 0}
+    )
     acc.Reload()
     return acc
 
 
-_TB_PLUGIN_TO_KIND = {"scalars": "scalar", "histograms": "histogram", "images": "image", "audio": "audio",
-                      "text": "text", "pr_curves": "pr_curve", "hparams": "hparams"}
+_TB_PLUGIN_TO_KIND = {
+    "scalars": "scalar",
+    "histograms": "histogram",
+    "images": "image",
+    "audio": "audio",
+    "text": "text",
+    "pr_curves": "pr_curve",
+    "hparams": "hparams",
+}
 
 
 def test_tag_kinds_and_scalars_match_event_accumulator(logdir):
     """Per run: each tag's kind and every scalar (step, wall_time, value) as TensorBoard loads them."""
-    for run, paths in reader.event_files(logdir).items():
+    for paths in reader.event_files(logdir).values():
         acc = _tb_accumulator(os.path.dirname(paths[0]))
         kinds = reader.TagKinds()
         ours_kind, ours_scalars, ours_steps = {}, {}, {}
@@ -379,7 +409,8 @@ def test_tag_kinds_and_scalars_match_event_accumulator(logdir):
                     ours_steps.setdefault(value.tag, []).append(event.step)
                     if kind == "scalar":
                         ours_scalars.setdefault(value.tag, []).append(
-                            (event.step, event.wall_time, reader.scalar_value(value)))
+                            (event.step, event.wall_time, reader.scalar_value(value))
+                        )
         theirs_kind, graph_tags = {}, []
         for tag in acc.Tags()["tensors"]:
             plugin = acc.SummaryMetadata(tag).plugin_data.plugin_name
@@ -390,8 +421,7 @@ def test_tag_kinds_and_scalars_match_event_accumulator(logdir):
         assert ours_kind == theirs_kind
         assert {"tf1/loss", "loss", "acc"} <= set(ours_scalars)
         for tag, rows in ours_scalars.items():
-            theirs = [(t.step, t.wall_time, float(tensor_util.make_ndarray(t.tensor_proto)))
-                      for t in acc.Tensors(tag)]
+            theirs = [(t.step, t.wall_time, float(tensor_util.make_ndarray(t.tensor_proto))) for t in acc.Tensors(tag)]
             assert rows == theirs, tag
         for tag, steps in ours_steps.items():
             assert steps == [t.step for t in acc.Tensors(tag)], tag
@@ -429,16 +459,30 @@ def test_tag_kinds_use_first_metadata_only():
 
 # --- values ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("array", [
-    np.float32(1.5), np.float64(-2.25), np.int32(-7), np.int64(2 ** 40), np.array(True),
-    np.arange(6, dtype=np.float32).reshape(2, 3), np.arange(4, dtype=np.uint8),
-    np.array([1.5, -0.5], dtype=np.float16), np.array([[1, 2], [3, 4]], dtype=np.int16),
-    np.array([b"a", b"bc"], dtype=object), np.zeros((0, 3), dtype=np.float64),
-])
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.float32(1.5),
+        np.float64(-2.25),
+        np.int32(-7),
+        np.int64(2**40),
+        np.array(True),
+        np.arange(6, dtype=np.float32).reshape(2, 3),
+        np.arange(4, dtype=np.uint8),
+        np.array([1.5, -0.5], dtype=np.float16),
+        np.array([[1, 2], [3, 4]], dtype=np.int16),
+        np.array([b"a", b"bc"], dtype=object),
+        np.zeros((0, 3), dtype=np.float64),
+    ],
+)
 def test_tensor_to_array_equals_tensorboard_make_ndarray(array):
     tb_proto = tensor_util.make_tensor_proto(array)
-    ours = reader.tensor_to_array(summary_pb2.Summary.Value.FromString(
-        tb_summary_pb2.Summary.Value(tag="x", tensor=tb_proto).SerializeToString()).tensor)
+    ours = reader.tensor_to_array(
+        summary_pb2.Summary.Value.FromString(
+            tb_summary_pb2.Summary.Value(tag="x", tensor=tb_proto).SerializeToString()
+        ).tensor
+    )
     theirs = tensor_util.make_ndarray(tb_proto)
     assert ours.shape == theirs.shape and ours.dtype == theirs.dtype
     assert ours.tolist() == theirs.tolist()
@@ -457,13 +501,15 @@ def test_scalar_value_of_simple_value_and_tensors():
     for number in [np.float32(0.1), np.float64(0.1), np.int64(5), np.array([[3.5]], dtype=np.float32)]:
         tensor = tensor_util.make_tensor_proto(number)
         value = summary_pb2.Summary.Value.FromString(
-            tb_summary_pb2.Summary.Value(tag="s", tensor=tensor).SerializeToString())
+            tb_summary_pb2.Summary.Value(tag="s", tensor=tensor).SerializeToString()
+        )
         assert reader.scalar_value(value) == float(tensor_util.make_ndarray(tensor).reshape(()))
     assert reader.scalar_value(value) == 3.5
     from_pb = scalar_summary.scalar_pb("s", 0.25).value[0].SerializeToString()
     assert reader.scalar_value(summary_pb2.Summary.Value.FromString(from_pb)) == 0.25
     bad = summary_pb2.Summary.Value.FromString(
-        histogram_summary.histogram_pb("h", np.arange(3.0)).value[0].SerializeToString())
+        histogram_summary.histogram_pb("h", np.arange(3.0)).value[0].SerializeToString()
+    )
     with pytest.raises(ValueError, match="'h'.*one-element"):
         reader.scalar_value(bad)
     with pytest.raises(ValueError, match="'i'.*simple_value or a tensor"):
@@ -472,17 +518,23 @@ def test_scalar_value_of_simple_value_and_tensors():
 
 # --- streaming: memory stays flat --------------------------------------------------------------
 
+
 def test_streaming_200mb_keeps_memory_flat(tmp_path):
     """A child process reads a 200 MB file (and exports its scalars); its peak RSS grows by far less."""
-    image = _event(1, summary=image_value(
-        "big", np.random.default_rng(1).integers(0, 255, size=(256, 256, 3), dtype=np.uint8), v2=True))
+    image = _event(
+        1,
+        summary=image_value(
+            "big", np.random.default_rng(1).integers(0, 255, size=(256, 256, 3), dtype=np.uint8), v2=True
+        ),
+    )
     big_record = frame(image.SerializeToString())
-    scalars = b"".join(frame(_event(s, summary=scalar_summary.scalar_pb("loss", s / 7)).SerializeToString())
-                       for s in range(100))
+    scalars = b"".join(
+        frame(_event(s, summary=scalar_summary.scalar_pb("loss", s / 7)).SerializeToString()) for s in range(100)
+    )
     chunk = big_record * 20 + scalars
     path = tmp_path / "events.out.tfevents.big"
     with open(path, "wb") as f:
-        while f.tell() < 200 * 2 ** 20:
+        while f.tell() < 200 * 2**20:
             f.write(chunk)
     size = os.path.getsize(path)
     script = textwrap.dedent(f"""
@@ -505,5 +557,5 @@ def test_streaming_200mb_keeps_memory_flat(tmp_path):
     records, code, before, after = out.split()
     assert int(records) == size // len(chunk) * (20 + 100)
     assert int(code) == 0
-    print(f"streamed {size / 2 ** 20:.0f} MB: peak RSS {float(before):.1f} MB -> {float(after):.1f} MB")
+    print(f"streamed {size / 2**20:.0f} MB: peak RSS {float(before):.1f} MB -> {float(after):.1f} MB")
     assert float(after) - float(before) < 20, (before, after)

@@ -8,6 +8,7 @@ bytes inserted or deleted, flips plus truncation. For every copy:
 - `inspect` (main() in process) returns 0 or 1, never raises, and returns 1 exactly when
   the reader found corruption.
 """
+
 import io
 import random
 
@@ -40,12 +41,12 @@ def damage(data: bytes, rng: random.Random) -> tuple[bytes, str, bool]:
     if kind == "overwrite":
         start = rng.randrange(n)
         length = rng.randint(1, 64)
-        out[start:start + length] = bytes(rng.randrange(256) for _ in range(min(length, n - start)))
+        out[start : start + length] = bytes(rng.randrange(256) for _ in range(min(length, n - start)))
         return bytes(out), kind, True
     at = rng.randrange(n)
     if kind == "insert":
         return bytes(out[:at] + bytes(rng.randrange(256) for _ in range(rng.randint(1, 16))) + out[at:]), kind, False
-    return bytes(out[:at] + out[at + rng.randint(1, 16):]), kind, False
+    return bytes(out[:at] + out[at + rng.randint(1, 16) :]), kind, False
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +102,10 @@ def test_fuzz_reader_and_inspect(original, tmp_path):
         assert out.getvalue().startswith(f"run .  (1 file, {len(yielded)} events)"), (case, kind)
         if corrupt:
             assert f"byte offset {corrupt.offset}" in err.getvalue()
-    print(f"\nfuzz: {CASES} damaged copies of a {len(data)}-byte, {len(events)}-record file "
-          f"(seed {SEED}); outcomes {counts}; damage {dict(sorted(kinds.items()))}; "
-          f"{records_checked} yielded records checked equal to the original")
+    print(
+        f"\nfuzz: {CASES} damaged copies of a {len(data)}-byte, {len(events)}-record file "
+        f"(seed {SEED}); outcomes {counts}; damage {dict(sorted(kinds.items()))}; "
+        f"{records_checked} yielded records checked equal to the original"
+    )
     assert sum(counts.values()) == CASES
     assert all(counts.values())  # each outcome was exercised

@@ -31,7 +31,7 @@ def _anchor(heading: str) -> str:
 def test_readme_is_short_and_its_quick_start_is_two_commands_matching_ci():
     text = _text(README)
     assert len(text.splitlines()) < 200
-    quick = text[text.index("## Quick start"):]
+    quick = text[text.index("## Quick start") :]
     commands = [line for line in _blocks(quick, "bash")[0].splitlines() if line.strip()]
     assert len(commands) == 2 and commands[1] == "python -m pytest -q"
     install = re.search(r"pip install (-e '[^']+')", commands[0]).group(1)
@@ -45,14 +45,19 @@ def test_readme_python_examples_run(tmp_path):
     script = tmp_path / "examples.py"
     script.write_text("\n".join(blocks))
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     cost, rest = out.stdout.split(" ", 1)
     assert float(cost) < 0.01 and rest.strip() == "[False  True  True False]"  # XOR learned
     runs = reader.event_files(str(tmp_path / "runs" / "demo"))
-    values = [(e.step, e.summary.value[0].simple_value)
-              for path in runs["."] for e in reader.read_events(path) if e.HasField("summary")]
+    values = [
+        (e.step, e.summary.value[0].simple_value)
+        for path in runs["."]
+        for e in reader.read_events(path)
+        if e.HasField("summary")
+    ]
     assert values == [(s, pytest.approx(1 / (s + 1))) for s in range(100)]
 
 

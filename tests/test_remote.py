@@ -4,6 +4,7 @@
 server mode on loopback, one per module) for the rest, read by tbwriter's reader and by a
 real `tensorboard --logdir s3://...` (boto3, S3_ENDPOINT) through its HTTP API.
 """
+
 import os
 import signal
 import subprocess
@@ -41,11 +42,16 @@ def scalars(logdir, tag="loss", **kw) -> dict:
 
 def record_bytes(logdir, **kw) -> int:
     """Bytes of every record of every event object under logdir, framing included."""
-    return sum(16 + len(r.data) for paths in event_files(logdir, **kw).values()
-               for p in paths for r in read_records(p, storage_options=kw.get("storage_options")))
+    return sum(
+        16 + len(r.data)
+        for paths in event_files(logdir, **kw).values()
+        for p in paths
+        for r in read_records(p, storage_options=kw.get("storage_options"))
+    )
 
 
 # --- memory:// ------------------------------------------------------------------------------
+
 
 def test_each_flush_stores_only_new_records_as_one_object_in_write_order():
     url = f"memory://bucket/{uuid.uuid4().hex}/run"
@@ -76,8 +82,10 @@ def test_sub_runs_and_reader_and_cli_take_the_url(tmp_path, capsys):
     out = tmp_path / "s.csv"
     assert cli(["export", url, "--csv", str(out)]) == 0
     rows = [line.split(",") for line in out.read_text().splitlines()[1:]]
-    assert [(r[0], r[1], r[2], r[4]) for r in rows] == [("exp/acc_test", "acc", "3", "0.25"),
-                                                        ("exp/acc_train", "acc", "3", "0.5")]
+    assert [(r[0], r[1], r[2], r[4]) for r in rows] == [
+        ("exp/acc_test", "acc", "3", "0.25"),
+        ("exp/acc_train", "acc", "3", "0.5"),
+    ]
     assert cli(["export", url, "--csv", "s3://b/out.csv"]) == 2
     assert "outputs are local files" in capsys.readouterr().err
 
@@ -95,11 +103,19 @@ def test_an_unknown_scheme_is_a_one_line_error_and_nothing_local(tmp_path, monke
 
 
 def test_a_missing_implementation_says_what_to_install(tmp_path):
-    code = ("import sys; sys.modules['s3fs'] = None\n"  # as if s3fs were not installed
-            "from tbwriter.__main__ import main\n"
-            "sys.exit(main(['inspect', 's3://bucket/run']))\n")
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": REPO}, timeout=60)
+    code = (
+        "import sys; sys.modules['s3fs'] = None\n"  # as if s3fs were not installed
+        "from tbwriter.__main__ import main\n"
+        "sys.exit(main(['inspect', 's3://bucket/run']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": REPO},
+        timeout=60,
+    )
     assert done.returncode == 2
     (line,) = done.stderr.splitlines()
     assert "s3fs" in line and "npnn-tbwriter[remote]" in line
@@ -107,12 +123,15 @@ def test_a_missing_implementation_says_what_to_install(tmp_path):
 
 
 def test_local_paths_do_not_import_fsspec(tmp_path):
-    code = ("import sys, tbwriter\n"
-            f"w = tbwriter.SummaryWriter({str(tmp_path)!r}); w.add_scalar('a', 1.0, 1); w.close()\n"
-            f"from tbwriter.reader import read_logdir; list(read_logdir({str(tmp_path)!r}))\n"
-            "print(sorted(m for m in sys.modules if m.startswith(('fsspec', 'tbwriter.remote'))))\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": REPO}, timeout=60)
+    code = (
+        "import sys, tbwriter\n"
+        f"w = tbwriter.SummaryWriter({str(tmp_path)!r}); w.add_scalar('a', 1.0, 1); w.close()\n"
+        f"from tbwriter.reader import read_logdir; list(read_logdir({str(tmp_path)!r}))\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('fsspec', 'tbwriter.remote'))))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": REPO}, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
 
@@ -199,6 +218,7 @@ def test_timer_failure_surfaces_from_the_next_add_and_bounded_memory_refuses(fla
 
 # --- a real S3 server -------------------------------------------------------------------------
 
+
 class S3:
     """A moto S3 server on loopback that tests can stop and start again (its data stays)."""
 
@@ -223,8 +243,7 @@ FAST = {"config_kwargs": {"retries": {"max_attempts": 1}}}
 
 @pytest.fixture(scope="module")
 def s3():
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1"}
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
     saved = {k: os.environ.get(k) for k in [*env, "AWS_ENDPOINT_URL", "S3_ENDPOINT"]}
     server = S3()
     os.environ.update(env, AWS_ENDPOINT_URL=server.endpoint, S3_ENDPOINT=server.endpoint)
@@ -255,14 +274,16 @@ def test_s3_run_read_by_tbwriter_and_by_tensorboard(s3):
     assert scalars(logdir) == {s: np.float32(1 / (s + 1)) for s in range(1000)}
     assert cli(["inspect", logdir]) == 0
     with tensorboard(logdir, load_fast=False) as tb:
-        loss = tb.wait_for(lambda: tb.json("/data/plugin/scalars/scalars", run="main", tag="loss"),
-                           lambda r: len(r) == 1000)
+        loss = tb.wait_for(
+            lambda: tb.json("/data/plugin/scalars/scalars", run="main", tag="loss"), lambda r: len(r) == 1000
+        )
         assert [p[1] for p in loss] == list(range(1000))
         assert [p[2] for p in loss] == pytest.approx([1 / (s + 1) for s in range(1000)], rel=1e-6)
         acc = tb.json("/data/plugin/scalars/scalars", run="main", tag="acc")
         assert [p[1] for p in acc] == list(range(1000))
-        hist = tb.wait_for(lambda: tb.json("/data/plugin/histograms/histograms", run="main", tag="weights"),
-                           lambda r: len(r) == 10)
+        hist = tb.wait_for(
+            lambda: tb.json("/data/plugin/histograms/histograms", run="main", tag="weights"), lambda r: len(r) == 10
+        )
         assert [h[1] for h in hist] == list(range(0, 1000, 100))
         assert [sum(b[2] for b in h[2]) for h in hist] == pytest.approx([200] * 10)
 
@@ -325,8 +346,12 @@ sys.stdin.read()  # wait to be killed
 
 def test_s3_kill_9_after_flush_loses_nothing_flushed(s3):
     logdir = f"s3://runs/{uuid.uuid4().hex}"
-    child = subprocess.Popen([sys.executable, "-c", KILL_CHILD, logdir], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": REPO})
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILL_CHILD, logdir],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": REPO},
+    )
     try:
         assert child.stdout.readline().strip() == b"flushed"
     finally:
@@ -350,8 +375,9 @@ while True:
 
 def test_s3_kill_9_mid_upload_leaves_no_partial_object(s3):
     logdir = f"s3://runs/{uuid.uuid4().hex}"
-    child = subprocess.Popen([sys.executable, "-c", UPLOAD_LOOP, logdir], stdout=subprocess.PIPE,
-                             env={**os.environ, "PYTHONPATH": REPO})
+    child = subprocess.Popen(
+        [sys.executable, "-c", UPLOAD_LOOP, logdir], stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": REPO}
+    )
     try:
         flushed = int(child.stdout.readline())
         time.sleep(0.15)  # the next object is being built or uploaded

@@ -1,4 +1,5 @@
 """tbwriter.read_scalars (the columnar reader) against TensorBoard's EventAccumulator and the record reader."""
+
 import os
 import struct
 
@@ -57,7 +58,7 @@ def mixed_logdir(tmp_path_factory):
                     merged.value.add(tag="Layer1/W").histo.CopyFrom(tbwriter.summary.histogram_proto(rng.random(4)))
                     merged.value.add(tag="accuracy", simple_value=np.nan if step == 20 else 1.0)
                     w.file_writer.add_summary(merged, step)
-            w.add_scalar("loss", 0.5, 2 ** 40)  # a 6-byte step varint
+            w.add_scalar("loss", 0.5, 2**40)  # a 6-byte step varint
     return root
 
 
@@ -74,7 +75,7 @@ def test_equals_event_accumulator_with_histograms_mixed_in(mixed_logdir):
             assert s.wall_times.tolist() == [e.wall_time for e in events]
             np.testing.assert_array_equal(s.values.astype(np.float64), [e.value for e in events])
             assert s.values.dtype == np.float32
-    assert got["train"]["loss"].steps[-1] == 2 ** 40
+    assert got["train"]["loss"].steps[-1] == 2**40
     assert_same(got, reference(mixed_logdir))
 
 
@@ -124,8 +125,10 @@ def test_corruption_and_truncation_are_reported_like_the_record_reader(mixed_log
     data = open(src / name, "rb").read()
     records = list(reader.read_records(src / name))
     bad = records[150]
-    for where, reason in ((bad.offset + 12 + len(bad.data) // 2, "data checksum mismatch"),
-                          (bad.offset + 1, "length checksum mismatch")):
+    for where, reason in (
+        (bad.offset + 12 + len(bad.data) // 2, "data checksum mismatch"),
+        (bad.offset + 1, "length checksum mismatch"),
+    ):
         flipped = bytearray(data)
         flipped[where] ^= 0x10
         path = tmp_path / f"events.out.tfevents.{where}"
@@ -137,22 +140,29 @@ def test_corruption_and_truncation_are_reported_like_the_record_reader(mixed_log
         with pytest.raises(reader.CorruptRecordError):
             columns.read_file(path)
         loss = columns.series()["loss"]  # what came before the bad record is kept
-        assert loss.steps.tolist() == [e.step for e in map(reader.Record.event, records[:150])
-                                       if e.summary.value and e.summary.value[0].tag == "loss"]
+        assert loss.steps.tolist() == [
+            e.step
+            for e in map(reader.Record.event, records[:150])
+            if e.summary.value and e.summary.value[0].tag == "loss"
+        ]
     path = tmp_path / "events.out.tfevents.cut"
     path.write_bytes(data[:-7])
     seen, want = [], []
     list(reader.read_records(path, on_truncated=want.append))
     got = tbwriter.read_scalars(path, on_truncated=seen.append)
     assert seen == want and seen[0].offset == records[-1].offset
-    assert got["."]["loss"].steps.tolist() == [e.step for e in map(reader.Record.event, records[:-1])
-                                                for v in e.summary.value if v.tag == "loss"]
+    assert got["."]["loss"].steps.tolist() == [
+        e.step for e in map(reader.Record.event, records[:-1]) for v in e.summary.value if v.tag == "loss"
+    ]
 
 
 def test_huge_trusted_length_is_truncation_not_allocation(tmp_path):
-    length = struct.pack("<Q", 2 ** 40)
-    good = frame(event_pb2.Event(step=1, summary=summary_pb2.Summary(
-        value=[summary_pb2.Summary.Value(tag="a", simple_value=2.0)])).SerializeToString())
+    length = struct.pack("<Q", 2**40)
+    good = frame(
+        event_pb2.Event(
+            step=1, summary=summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag="a", simple_value=2.0)])
+        ).SerializeToString()
+    )
     path = tmp_path / "events.out.tfevents.huge"
     path.write_bytes(good + length + struct.pack("<I", masked_crc(length)) + b"abc")
     seen = []

@@ -4,6 +4,7 @@ TensorBoard's `*.summary.pb` functions import TensorFlow, which tests must not n
 would be called, the tests rebuild their output from TensorBoard's own TF-free pieces
 (plugin `metadata` modules, `tensorboard.util.tensor_util`) and compare bytes.
 """
+
 import struct
 import time
 import zlib
@@ -14,7 +15,7 @@ import pytest
 from tbwriter import summary as tbs
 from tbwriter._convert import as_array
 from tbwriter.image import decode_png, encode_png, grid, to_uint8
-from tbwriter.proto import summary_pb2, types_pb2
+from tbwriter.proto import types_pb2
 
 from tensorboard.compat.proto import summary_pb2 as tb_summary_pb2
 from tensorboard.plugins.custom_scalar import layout_pb2 as tb_layout_pb2
@@ -28,10 +29,15 @@ from tensorboard.util import tensor_util
 
 # ---------------------------------------------------------------- scalar, merge
 
+
 def test_scalar_is_tf1_simple_value():
     s = tbs.scalar("loss", 0.25)
-    assert s.SerializeToString() == tb_summary_pb2.Summary(
-        value=[tb_summary_pb2.Summary.Value(tag="loss", simple_value=0.25)]).SerializeToString()
+    assert (
+        s.SerializeToString()
+        == tb_summary_pb2.Summary(
+            value=[tb_summary_pb2.Summary.Value(tag="loss", simple_value=0.25)]
+        ).SerializeToString()
+    )
     for v in (np.float64(1.5), np.array(1.5), np.array([1.5]), 1.5, [1.5], np.float16(1.5), True):
         assert tbs.scalar("x", v).value[0].simple_value == (1.0 if v is True else 1.5)
     assert np.isnan(tbs.scalar("x", float("nan")).value[0].simple_value)
@@ -64,6 +70,7 @@ def test_merge_messages_and_bytes():
 
 
 # ---------------------------------------------------------------- images
+
 
 def test_to_uint8_scales_clips_rounds_without_wraparound():
     x = np.array([0.0, 1.0, 1.2, -0.1, 0.5, 0.499, 1 / 255, 0.998], dtype=np.float32)
@@ -132,7 +139,7 @@ def test_images_grid_like_tensorboardx_make_grid():
     canvas = np.zeros((c, h * 2, w * 8), dtype=np.uint8)  # tensorboardX: 8 per row, rows as needed
     for i in range(n):
         y, x = divmod(i, 8)
-        canvas[:, y * h:(y + 1) * h, x * w:(x + 1) * w] = batch[i]
+        canvas[:, y * h : (y + 1) * h, x * w : (x + 1) * w] = batch[i]
     want = canvas.transpose(1, 2, 0)
     assert np.array_equal(grid(batch, "NCHW"), want)
     assert np.array_equal(grid(np.ascontiguousarray(batch.transpose(0, 2, 3, 1)), "NHWC"), want)
@@ -144,12 +151,16 @@ def test_images_grid_like_tensorboardx_make_grid():
 
 # ---------------------------------------------------------------- text
 
+
 def tb_text_pb(name: str, data: str) -> bytes:
     """tensorboard.plugins.text.summary.pb without TensorFlow."""
     meta = tb_text_metadata.create_summary_metadata(display_name=name, description=None)
     s = tb_summary_pb2.Summary()
-    s.value.add(tag=f"{name}/text_summary", metadata=meta,
-                tensor=tensor_util.make_tensor_proto(data.encode(), dtype=types_pb2.DT_STRING))
+    s.value.add(
+        tag=f"{name}/text_summary",
+        metadata=meta,
+        tensor=tensor_util.make_tensor_proto(data.encode(), dtype=types_pb2.DT_STRING),
+    )
     return s.SerializeToString()
 
 
@@ -164,6 +175,7 @@ def test_text_matches_tensorboard_pb():
 
 # ---------------------------------------------------------------- pr curves
 
+
 def tb_pr_curve_pb(name, labels, predictions, num_thresholds, weights=None) -> tb_summary_pb2.Summary:
     """tensorboard.plugins.pr_curve.summary.pb's arithmetic, without TensorFlow (tag without /pr_curves)."""
     if weights is None:
@@ -171,10 +183,12 @@ def tb_pr_curve_pb(name, labels, predictions, num_thresholds, weights=None) -> t
     bucket_indices = np.int32(np.floor(predictions * (num_thresholds - 1)))
     float_labels = labels.astype(float)
     histogram_range = (0, num_thresholds - 1)
-    tp_buckets, _ = np.histogram(bucket_indices, bins=num_thresholds, range=histogram_range,
-                                 weights=float_labels * weights)
-    fp_buckets, _ = np.histogram(bucket_indices, bins=num_thresholds, range=histogram_range,
-                                 weights=(1.0 - float_labels) * weights)
+    tp_buckets, _ = np.histogram(
+        bucket_indices, bins=num_thresholds, range=histogram_range, weights=float_labels * weights
+    )
+    fp_buckets, _ = np.histogram(
+        bucket_indices, bins=num_thresholds, range=histogram_range, weights=(1.0 - float_labels) * weights
+    )
     tp = np.cumsum(tp_buckets[::-1])[::-1]
     fp = np.cumsum(fp_buckets[::-1])[::-1]
     tn = fp[0] - fp
@@ -184,7 +198,9 @@ def tb_pr_curve_pb(name, labels, predictions, num_thresholds, weights=None) -> t
     meta = tb_pr_metadata.create_summary_metadata(display_name=name, description="", num_thresholds=num_thresholds)
     data = np.stack((tp, fp, tn, fn, precision, recall))
     s = tb_summary_pb2.Summary()
-    s.value.add(tag=name, metadata=meta, tensor=tensor_util.make_tensor_proto(np.float32(data), dtype=types_pb2.DT_FLOAT))
+    s.value.add(
+        tag=name, metadata=meta, tensor=tensor_util.make_tensor_proto(np.float32(data), dtype=types_pb2.DT_FLOAT)
+    )
     return s
 
 
@@ -223,21 +239,27 @@ def test_pr_curve_errors():
 
 # ---------------------------------------------------------------- custom scalars
 
+
 def test_custom_scalars_layout():
-    layout = {"Losses": {"both": ["Multiline", ["loss/train", "loss/test"]],
-                         "band": ["Margin", ["acc", "acc_lo", "acc_hi"]]},
-              "Other": {"lr": ["Multiline", ["lr"]]}}
+    layout = {
+        "Losses": {"both": ["Multiline", ["loss/train", "loss/test"]], "band": ["Margin", ["acc", "acc_lo", "acc_hi"]]},
+        "Other": {"lr": ["Multiline", ["lr"]]},
+    }
     s = tbs.custom_scalars(layout)
     v = s.value[0]
     assert v.tag == tb_cs_metadata.CONFIG_SUMMARY_TAG
     assert v.metadata.SerializeToString() == tb_cs_metadata.create_summary_metadata().SerializeToString()
-    parsed = tb_layout_pb2.Layout.FromString(tensor_util.make_ndarray(
-        tb_summary_pb2.Summary.FromString(s.SerializeToString()).value[0].tensor).item())
+    parsed = tb_layout_pb2.Layout.FromString(
+        tensor_util.make_ndarray(tb_summary_pb2.Summary.FromString(s.SerializeToString()).value[0].tensor).item()
+    )
     assert [c.title for c in parsed.category] == ["Losses", "Other"]
     both, band = parsed.category[0].chart
     assert both.title == "both" and list(both.multiline.tag) == ["loss/train", "loss/test"]
     assert (band.margin.series[0].value, band.margin.series[0].lower, band.margin.series[0].upper) == (
-        "acc", "acc_lo", "acc_hi")
+        "acc",
+        "acc_lo",
+        "acc_hi",
+    )
     for bad in ({}, {"c": {"t": ["Margin", ["a", "b"]]}}, {"c": {"t": ["Pie", ["a"]]}}, {"c": ["x"]}, [1]):
         with pytest.raises(ValueError, match="layout"):
             tbs.custom_scalars(bad)
@@ -245,23 +267,38 @@ def test_custom_scalars_layout():
 
 # ---------------------------------------------------------------- hparams
 
+
 def test_hparams_messages_parse_with_tensorboard():
-    hp = {"lr": 0.01, "layers": np.int64(3), "use_bn": True, "np_bool": np.bool_(False), "opt": "adam",
-          "momentum": np.float32(0.5)}
+    hp = {
+        "lr": 0.01,
+        "layers": np.int64(3),
+        "use_bn": True,
+        "np_bool": np.bool_(False),
+        "opt": "adam",
+        "momentum": np.float32(0.5),
+    }
     before = time.time()
     exp, start, end = tbs.hparams(hp, {"accuracy": 0.9, "loss": 0.1}, group_name="run-a", start_time_secs=1234.5)
     tags = [s.value[0].tag for s in (exp, start, end)]
-    assert tags == [tb_hp_metadata.EXPERIMENT_TAG, tb_hp_metadata.SESSION_START_INFO_TAG,
-                    tb_hp_metadata.SESSION_END_INFO_TAG]
+    assert tags == [
+        tb_hp_metadata.EXPERIMENT_TAG,
+        tb_hp_metadata.SESSION_START_INFO_TAG,
+        tb_hp_metadata.SESSION_END_INFO_TAG,
+    ]
     for s in (exp, start, end):
         v = s.value[0]
         assert v.metadata.plugin_data.plugin_name == tb_hp_metadata.PLUGIN_NAME
         assert v.tensor.SerializeToString() == tb_hp_metadata.NULL_TENSOR.SerializeToString()
     e = tb_hp_metadata.parse_experiment_plugin_data(exp.value[0].metadata.plugin_data.content)
     types = {i.name: i.type for i in e.hparam_infos}
-    assert types == {"lr": tb_hp_api.DATA_TYPE_FLOAT64, "layers": tb_hp_api.DATA_TYPE_FLOAT64,
-                     "use_bn": tb_hp_api.DATA_TYPE_BOOL, "np_bool": tb_hp_api.DATA_TYPE_BOOL,
-                     "opt": tb_hp_api.DATA_TYPE_STRING, "momentum": tb_hp_api.DATA_TYPE_FLOAT64}
+    assert types == {
+        "lr": tb_hp_api.DATA_TYPE_FLOAT64,
+        "layers": tb_hp_api.DATA_TYPE_FLOAT64,
+        "use_bn": tb_hp_api.DATA_TYPE_BOOL,
+        "np_bool": tb_hp_api.DATA_TYPE_BOOL,
+        "opt": tb_hp_api.DATA_TYPE_STRING,
+        "momentum": tb_hp_api.DATA_TYPE_FLOAT64,
+    }
     assert [m.name.tag for m in e.metric_infos] == ["accuracy", "loss"] and e.time_created_secs == 1234.5
     si = tb_hp_metadata.parse_session_start_info_plugin_data(start.value[0].metadata.plugin_data.content)
     assert si.group_name == "run-a" and si.start_time_secs == 1234.5
@@ -293,6 +330,7 @@ def test_hparams_default_start_time_is_now():
 
 
 # ---------------------------------------------------------------- as_array
+
 
 class FakeGradTensor:
     """Duck-types a PyTorch tensor that requires grad: no __array__ until detached."""
@@ -398,5 +436,5 @@ def test_as_array_rejections_name_the_argument():
 
 def test_png_crc_is_zlib_crc32():
     png = encode_png(np.zeros((1, 1, 1), dtype=np.uint8))
-    ihdr = png[8:8 + 25]
+    ihdr = png[8 : 8 + 25]
     assert struct.unpack(">I", ihdr[-4:])[0] == zlib.crc32(ihdr[4:-4])

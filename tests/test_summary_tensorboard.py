@@ -4,6 +4,7 @@ TensorBoard's Python loader (EventAccumulator) in process must see the exact pro
 `tensorboard --logdir` (Rust loader and Python loader, one server each for the module) must serve
 the exact values: histogram buckets, decoded image pixels, rendered text, PR curves, hparams.
 """
+
 import numpy as np
 import pytest
 from tbserver import tensorboard
@@ -45,8 +46,7 @@ def logdir(tmp_path_factory):
 def tb(request, logdir):
     with tensorboard(logdir, load_fast=request.param) as server:
         server.load_fast = request.param
-        server.wait_for(lambda: server.json("/data/plugin/scalars/tags"),
-                        lambda t: "edgy_mean" in t.get("tf1", {}))
+        server.wait_for(lambda: server.json("/data/plugin/scalars/tags"), lambda t: "edgy_mean" in t.get("tf1", {}))
         yield server
 
 
@@ -62,7 +62,7 @@ def expected_buckets(x: np.ndarray, load_fast: bool) -> list:
     nz = [i for i, c in enumerate(counts) if c > 0]
     start, end = nz[0], nz[-1]
     inner = limits[start:end]
-    rows = np.array([[h.min] + inner, inner + [h.max], counts[start:end + 1]], dtype=np.float32).T
+    rows = np.array([[h.min] + inner, inner + [h.max], counts[start : end + 1]], dtype=np.float32).T
     return rows.tolist()
 
 
@@ -78,7 +78,8 @@ def test_event_accumulator_sees_exact_protos(logdir):
     img = acc.Images("img")[0]
     assert img.encoded_image_string == tbs.image("img", IMG_CHW).value[0].image.encoded_image_string
     assert {"notes/text_summary", "pr", "custom_scalars__config__", "_hparams_/session_start_info"} <= set(
-        acc.Tags()["tensors"])
+        acc.Tags()["tensors"]
+    )
 
 
 def test_histogram_buckets_served(tb):
@@ -90,8 +91,10 @@ def test_histogram_buckets_served(tb):
 
 
 def test_image_pixels_served(tb):
-    for tag, step, want in (("img", 1, to_uint8(IMG_CHW.transpose(1, 2, 0))),
-                            ("grid", 2, np.concatenate(list(IMG_BATCH), axis=1))):
+    for tag, step, want in (
+        ("img", 1, to_uint8(IMG_CHW.transpose(1, 2, 0))),
+        ("grid", 2, np.concatenate(list(IMG_BATCH), axis=1)),
+    ):
         listing = tb.wait_for(lambda: tb.json("/data/plugin/images/images", run="tf1", tag=tag, sample=0), bool)
         assert listing[0]["step"] == step
         png = tb.get("/data/plugin/images/individualImage?" + listing[0]["query"])
@@ -108,11 +111,13 @@ def test_text_rendered(tb):
 
 
 def test_pr_curve_served(tb):
-    got = tb.wait_for(lambda: tb.json("/data/plugin/pr_curves/pr_curves", run="tf1", tag="pr"),
-                      lambda r: bool(r.get("tf1")))
+    got = tb.wait_for(
+        lambda: tb.json("/data/plugin/pr_curves/pr_curves", run="tf1", tag="pr"), lambda r: bool(r.get("tf1"))
+    )
     (entry,) = got["tf1"]
-    want = np.frombuffer(tbs.pr_curve("pr", LABELS, PREDICTIONS, 11).value[0].tensor.tensor_content,
-                         dtype="<f4").reshape(6, 11)
+    want = np.frombuffer(
+        tbs.pr_curve("pr", LABELS, PREDICTIONS, 11).value[0].tensor.tensor_content, dtype="<f4"
+    ).reshape(6, 11)
     # The plugin cuts trailing thresholds where TP + FP == 0.
     end = int(np.flatnonzero(want[0] + want[1])[-1]) + 1
     assert entry["step"] == 4 and 1 <= end <= 11
@@ -129,19 +134,34 @@ def test_custom_scalars_layout_served(tb):
 
 
 def test_hparams_served_with_types(tb):
-    exp = tb.wait_for(lambda: tb.post_json("/data/plugin/hparams/experiment", {"experimentName": ""}),
-                      lambda e: len(e.get("hparamInfos", [])) == len(HPARAMS))
+    exp = tb.wait_for(
+        lambda: tb.post_json("/data/plugin/hparams/experiment", {"experimentName": ""}),
+        lambda e: len(e.get("hparamInfos", [])) == len(HPARAMS),
+    )
     types = {i["name"]: i["type"] for i in exp["hparamInfos"]}
-    assert types == {"lr": "DATA_TYPE_FLOAT64", "layers": "DATA_TYPE_FLOAT64", "bn": "DATA_TYPE_BOOL",
-                     "act": "DATA_TYPE_STRING", "dropout": "DATA_TYPE_BOOL"}
-    body = {"experimentName": "", "startIndex": 0, "sliceSize": 10, "includeMetrics": True, "colParams": [],
-            "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]}
-    groups = tb.wait_for(lambda: tb.post_json("/data/plugin/hparams/session_groups", body),
-                         lambda r: bool(r.get("sessionGroups")))["sessionGroups"]
+    assert types == {
+        "lr": "DATA_TYPE_FLOAT64",
+        "layers": "DATA_TYPE_FLOAT64",
+        "bn": "DATA_TYPE_BOOL",
+        "act": "DATA_TYPE_STRING",
+        "dropout": "DATA_TYPE_BOOL",
+    }
+    body = {
+        "experimentName": "",
+        "startIndex": 0,
+        "sliceSize": 10,
+        "includeMetrics": True,
+        "colParams": [],
+        "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
+    }
+    groups = tb.wait_for(
+        lambda: tb.post_json("/data/plugin/hparams/session_groups", body), lambda r: bool(r.get("sessionGroups"))
+    )["sessionGroups"]
     (group,) = groups
     assert group["name"] == "g1"
     assert group["hparams"] == {"lr": 0.5, "layers": 2.0, "bn": True, "act": "relu", "dropout": False}
     (session,) = group["sessions"]
     assert session["startTimeSecs"] == 1000.0 and session["status"] == "STATUS_SUCCESS"
     assert {m["name"]["tag"]: m["value"] for m in group["metricValues"]}["big_mean"] == pytest.approx(
-        float(BIG.mean()), rel=1e-6)
+        float(BIG.mean()), rel=1e-6
+    )

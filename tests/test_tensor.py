@@ -9,6 +9,7 @@ from npnn import Parameter, Tensor
 
 # -- construction and dtypes -------------------------------------------------------------------
 
+
 def test_python_data_becomes_float32():
     assert Tensor([[1, 2], [3, 4]]).dtype == np.float32
     assert Tensor(2.5).dtype == np.float32 and Tensor(2.5).shape == ()
@@ -62,8 +63,18 @@ def test_item_detach_numpy_len_repr():
 
 def test_scalars_do_not_upcast_float32():
     x = Tensor(np.ones((2, 2), np.float32), requires_grad=True)
-    for y in (x + 1, 1 - x, x * 0.1, 0.1 / (x + 1), x ** 2, 2.0 ** x, x * np.float64(0.5),
-              np.float64(0.5) + x, x + np.ones(2), np.ones((2, 2)) * x):
+    for y in (
+        x + 1,
+        1 - x,
+        x * 0.1,
+        0.1 / (x + 1),
+        x**2,
+        2.0**x,
+        x * np.float64(0.5),
+        np.float64(0.5) + x,
+        x + np.ones(2),
+        np.ones((2, 2)) * x,
+    ):
         assert y.dtype == np.float32, y
 
 
@@ -87,6 +98,7 @@ def test_float64_stays_float64():
 
 # -- operators ---------------------------------------------------------------------------------
 
+
 def test_operator_values():
     a = Tensor([1.0, 2.0, 4.0])
     b = Tensor([2.0, 2.0, 2.0])
@@ -94,7 +106,7 @@ def test_operator_values():
     np.testing.assert_allclose((a - b).data, [-1, 0, 2])
     np.testing.assert_allclose((a * b).data, [2, 4, 8])
     np.testing.assert_allclose((a / b).data, [0.5, 1, 2])
-    np.testing.assert_allclose((a ** b).data, [1, 4, 16])
+    np.testing.assert_allclose((a**b).data, [1, 4, 16])
     np.testing.assert_allclose((-a).data, [-1, -2, -4])
     np.testing.assert_allclose((a @ b).data, 14)
     np.testing.assert_allclose((np.ones(3) @ a).data, 7)
@@ -102,9 +114,15 @@ def test_operator_values():
 
 def test_comparisons_are_bool_and_carry_no_grad():
     x = Tensor([0.2, 0.7, 0.5], requires_grad=True)
-    for t, expected in ((x > 0.5, [0, 1, 0]), (x >= 0.5, [0, 1, 1]), (x < 0.5, [1, 0, 0]),
-                        (x <= 0.5, [1, 0, 1]), (x == 0.5, [0, 0, 1]), (x != 0.5, [1, 1, 0]),
-                        (0.5 < x, [0, 1, 0])):
+    for t, expected in (
+        (x > 0.5, [0, 1, 0]),
+        (x >= 0.5, [0, 1, 1]),
+        (x < 0.5, [1, 0, 0]),
+        (x <= 0.5, [1, 0, 1]),
+        (x == 0.5, [0, 0, 1]),
+        (x != 0.5, [1, 1, 0]),
+        (0.5 < x, [0, 1, 0]),
+    ):
         assert t.dtype == np.bool_ and not t.requires_grad
         np.testing.assert_array_equal(t.data, expected)
     acc = ((x > 0.5).float() == Tensor([0.0, 1.0, 1.0])).float().mean()
@@ -135,6 +153,7 @@ def test_mean_of_bool_is_float32():
 
 
 # -- backward and accumulation -----------------------------------------------------------------
+
 
 def test_gradients_accumulate_across_backward_calls():
     x = Tensor([1.0, 2.0], requires_grad=True)
@@ -213,7 +232,7 @@ def test_long_chain_has_no_recursion_limit():
     for _ in range(10_000):
         y = y * 1.0001
     y.backward()
-    assert x.grad == pytest.approx(1.0001 ** 10_000, rel=1e-3)
+    assert x.grad == pytest.approx(1.0001**10_000, rel=1e-3)
 
 
 def test_diamond_graph_visits_each_node_once():
@@ -258,6 +277,7 @@ def test_nan_in_loss_is_not_hidden():
 
 # -- no_grad -----------------------------------------------------------------------------------
 
+
 def test_no_grad_records_nothing():
     x = Tensor([1.0], requires_grad=True)
     with npnn.no_grad():
@@ -278,7 +298,7 @@ def test_no_grad_as_decorator_and_restores_on_error():
     assert not f(Tensor([1.0], requires_grad=True)).requires_grad
     with pytest.raises(ZeroDivisionError):
         with npnn.no_grad():
-            1 / 0
+            1 / 0  # noqa: B018 (the division is the point: it raises)
     assert npnn.is_grad_enabled()
 
 
@@ -303,7 +323,10 @@ def test_interleaved_dag_matches_finite_differences():
     a0, b0 = rng.standard_normal(3), rng.standard_normal(3)
     a, b = npnn.Parameter(a0.copy()), npnn.Parameter(b0.copy())
     f(a, b, npnn.sigmoid).backward()
-    sig = lambda x: 1 / (1 + np.exp(-x))
+
+    def sig(x):
+        return 1 / (1 + np.exp(-x))
+
     eps = 1e-6
     for p, p0 in ((a, a0), (b, b0)):
         num = np.zeros(3)

@@ -3,6 +3,7 @@
 Everything is read back with TensorBoard's own EventAccumulator and a minimal CRC-checking
 record reader written here (so these tests do not trust tbwriter.reader).
 """
+
 import glob
 import math
 import os
@@ -30,6 +31,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # --- helpers shared with the other writer tests --------------------------------------------
 
+
 def _masked(data: bytes) -> int:
     crc = crc32c.crc32c(data)
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
@@ -44,12 +46,12 @@ def read_records(path: str) -> tuple:
         if pos + 12 > len(data):
             return out, False
         length = struct.unpack_from("<Q", data, pos)[0]
-        if _masked(data[pos:pos + 8]) != struct.unpack_from("<I", data, pos + 8)[0]:
+        if _masked(data[pos : pos + 8]) != struct.unpack_from("<I", data, pos + 8)[0]:
             raise AssertionError(f"{path}: bad length crc at {pos}")
         end = pos + 12 + length
         if end + 4 > len(data):
             return out, False
-        body = data[pos + 12:end]
+        body = data[pos + 12 : end]
         if _masked(body) != struct.unpack_from("<I", data, end)[0]:
             raise AssertionError(f"{path}: bad data crc at {pos}")
         out.append(body)
@@ -70,9 +72,17 @@ def event_files(logdir) -> list:
 
 def accumulator(logdir) -> event_accumulator.EventAccumulator:
     """TensorBoard's Python loader over a run directory, keeping every sample."""
-    acc = event_accumulator.EventAccumulator(str(logdir), size_guidance={
-        event_accumulator.SCALARS: 0, event_accumulator.HISTOGRAMS: 0, event_accumulator.IMAGES: 0,
-        event_accumulator.TENSORS: 0, event_accumulator.GRAPH: 0, event_accumulator.COMPRESSED_HISTOGRAMS: 0})
+    acc = event_accumulator.EventAccumulator(
+        str(logdir),
+        size_guidance={
+            event_accumulator.SCALARS: 0,
+            event_accumulator.HISTOGRAMS: 0,
+            event_accumulator.IMAGES: 0,
+            event_accumulator.TENSORS: 0,
+            event_accumulator.GRAPH: 0,
+            event_accumulator.COMPRESSED_HISTOGRAMS: 0,
+        },
+    )
     acc.Reload()
     return acc
 
@@ -86,6 +96,7 @@ def f32(x: float) -> float:
 
 
 # --- files ---------------------------------------------------------------------------------
+
 
 def test_file_name_and_first_record(tmp_path):
     with tbwriter.SummaryWriter(tmp_path, filename_suffix=".v2") as w:
@@ -114,6 +125,7 @@ def test_many_writers_in_one_second_get_distinct_files(tmp_path):
 
 def test_an_existing_name_is_never_truncated(tmp_path, monkeypatch):
     import itertools
+
     monkeypatch.setattr(events_mod, "_uid", itertools.count(1))
     now = int(time.time())
     taken = []
@@ -132,14 +144,15 @@ def test_default_log_dir_is_runs_date_host_comment(tmp_path, monkeypatch):
     w = tbwriter.SummaryWriter(comment="_lr0.1")
     w.close()
     logdir = w.get_logdir()
-    assert re.fullmatch(r"runs/[A-Z][a-z]{2}\d\d_\d\d-\d\d-\d\d_" + re.escape(socket.gethostname()) + "_lr0.1",
-                        logdir), logdir
+    assert re.fullmatch(
+        r"runs/[A-Z][a-z]{2}\d\d_\d\d-\d\d-\d\d_" + re.escape(socket.gethostname()) + "_lr0.1", logdir
+    ), logdir
     assert len(event_files(tmp_path / logdir)) == 1
 
 
 # --- the hand-encoded scalar path ------------------------------------------------------------
 
-STEPS = [0, 1, 127, 128, 300, 16383, 16384, 2 ** 21, 2 ** 40, 2 ** 63 - 1, -1, -(2 ** 63)]
+STEPS = [0, 1, 127, 128, 300, 16383, 16384, 2**21, 2**40, 2**63 - 1, -1, -(2**63)]
 VALUES = [0.0, -0.0, 1.5, -3.25e-8, 1e38, 1e39, -1e39, math.inf, -math.inf, 3.4028235e38]
 TAGS = ["loss", "a/b/c", "ünïcødé/λ", "t" * 200]
 
@@ -157,8 +170,9 @@ def test_scalar_bytes_equal_protobufs(tmp_path, tag):
     assert clean and len(records) == 1 + len(cases) + 1
     for rec, (s, v) in zip(records[1:], cases):
         expect = event_pb2.Event(wall_time=wt, step=s)
-        expect.summary.value.add(tag=tag, simple_value=v if abs(v) <= 3.4028235e38 or math.isinf(v)
-                                 else math.copysign(math.inf, v))
+        expect.summary.value.add(
+            tag=tag, simple_value=v if abs(v) <= 3.4028235e38 or math.isinf(v) else math.copysign(math.inf, v)
+        )
         assert rec == expect.SerializeToString(), (s, v)
         assert tb_event_pb2.Event.FromString(rec) == tb_event_pb2.Event.FromString(expect.SerializeToString())
     last = tb_event_pb2.Event.FromString(records[-1])
@@ -195,8 +209,16 @@ def test_scalar_value_kinds(tmp_path):
         w.add_scalar("v", True, 6)
         w.add_scalar("v", _Scalarish(7.5), 7)
         w.add_scalar("v", np.uint8(200), 8)
-    assert scalars(tmp_path, "v") == [(1, 0.25), (2, 0.5), (3, 0.75), (4, 1.25), (5, 6.0), (6, 1.0),
-                                      (7, 7.5), (8, 200.0)]
+    assert scalars(tmp_path, "v") == [
+        (1, 0.25),
+        (2, 0.5),
+        (3, 0.75),
+        (4, 1.25),
+        (5, 6.0),
+        (6, 1.0),
+        (7, 7.5),
+        (8, 200.0),
+    ]
 
 
 def test_bad_scalars_name_the_argument(tmp_path):
@@ -229,6 +251,7 @@ def test_add_scalars_writes_one_sub_run_per_key(tmp_path):
 
 
 # --- buffering -------------------------------------------------------------------------------
+
 
 def test_records_reach_the_file_at_max_queue(tmp_path):
     w = tbwriter.FileWriter(tmp_path, max_queue=5, flush_secs=1000)
@@ -274,6 +297,7 @@ def test_writer_left_open_is_closed_at_interpreter_exit(tmp_path):
 
 # --- closing ---------------------------------------------------------------------------------
 
+
 def test_add_after_close_reopens_a_new_file_in_the_same_run(tmp_path):
     w = tbwriter.SummaryWriter(tmp_path)
     w.add_scalar("c", 1.0, 0)
@@ -303,6 +327,7 @@ def test_context_manager_closes(tmp_path):
 
 # --- TF1 API, graphs, metadata ---------------------------------------------------------------
 
+
 def _graph_def() -> graph_pb2.GraphDef:
     g = graph_pb2.GraphDef()
     g.node.add(name="x", op="Placeholder")
@@ -324,7 +349,10 @@ def test_add_graph(tmp_path, kind):
         w.add_graph(graph)
     g = accumulator(tmp_path).Graph()
     assert [(n.name, n.op, list(n.input)) for n in g.node] == [
-        ("x", "Placeholder", []), ("Layer1/W", "VariableV2", []), ("Layer1/MatMul", "MatMul", ["x", "Layer1/W"])]
+        ("x", "Placeholder", []),
+        ("Layer1/W", "VariableV2", []),
+        ("Layer1/MatMul", "MatMul", ["x", "Layer1/W"]),
+    ]
 
 
 def test_add_graph_rejects_other_things(tmp_path):
@@ -355,7 +383,11 @@ def test_file_writer_tf1_workflow(tmp_path):
     assert evs[1].HasField("graph_def")
     summaries = [e for e in evs if e.HasField("summary")]
     assert [(e.step, e.summary.value[0].tag, e.summary.value[0].HasField("metadata")) for e in summaries] == [
-        (1, "m", True), (2, "m", False), (3, "m", False), (4, "other", True)]
+        (1, "m", True),
+        (2, "m", False),
+        (3, "m", False),
+        (4, "other", True),
+    ]
     assert mine.value[0].HasField("metadata")  # the caller's message is never modified
     assert evs[-2].log_message.message == "hi" and evs[-2].wall_time == 5.0
     assert scalars(tmp_path, "m") == [(1, 1.0), (2, 1.0), (3, 3.0)]
@@ -382,7 +414,7 @@ def test_file_writer_rejects_bad_input(tmp_path):
         with pytest.raises(ValueError, match="summary"):
             fw.add_summary(b"\xff\xff\xff", 1)
         with pytest.raises(ValueError, match="global_step"):
-            fw.add_scalar_value("x", 1.0, 2 ** 64)
+            fw.add_scalar_value("x", 1.0, 2**64)
     with pytest.raises(TypeError, match="max_queue"):
         tbwriter.FileWriter(tmp_path, max_queue="10")
     with pytest.raises(ValueError, match="flush_secs"):
@@ -390,6 +422,7 @@ def test_file_writer_rejects_bad_input(tmp_path):
 
 
 # --- purge_step ------------------------------------------------------------------------------
+
 
 def test_purge_step_drops_orphaned_steps_in_the_python_loader(tmp_path):
     with tbwriter.SummaryWriter(tmp_path) as w:
@@ -406,12 +439,18 @@ def test_purge_step_drops_orphaned_steps_in_the_python_loader(tmp_path):
 
 # --- hparams and bad input through the writer -------------------------------------------------
 
+
 def test_add_hparams_run_name_and_discrete_domains(tmp_path):
     from tensorboard.plugins.hparams import metadata as hp_metadata
+
     with tbwriter.SummaryWriter(tmp_path) as w:
         w.add_scalar("loss", 1.0, 0)
-        w.add_hparams({"opt": "adam", "bn": False, "lr": np.float32(0.5)}, {"m": 1.5},
-                      hparam_domain_discrete={"opt": ["adam", "sgd"]}, run_name="trial1")
+        w.add_hparams(
+            {"opt": "adam", "bn": False, "lr": np.float32(0.5)},
+            {"m": 1.5},
+            hparam_domain_discrete={"opt": ["adam", "sgd"]},
+            run_name="trial1",
+        )
         with pytest.raises(ValueError, match="hparam_domain_discrete"):
             w.add_hparams({"a": 1}, {}, hparam_domain_discrete={"b": [1, 2]})
     acc = accumulator(tmp_path / "trial1")
@@ -419,7 +458,8 @@ def test_add_hparams_run_name_and_discrete_domains(tmp_path):
     infos = {i.name: i for i in exp.hparam_infos}
     assert [v.string_value for v in infos["opt"].domain_discrete.values] == ["adam", "sgd"]
     start = hp_metadata.parse_session_start_info_plugin_data(
-        acc.SummaryMetadata("_hparams_/session_start_info").plugin_data.content)
+        acc.SummaryMetadata("_hparams_/session_start_info").plugin_data.content
+    )
     assert start.hparams["bn"].WhichOneof("kind") == "bool_value" and start.hparams["bn"].bool_value is False
     assert start.hparams["lr"].number_value == 0.5
     assert start.group_name == str(tmp_path / "trial1") and start.start_time_secs > 1e9
@@ -430,6 +470,7 @@ def test_add_hparams_run_name_and_discrete_domains(tmp_path):
 def test_filewriter_add_hparams_like_tf1_users_expect(tmp_path):
     from tensorboard.plugins.hparams import api_pb2
     from tensorboard.plugins.hparams import metadata as hp_metadata
+
     with tbwriter.FileWriter(tmp_path / "run") as w:
         w.add_summary(tbwriter.summary.scalar("cost", 0.25), global_step=3)
         w.add_hparams({"lr": 0.1, "optimizer": "adam"}, {"final/accuracy": 1.0}, global_step=3)
@@ -437,11 +478,13 @@ def test_filewriter_add_hparams_like_tf1_users_expect(tmp_path):
             w.add_hparams({"lr": 0.1}, [("accuracy", 1.0)])
     acc = accumulator(tmp_path / "run")
     start = hp_metadata.parse_session_start_info_plugin_data(
-        acc.SummaryMetadata("_hparams_/session_start_info").plugin_data.content)
+        acc.SummaryMetadata("_hparams_/session_start_info").plugin_data.content
+    )
     assert dict(start.hparams)["lr"].number_value == 0.1 and start.hparams["optimizer"].string_value == "adam"
     assert start.group_name == str(tmp_path / "run") and start.start_time_secs > 1e9
     end = hp_metadata.parse_session_end_info_plugin_data(
-        acc.SummaryMetadata("_hparams_/session_end_info").plugin_data.content)
+        acc.SummaryMetadata("_hparams_/session_end_info").plugin_data.content
+    )
     assert end.status == api_pb2.STATUS_SUCCESS
     assert scalars(tmp_path / "run", "final/accuracy") == [(3, 1.0)]
 

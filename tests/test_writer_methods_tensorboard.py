@@ -4,6 +4,7 @@ Audio, video (GIF in the images plugin), figures, boxes, mesh, pr_curve_raw, cus
 charts, new-style scalars, embeddings through the projector's HTTP API, and a traced torch
 graph. One logdir; one server per load_fast value serves every test of the module.
 """
+
 import io
 import json
 import wave
@@ -20,7 +21,7 @@ torch = pytest.importorskip("torch", reason="the torch extra is needed for add_g
 PIL = pytest.importorskip("PIL.Image", reason="the media extra (Pillow) is needed for GIF and boxes")
 matplotlib = pytest.importorskip("matplotlib", reason="the media extra (matplotlib) is needed for add_figure")
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+import matplotlib.pyplot as plt  # noqa: E402 (after choosing the Agg backend)
 
 RATE = 8000
 WAVE = (0.5 * np.sin(np.arange(800) * 2 * np.pi * 440 / RATE)).astype(np.float32)
@@ -55,11 +56,14 @@ def onnx_file(path):
     """A two-operator ONNX model (MatMul then Relu), built with onnx.helper, saved to path."""
     onnx = pytest.importorskip("onnx", reason="add_onnx_graph needs onnx (dev extra)")
     from onnx import TensorProto, helper
+
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["y"])], "tiny",
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["y"])],
+        "tiny",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
-        [helper.make_tensor("w", TensorProto.FLOAT, [3, 4], [0.5] * 12)])
+        [helper.make_tensor("w", TensorProto.FLOAT, [3, 4], [0.5] * 12)],
+    )
     onnx.save(helper.make_model(graph), str(path))
     return str(path)
 
@@ -74,8 +78,9 @@ def logdir(tmp_path_factory):
     plt.plot([0, 1], [1, 0])
     w.add_figure("figure", fig, 3)
     w.add_figure("figures", [plt.figure(figsize=(1, 1), dpi=40) for _ in range(3)], 3, close=False)
-    w.add_image_with_boxes("boxes", np.zeros((3, 40, 60), np.float32), torch.tensor([[2, 3, 40, 35]]), 4,
-                           labels=["cat"])
+    w.add_image_with_boxes(
+        "boxes", np.zeros((3, 40, 60), np.float32), torch.tensor([[2, 3, 40, 35]]), 4, labels=["cat"]
+    )
     w.add_mesh("mesh", VERTS, colors=COLORS, faces=FACES, config_dict={"camera": {"fov": 60}}, global_step=5)
     w.add_pr_curve_raw("pr_raw", *PR_ROWS, global_step=6, num_thresholds=3)
     w.add_custom_scalars_multilinechart(["new", "dbl"], category="cat1", title="lines")
@@ -85,8 +90,13 @@ def logdir(tmp_path_factory):
     w.add_tensor("tensor", torch.arange(6, dtype=torch.int32).reshape(2, 3), 8)
     w.add_images("listed", [torch.zeros(3, 4, 5), torch.ones(3, 4, 5)], 8)  # a list of CHW, as the peers take
     w.add_graph(Net(), torch.zeros(2, 4))
-    w.add_embedding(torch.from_numpy(EMB), metadata=[f"p{i}" for i in range(12)], label_img=torch.from_numpy(SPRITES),
-                    global_step=9, tag="emb/a")
+    w.add_embedding(
+        torch.from_numpy(EMB),
+        metadata=[f"p{i}" for i in range(12)],
+        label_img=torch.from_numpy(SPRITES),
+        global_step=9,
+        tag="emb/a",
+    )
     w.add_embedding(EMB[:4], metadata=[[i, f"n{i}"] for i in range(4)], metadata_header=["idx", "name"], tag="two")
     w.close()
     w.add_scalar("after_close", 1.0, 10)  # reopens a new file in the same run
@@ -107,8 +117,10 @@ def logdir(tmp_path_factory):
 def tb(request, logdir):
     with tensorboard(logdir, load_fast=request.param) as server:
         server.load_fast = request.param
-        server.wait_for(lambda: server.json("/data/plugin/scalars/tags"),
-                        lambda t: "after_close" in t.get("main", {}) and "hi" in t.get("margin", {}))
+        server.wait_for(
+            lambda: server.json("/data/plugin/scalars/tags"),
+            lambda t: "after_close" in t.get("main", {}) and "hi" in t.get("margin", {}),
+        )
         yield server
 
 
@@ -168,8 +180,9 @@ def test_mesh(tb):
 
 
 def test_pr_curve_raw(tb):
-    got = tb.wait_for(lambda: tb.json("/data/plugin/pr_curves/pr_curves", run="main", tag="pr_raw"),
-                      lambda r: bool(r.get("main")))
+    got = tb.wait_for(
+        lambda: tb.json("/data/plugin/pr_curves/pr_curves", run="main", tag="pr_raw"), lambda r: bool(r.get("main"))
+    )
     (entry,) = got["main"]
     assert entry["step"] == 6 and entry["true_positives"] == PR_ROWS[0] and entry["false_negatives"] == PR_ROWS[3]
     assert entry["precision"] == pytest.approx(PR_ROWS[4], rel=1e-6)
@@ -177,7 +190,9 @@ def test_pr_curve_raw(tb):
 
 
 def test_custom_scalar_charts(tb):
-    layout = tb.wait_for(lambda: tb.json("/data/plugin/custom_scalars/layout"), lambda r: len(r.get("category", [])) == 2)
+    layout = tb.wait_for(
+        lambda: tb.json("/data/plugin/custom_scalars/layout"), lambda r: len(r.get("category", [])) == 2
+    )
     charts = {c["title"]: c["chart"][0] for c in layout["category"]}
     assert charts["cat1"] == {"title": "lines", "multiline": {"tag": ["new", "dbl"]}}
     assert charts["cat2"] == {"title": "band", "margin": {"series": [{"value": "v", "lower": "lo", "upper": "hi"}]}}
@@ -199,13 +214,22 @@ def test_new_style_and_named_scalars(tb):
 def test_torch_graph_has_one_scope_per_submodule(tb):
     body = tb.wait_for(lambda: tb.get("/data/plugin/graphs/graph", run="main", conceptual="false"), bool)
     from google.protobuf import text_format
+
     g = text_format.Parse(body.decode(), graph_pb2.GraphDef())
     ops = {n.name: n.op for n in g.node}
-    assert [n for n, op in ops.items() if op == "aten::linear"] == ["Net/Linear[hidden]/input", "Net/Linear[out]/7"] \
-        or {n.rsplit("/", 1)[0] for n, op in ops.items() if op == "aten::linear"} == {"Net/Linear[hidden]", "Net/Linear[out]"}
+    assert [n for n, op in ops.items() if op == "aten::linear"] == [
+        "Net/Linear[hidden]/input",
+        "Net/Linear[out]/7",
+    ] or {n.rsplit("/", 1)[0] for n, op in ops.items() if op == "aten::linear"} == {
+        "Net/Linear[hidden]",
+        "Net/Linear[out]",
+    }
     assert "input/x" in ops and "output/output.1" in ops and "aten::relu" in ops.values()
-    shapes = {n.name: [d.size for d in n.attr["_output_shapes"].list.shape[0].dim] for n in g.node
-              if n.attr["_output_shapes"].list.shape}
+    shapes = {
+        n.name: [d.size for d in n.attr["_output_shapes"].list.shape[0].dim]
+        for n in g.node
+        if n.attr["_output_shapes"].list.shape
+    }
     assert shapes["input/x"] == [2, 4] and shapes["output/output.1"] == [2, 2]
 
 
@@ -221,17 +245,20 @@ def test_projector_config_tensor_metadata_and_sprite(tb, logdir):
     assert meta == [f"p{i}" for i in range(12)]
     meta = tb.get("/data/plugin/projector/metadata", run="main", name="two:00000").decode().splitlines()
     assert meta == ["idx\tname"] + [f"{i}\tn{i}" for i in range(4)]
-    sprite = np.asarray(PIL.open(io.BytesIO(tb.get("/data/plugin/projector/sprite_image", run="main",
-                                                   name="emb/a:00009"))))
+    sprite = np.asarray(
+        PIL.open(io.BytesIO(tb.get("/data/plugin/projector/sprite_image", run="main", name="emb/a:00009")))
+    )
     assert sprite.shape == (24, 24, 3)  # ceil(sqrt(12*36)/6) = 4 per row, padded square
     np.testing.assert_array_equal(sprite[6:12, 0:6], np.rint(SPRITES[4].transpose(1, 2, 0) * 255))
 
 
 # --- in process: what the HTTP API does not serve, and what writes nothing ----------------------
 
+
 def test_add_tensor_read_by_event_accumulator(logdir):
     (t,) = accumulator(logdir / "main").Tensors("tensor")
     from tensorboard.util import tensor_util
+
     assert t.step == 8
     np.testing.assert_array_equal(tensor_util.make_ndarray(t.tensor_proto), np.arange(6).reshape(2, 3))
 
@@ -266,8 +293,10 @@ def test_use_metadata_and_export_scalars_to_json(tmp_path):
         w.add_scalar("s", 3.0, 43)
         w.export_scalars_to_json(tmp_path / "all.json")
     acc = accumulator(tmp_path)
-    assert [(e.step, e.wall_time, e.value) for e in acc.Scalars("s")] == [(42, 1000.5, 1.0), (43, pytest.approx(
-        acc.Scalars("s")[1].wall_time), 3.0)]
+    assert [(e.step, e.wall_time, e.value) for e in acc.Scalars("s")] == [
+        (42, 1000.5, 1.0),
+        (43, pytest.approx(acc.Scalars("s")[1].wall_time), 3.0),
+    ]
     assert acc.Tensors("t/text_summary")[0].step == 42
     assert json.loads((tmp_path / "all.json").read_text()) == {f"{tmp_path}/m_a": [[1000.5, 42, 2.0]]}
 
@@ -291,27 +320,36 @@ def test_graph_of_wrong_input_size_raises_the_peers_error(tmp_path):
     assert len(event_files(tmp_path)) == 1
 
 
-@pytest.mark.parametrize("run, expect", [
-    ("onnx", {("x", "Variable", ()), ("y", "Variable", ()), ("h", "MatMul", ("x", "w")), ("y", "Relu", ("h",))}),
-    ("openvino", {("x", "Parameter", ()), ("relu", "ReLU", ("x",)), ("y", "Result", ("relu",))})])
+@pytest.mark.parametrize(
+    "run, expect",
+    [
+        ("onnx", {("x", "Variable", ()), ("y", "Variable", ()), ("h", "MatMul", ("x", "w")), ("y", "Relu", ("h",))}),
+        ("openvino", {("x", "Parameter", ()), ("relu", "ReLU", ("x",)), ("y", "Result", ("relu",))}),
+    ],
+)
 def test_onnx_and_openvino_graphs(tb, run, expect):
     from google.protobuf import text_format
+
     body = tb.wait_for(lambda: tb.get("/data/plugin/graphs/graph", run=run, conceptual="false"), bool)
     g = text_format.Parse(body.decode(), graph_pb2.GraphDef())
     assert {(n.name, n.op, tuple(n.input)) for n in g.node} == expect
 
 
 def test_import_and_numpy_only_calls_load_no_optional_library(tmp_path):
-    code = ("import sys, numpy as np, tbwriter\n"
-            "w = tbwriter.SummaryWriter(sys.argv[1])\n"
-            "w.add_scalar('s', 1.0, 1); w.add_audio('a', np.zeros(10), 1); w.add_mesh('m', np.zeros((1, 3, 3)))\n"
-            "w.add_embedding(np.eye(4), label_img=np.zeros((4, 1, 2, 2))); w.add_tensor('t', np.ones(2))\n"
-            "w.add_pr_curve_raw('p', *[[1, 0]] * 6, num_thresholds=2); w.close()\n"
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'PIL', 'matplotlib', 'onnx'}))\n")
+    code = (
+        "import sys, numpy as np, tbwriter\n"
+        "w = tbwriter.SummaryWriter(sys.argv[1])\n"
+        "w.add_scalar('s', 1.0, 1); w.add_audio('a', np.zeros(10), 1); w.add_mesh('m', np.zeros((1, 3, 3)))\n"
+        "w.add_embedding(np.eye(4), label_img=np.zeros((4, 1, 2, 2))); w.add_tensor('t', np.ones(2))\n"
+        "w.add_pr_curve_raw('p', *[[1, 0]] * 6, num_thresholds=2); w.close()\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'PIL', 'matplotlib', 'onnx'}))\n"
+    )
     import subprocess
     import sys
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120,
-                         check=False)
+
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120, check=False
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 

@@ -3,6 +3,7 @@
 Real child processes, real limits (RLIMIT_FSIZE, a 64 KiB tmpfs where mount is allowed), and
 files read back with a CRC check written in test_writer.py and TensorBoard's EventAccumulator.
 """
+
 import os
 import random
 import shutil
@@ -26,8 +27,9 @@ PRELUDE = f"import sys; sys.path.insert(0, {REPO!r})\n"  # makes the repo import
 
 def run_child(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run a Python snippet with the repo importable; return the finished process."""
-    return subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent(code)],
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", PRELUDE + textwrap.dedent(code)], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def check_scalar_file(path: str, tag: str, value_of) -> int:
@@ -63,8 +65,9 @@ KILL_CHILD = """
 @pytest.mark.parametrize("seed", range(5))
 def test_flushed_records_survive_kill_9(tmp_path, seed):
     rng = random.Random(seed)
-    proc = subprocess.Popen([sys.executable, "-c", PRELUDE + textwrap.dedent(KILL_CHILD), str(tmp_path)],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PRELUDE + textwrap.dedent(KILL_CHILD), str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
     try:
         path = proc.stdout.readline().strip()
         flushed = 0
@@ -83,6 +86,7 @@ def test_flushed_records_survive_kill_9(tmp_path, seed):
 
 
 # --- write errors: raised at the next call, naming the file, never a hang ------------------------
+
 
 def test_file_size_limit_raises_at_the_next_call_naming_the_file(tmp_path):
     out = run_child(f"""
@@ -140,8 +144,15 @@ def test_file_size_limit_raises_at_the_next_call_naming_the_file(tmp_path):
     assert out.returncode == 0, out.stderr
     lines = out.stdout.split("\n")
     efbig = 27
-    assert lines[:7] == [f"inline {efbig} True True", f"again {efbig}", f"again {efbig}",
-                         f"after close {efbig}", f"timer {efbig} True", f"close {efbig} True", "done"], out.stdout
+    assert lines[:7] == [
+        f"inline {efbig} True True",
+        f"again {efbig}",
+        f"again {efbig}",
+        f"after close {efbig}",
+        f"timer {efbig} True",
+        f"close {efbig} True",
+        "done",
+    ], out.stdout
     assert len(read_records(event_files(tmp_path / "closer")[0])[0]) == 1  # file_version only
     for run in ("inline", "timer"):
         (path,) = event_files(tmp_path / run)
@@ -153,14 +164,17 @@ def test_full_filesystem_raises_enospc(tmp_path):
     mnt = tmp_path / "small"
     mnt.mkdir()
     try:
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
-                           capture_output=True, text=True, timeout=30)
+        r = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True, text=True, timeout=30
+        )
         why = r.stderr.strip() or f"exit status {r.returncode}"
     except OSError as e:
         r, why = None, str(e)
     if r is None or r.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here ({why}); "
-                    "test_file_size_limit_raises_at_the_next_call_naming_the_file covers a full disk")
+        pytest.skip(
+            f"cannot mount a small tmpfs here ({why}); "
+            "test_file_size_limit_raises_at_the_next_call_naming_the_file covers a full disk"
+        )
     try:
         w = tbwriter.SummaryWriter(mnt / "run", max_queue=100)
         with pytest.raises(EventFileError) as info:
@@ -216,6 +230,7 @@ def test_permission_denied_names_the_directory():
 
 # --- concurrency -----------------------------------------------------------------------------
 
+
 def test_eight_threads_ten_thousand_scalars_each(tmp_path):
     w = tbwriter.SummaryWriter(tmp_path)
     stop = threading.Event()
@@ -267,8 +282,14 @@ TWO_PROC_CHILD = """
 
 def test_two_processes_one_logdir_same_second(tmp_path):
     start = int(time.time()) + 3.1  # both create their file just after the same second starts
-    procs = [subprocess.Popen([sys.executable, "-c", PRELUDE + textwrap.dedent(TWO_PROC_CHILD), str(tmp_path),
-                               str(start), str(k)], stdout=subprocess.PIPE, text=True) for k in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", PRELUDE + textwrap.dedent(TWO_PROC_CHILD), str(tmp_path), str(start), str(k)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for k in range(2)
+    ]
     paths = [p.communicate(timeout=120)[0].strip() for p in procs]
     assert all(p.returncode == 0 for p in procs)
     assert len(set(paths)) == 2 and sorted(paths) == event_files(tmp_path)

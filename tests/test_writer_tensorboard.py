@@ -2,6 +2,7 @@
 
 One logdir holds all kinds; one server per load_fast value serves every test of the module.
 """
+
 import struct
 import time
 
@@ -39,8 +40,17 @@ def logdir(tmp_path_factory):
             w.add_scalar("loss", value, step)
         for step in HIST_STEPS:
             w.add_histogram("weights", hist_values(step), step)
-        w.add_histogram_raw("raw", min=-1.0, max=3.0, num=6, sum=5.0, sum_squares=15.0,
-                            bucket_limits=[0.0, 1.0, 3.0], bucket_counts=[1, 2, 3], global_step=4)
+        w.add_histogram_raw(
+            "raw",
+            min=-1.0,
+            max=3.0,
+            num=6,
+            sum=5.0,
+            sum_squares=15.0,
+            bucket_limits=[0.0, 1.0, 3.0],
+            bucket_counts=[1, 2, 3],
+            global_step=4,
+        )
         w.add_image("image", IMAGE, 1)
         w.add_images("images", IMAGES, 2)
         w.add_text("notes", "**hello** tbwriter", 3)
@@ -66,19 +76,24 @@ def logdir(tmp_path_factory):
 def tb(request, logdir):
     with tensorboard(logdir, load_fast=request.param) as server:
         # Wait until the last thing written in each run is served.
-        server.wait_for(lambda: server.json("/data/plugin/scalars/tags"),
-                        lambda t: {"hp/loss", "loss"} <= set(t.get("main", {}))
-                        and "hp/acc" in t.get("other", {}) and "p" in t.get("restart", {}))
+        server.wait_for(
+            lambda: server.json("/data/plugin/scalars/tags"),
+            lambda t: (
+                {"hp/loss", "loss"} <= set(t.get("main", {}))
+                and "hp/acc" in t.get("other", {})
+                and "p" in t.get("restart", {})
+            ),
+        )
         yield server
 
 
 def scalar_points(tb, run, tag, count):
-    got = tb.wait_for(lambda: tb.json("/data/plugin/scalars/scalars", run=run, tag=tag),
-                      lambda r: len(r) >= count)
+    got = tb.wait_for(lambda: tb.json("/data/plugin/scalars/scalars", run=run, tag=tag), lambda r: len(r) >= count)
     return [(step, value) for _, step, value in got]
 
 
 # --- the Python loader in process ------------------------------------------------------------
+
 
 def test_event_accumulator_reads_every_kind(logdir):
     acc = accumulator(logdir / "main")
@@ -106,11 +121,13 @@ def test_plugin_metadata_only_with_the_first_value(logdir):
 
 def test_python_loader_in_process_purges_on_restart(logdir):
     acc = accumulator(logdir / "restart")
-    assert [(e.step, e.value) for e in acc.Scalars("p")] == \
-        [(i, float(i)) for i in range(5)] + [(i, 100.0 + i) for i in range(5, 8)]
+    assert [(e.step, e.value) for e in acc.Scalars("p")] == [(i, float(i)) for i in range(5)] + [
+        (i, 100.0 + i) for i in range(5, 8)
+    ]
 
 
 # --- the real server, both loaders -----------------------------------------------------------
+
 
 def test_runs(tb):
     runs = tb.wait_for(tb.runs, lambda r: len(r) >= 5)
@@ -131,8 +148,10 @@ def test_purge_step_restart(tb):
 
 
 def test_histograms(tb):
-    got = tb.wait_for(lambda: tb.json("/data/plugin/histograms/histograms", run="main", tag="weights"),
-                      lambda r: len(r) == len(HIST_STEPS))
+    got = tb.wait_for(
+        lambda: tb.json("/data/plugin/histograms/histograms", run="main", tag="weights"),
+        lambda r: len(r) == len(HIST_STEPS),
+    )
     for (_, step, buckets), expect_step in zip(got, HIST_STEPS):
         values = hist_values(expect_step)
         assert step == expect_step
@@ -163,14 +182,15 @@ def test_graph(tb):
     body = tb.wait_for(lambda: tb.get("/data/plugin/graphs/graph", run="main", conceptual="false"), bool)
     g = graph_pb2.GraphDef()
     from google.protobuf import text_format
+
     text_format.Parse(body.decode(), g)
-    assert [(n.name, n.op, list(n.input)) for n in g.node] == [
-        (n.name, n.op, list(n.input)) for n in graph_def().node]
+    assert [(n.name, n.op, list(n.input)) for n in g.node] == [(n.name, n.op, list(n.input)) for n in graph_def().node]
 
 
 def test_pr_curve(tb):
-    got = tb.wait_for(lambda: tb.json("/data/plugin/pr_curves/pr_curves", run="main", tag="pr"),
-                      lambda r: bool(r.get("main")))
+    got = tb.wait_for(
+        lambda: tb.json("/data/plugin/pr_curves/pr_curves", run="main", tag="pr"), lambda r: bool(r.get("main"))
+    )
     (entry,) = got["main"]
     assert entry["step"] == 5
     # thresholds 0, .25, .5, .75, 1: positives are 0.9, 0.6, 0.8; negatives 0.1, 0.3
@@ -186,18 +206,28 @@ def test_custom_scalars(tb):
 
 
 def test_hparams(tb):
-    exp = tb.wait_for(lambda: tb.post_json("/data/plugin/hparams/experiment", {"experimentName": ""}),
-                      lambda e: len(e.get("hparamInfos", [])) == 4)
+    exp = tb.wait_for(
+        lambda: tb.post_json("/data/plugin/hparams/experiment", {"experimentName": ""}),
+        lambda e: len(e.get("hparamInfos", [])) == 4,
+    )
     infos = {i["name"]: i for i in exp["hparamInfos"]}
     assert set(infos) == {"lr", "opt", "bn", "wd"}
     assert infos["bn"]["type"] == "DATA_TYPE_BOOL" and infos["bn"]["domainDiscrete"] == [True]
     assert infos["opt"]["type"] == "DATA_TYPE_STRING"
     assert infos["lr"]["type"] == "DATA_TYPE_FLOAT64"
     assert {"hp/acc", "hp/loss"} <= {m["name"]["tag"] for m in exp["metricInfos"]}
-    body = {"experimentName": "", "startIndex": 0, "sliceSize": 100, "includeMetrics": True, "colParams": [],
-            "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]}
-    groups = tb.wait_for(lambda: tb.post_json("/data/plugin/hparams/session_groups", body),
-                         lambda r: len(r.get("sessionGroups", [])) == 2)["sessionGroups"]
+    body = {
+        "experimentName": "",
+        "startIndex": 0,
+        "sliceSize": 100,
+        "includeMetrics": True,
+        "colParams": [],
+        "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
+    }
+    groups = tb.wait_for(
+        lambda: tb.post_json("/data/plugin/hparams/session_groups", body),
+        lambda r: len(r.get("sessionGroups", [])) == 2,
+    )["sessionGroups"]
     by_run = {g["sessions"][0]["name"]: g for g in groups}
     main, other = by_run["main"], by_run["other"]
     assert main["hparams"] == {"lr": 0.1, "opt": "sgd", "bn": True}

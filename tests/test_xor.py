@@ -1,4 +1,5 @@
 """python -m npnn.xor: the XOR TensorBoard lab, judged by a real TensorBoard through its HTTP API."""
+
 import os
 import re
 import subprocess
@@ -47,8 +48,10 @@ def test_runs_one_per_learning_rate(tb, lab_logdir):
 @pytest.mark.parametrize("tag", ["Cost/Cost", "accuracy"])
 def test_scalars_have_one_point_per_step(tb, tag):
     for lr in LRS:
-        points = tb.wait_for(lambda: tb.json("/data/plugin/scalars/scalars", run=f"lr_{lr}", tag=tag),
-                             lambda r: isinstance(r, list) and len(r) == STEPS)
+        points = tb.wait_for(
+            lambda: tb.json("/data/plugin/scalars/scalars", run=f"lr_{lr}", tag=tag),
+            lambda r: isinstance(r, list) and len(r) == STEPS,
+        )
         assert [p[1] for p in points] == list(range(STEPS))
         values = np.array([p[2] for p in points])
         assert np.isfinite(values).all()
@@ -62,12 +65,16 @@ def test_scalars_have_one_point_per_step(tb, tag):
 
 
 def test_histograms_of_both_layers(tb):
-    tags = tb.wait_for(lambda: tb.json("/data/plugin/histograms/tags"),
-                       lambda r: len(r) == 2 and all(set(v) == HISTOGRAMS for v in r.values()))
+    tags = tb.wait_for(
+        lambda: tb.json("/data/plugin/histograms/tags"),
+        lambda r: len(r) == 2 and all(set(v) == HISTOGRAMS for v in r.values()),
+    )
     assert set(tags["lr_0.1"]) == HISTOGRAMS
     # The histograms route samples ~50 of the steps for the browser; the last one is always kept.
-    hist = tb.wait_for(lambda: tb.json("/data/plugin/histograms/histograms", run="lr_0.1", tag="Layer2/Hypothesis"),
-                       lambda r: isinstance(r, list) and r and r[-1][1] == STEPS - 1)
+    hist = tb.wait_for(
+        lambda: tb.json("/data/plugin/histograms/histograms", run="lr_0.1", tag="Layer2/Hypothesis"),
+        lambda r: isinstance(r, list) and r and r[-1][1] == STEPS - 1,
+    )
     steps = [h[1] for h in hist]
     assert len(steps) >= 20 and steps == sorted(set(steps)) and set(steps) <= set(range(STEPS))
     wall, step, buckets = hist[-1]
@@ -76,22 +83,36 @@ def test_histograms_of_both_layers(tb):
 
 
 def test_graph_has_the_labs_scopes(tb):
-    pbtxt = tb.wait_for(lambda: tb.get("/data/plugin/graphs/graph", run="lr_0.01", conceptual="false").decode(),
-                        lambda r: "node" in r)
+    pbtxt = tb.wait_for(
+        lambda: tb.get("/data/plugin/graphs/graph", run="lr_0.01", conceptual="false").decode(), lambda r: "node" in r
+    )
     names = set(re.findall(r'name: "([^"]+)"', pbtxt))
     for scope in ("Layer1/", "Layer2/", "Cost/", "Train/"):
         assert any(n.startswith(scope) for n in names), (scope, sorted(names))
-    assert {"x", "y", "Layer1/weight_1", "Layer1/bias_1", "Layer1/Sigmoid", "Layer2/weight_2",
-            "Layer2/Sigmoid", "Cost/Neg", "Train/Adam", "Layer1/W1", "Cost/Cost", "accuracy"} <= names
+    assert {
+        "x",
+        "y",
+        "Layer1/weight_1",
+        "Layer1/bias_1",
+        "Layer1/Sigmoid",
+        "Layer2/weight_2",
+        "Layer2/Sigmoid",
+        "Cost/Neg",
+        "Train/Adam",
+        "Layer1/W1",
+        "Cost/Cost",
+        "accuracy",
+    } <= names
     # the accuracy ops are outside any scope, as in the TF1 lab
     assert {"Greater", "Equal", "Mean"} <= names
 
 
 def test_hparams_list_the_learning_rate_per_run(tb):
-    body = {"experimentName": "", "allowedStatuses": ALL_STATUSES, "colParams": [], "startIndex": 0,
-            "sliceSize": 100}
-    groups = tb.wait_for(lambda: tb.post_json("/data/plugin/hparams/session_groups", body),
-                         lambda r: len(r.get("sessionGroups", [])) == 2)["sessionGroups"]
+    body = {"experimentName": "", "allowedStatuses": ALL_STATUSES, "colParams": [], "startIndex": 0, "sliceSize": 100}
+    groups = tb.wait_for(
+        lambda: tb.post_json("/data/plugin/hparams/session_groups", body),
+        lambda r: len(r.get("sessionGroups", [])) == 2,
+    )["sessionGroups"]
     by_run = {g["sessions"][0]["name"]: g for g in groups}
     assert set(by_run) == {f"lr_{lr}" for lr in LRS}
     for lr in LRS:
@@ -123,8 +144,13 @@ def test_graph_train_nodes_are_fed_by_the_cost(lab_logdir):
     nodes = {n.name: n for n in ea.Graph().node}
     assert nodes["Train/gradients"].op == "Gradients" and list(nodes["Train/gradients"].input) == ["Cost/Neg"]
     assert nodes["Train/Adam"].op == "ApplyAdam"
-    assert list(nodes["Train/Adam"].input) == ["Train/gradients", "Layer1/weight_1", "Layer1/bias_1",
-                                               "Layer2/weight_2", "Layer2/bias_2"]
+    assert list(nodes["Train/Adam"].input) == [
+        "Train/gradients",
+        "Layer1/weight_1",
+        "Layer1/bias_1",
+        "Layer2/weight_2",
+        "Layer2/bias_2",
+    ]
 
 
 def _last_scalar(run_dir, tag: str) -> float:
@@ -143,11 +169,12 @@ def test_rerun_starts_a_new_run_and_hparams_stay_with_their_run(tmp_path):
     assert sorted(os.listdir(logdir)) == ["lr_0.01", "lr_0.01_run2", "lr_0.3"]
     for run in os.listdir(logdir):  # one file, one run, 50 steps each: nothing appended
         assert len(list((logdir / run).glob("*tfevents*"))) == 1
-    body = {"experimentName": "", "allowedStatuses": ALL_STATUSES, "colParams": [], "startIndex": 0,
-            "sliceSize": 100}
+    body = {"experimentName": "", "allowedStatuses": ALL_STATUSES, "colParams": [], "startIndex": 0, "sliceSize": 100}
     with tensorboard(logdir, load_fast=True) as server:
-        groups = server.wait_for(lambda: server.post_json("/data/plugin/hparams/session_groups", body),
-                                 lambda r: len(r.get("sessionGroups", [])) == 3)["sessionGroups"]
+        groups = server.wait_for(
+            lambda: server.post_json("/data/plugin/hparams/session_groups", body),
+            lambda r: len(r.get("sessionGroups", [])) == 3,
+        )["sessionGroups"]
     for g in groups:
         (session,) = g["sessions"]
         run = session["name"]
@@ -166,23 +193,25 @@ def test_overwrite_replaces_the_run(tmp_path, capsys):
 
 
 def test_sgd_and_log_every(tmp_path):
-    r = xor.main(["--logdir", str(tmp_path), "--steps", "10", "--optimizer", "sgd", "--log-every", "5",
-                  "--quiet"])[0]
+    r = xor.main(["--logdir", str(tmp_path), "--steps", "10", "--optimizer", "sgd", "--log-every", "5", "--quiet"])[0]
     assert 0.0 <= r["accuracy"] <= 1.0
     acc = EventAccumulator(str(tmp_path / "lr_0.01_sgd"), size_guidance={"scalars": 0}).Reload()
     assert [e.step for e in acc.Scalars("Cost/Cost")] == [0, 5]
 
 
-@pytest.mark.parametrize("flags, line", [
-    (["--lr", "0"], "argument --lr: expected a positive number, got '0'"),
-    (["--lr", "0.1", "--lr", "-1"], "argument --lr: expected a positive number, got '-1'"),
-    (["--lr", "fast"], "argument --lr: expected a positive number, got 'fast'"),
-    (["--steps", "0"], "argument --steps: expected an integer >= 1, got '0'"),
-    (["--steps", "one"], "argument --steps: expected an integer >= 1, got 'one'"),
-    (["--seed", "-1"], "argument --seed: expected an integer >= 0, got '-1'"),
-    (["--log-every", "0"], "argument --log-every: expected an integer >= 1, got '0'"),
-    (["--optimizer", "rmsprop"], "argument --optimizer: invalid choice: 'rmsprop'"),
-])
+@pytest.mark.parametrize(
+    "flags, line",
+    [
+        (["--lr", "0"], "argument --lr: expected a positive number, got '0'"),
+        (["--lr", "0.1", "--lr", "-1"], "argument --lr: expected a positive number, got '-1'"),
+        (["--lr", "fast"], "argument --lr: expected a positive number, got 'fast'"),
+        (["--steps", "0"], "argument --steps: expected an integer >= 1, got '0'"),
+        (["--steps", "one"], "argument --steps: expected an integer >= 1, got 'one'"),
+        (["--seed", "-1"], "argument --seed: expected an integer >= 0, got '-1'"),
+        (["--log-every", "0"], "argument --log-every: expected an integer >= 1, got '0'"),
+        (["--optimizer", "rmsprop"], "argument --optimizer: invalid choice: 'rmsprop'"),
+    ],
+)
 def test_bad_flags_exit_2_with_one_line(tmp_path, capsys, flags, line):
     with pytest.raises(SystemExit) as e:
         xor.main(["--logdir", str(tmp_path / "x")] + flags)
@@ -195,10 +224,16 @@ def test_bad_flags_exit_2_with_one_line(tmp_path, capsys, flags, line):
 def test_logdir_errors_through_the_command_line(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("a file")
-    cases = [(readme, f"{readme} is a file, not a directory"),
-             (readme / "logs", f"{readme / 'logs'}: {readme} is a file, not a directory")]
+    cases = [
+        (readme, f"{readme} is a file, not a directory"),
+        (readme / "logs", f"{readme / 'logs'}: {readme} is a file, not a directory"),
+    ]
     for logdir, message in cases:
-        proc = subprocess.run([sys.executable, "-m", "npnn.xor", "--logdir", str(logdir), "--steps", "2"],
-                              capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-m", "npnn.xor", "--logdir", str(logdir), "--steps", "2"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 2 and proc.stdout == ""
         assert proc.stderr.splitlines() == [f"python -m npnn.xor: error: argument --logdir: {message}"]

@@ -5,6 +5,7 @@ The .proto files live in proto/ but are compiled as tbwriter/proto/*.proto, so t
 generated modules import each other as `tbwriter.proto.x_pb2` and register names that never
 clash with TensorBoard's or tensorboardX's own copies in protobuf's default pool.
 """
+
 import argparse
 import filecmp
 import shutil
@@ -54,10 +55,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         fresh = generate(Path(tmp))
         committed = sorted(DEST.glob("*_pb2.py"))
-        stale = [f.name for f in fresh if not (DEST / f.name).exists() or not filecmp.cmp(f, DEST / f.name, shallow=False)]
+        stale = [
+            f.name for f in fresh if not (DEST / f.name).exists() or not filecmp.cmp(f, DEST / f.name, shallow=False)
+        ]
         extra = sorted({f.name for f in committed} - {f.name for f in fresh})
         if stale or extra:
-            print(f"stale generated modules in {DEST.relative_to(ROOT)}: {stale + extra}; run python tools/gen_proto.py")
+            print(
+                f"stale generated modules in {DEST.relative_to(ROOT)}: {stale + extra}; run python tools/gen_proto.py"
+            )
             return 1
     print("generated modules are up to date")
     return 0

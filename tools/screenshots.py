@@ -13,6 +13,7 @@ distributions, graphs and hparams dashboards and saves one PNG each into --out
 `--virtual-time-budget` lets Chromium run the page's timers that long before the screenshot;
 raise --wait-ms when a PNG comes out blank.
 """
+
 import argparse
 import shutil
 import subprocess
@@ -52,10 +53,23 @@ def find_chromium() -> str:
 def screenshot(chromium: str, url: str, png: Path, wait_ms: int, size: str) -> None:
     """One headless Chromium run: load url, let the page run wait_ms of (virtual) time, save png."""
     with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
-        cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-               "--hide-scrollbars", f"--user-data-dir={profile}", f"--window-size={size}",
-               f"--virtual-time-budget={wait_ms}", f"--screenshot={png}", url]
+        cmd = [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            f"--user-data-dir={profile}",
+            f"--window-size={size}",
+            f"--virtual-time-budget={wait_ms}",
+            f"--screenshot={png}",
+            url,
+        ]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=180)
     if not png.exists() or png.stat().st_size == 0:
         raise SystemExit(f"chromium wrote no screenshot for {url}")
@@ -75,8 +89,23 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="xor-screens-") as tmp:
         logdir = Path(tmp) / "xor_logs"
-        subprocess.run([sys.executable, "-m", "npnn.xor", "--logdir", str(logdir), "--steps", str(args.steps),
-                        "--lr", "0.1", "--lr", "0.01", "--quiet"], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "npnn.xor",
+                "--logdir",
+                str(logdir),
+                "--steps",
+                str(args.steps),
+                "--lr",
+                "0.1",
+                "--lr",
+                "0.01",
+                "--quiet",
+            ],
+            check=True,
+        )
         with tensorboard(logdir, load_fast=False) as tb:
             # Wait until the server has loaded both runs before the browser asks.
             tb.wait_for(lambda: tb.json("/data/plugin/scalars/tags"), lambda r: len(r) == 2)

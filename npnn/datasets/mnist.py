@@ -5,6 +5,7 @@ Where the files are looked for: the `root` argument (`--data DIR`), else `$NPNN_
 checked against the SHA-256 of its *decompressed* content, so the original .gz, a
 recompressed .gz and the raw file all pass.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -57,6 +58,7 @@ class MissingDataError(FileNotFoundError):
 
 class MNIST(NamedTuple):
     """The four arrays: images float32 in [0, 1], labels int64."""
+
     train_images: np.ndarray
     train_labels: np.ndarray
     test_images: np.ndarray
@@ -81,8 +83,9 @@ def find_file(root: Path, name: str) -> Path | None:
 _GZIP_MAX_RATIO = 1032
 
 
-def read_file(path: Path, name: str, checksums: Mapping[str, str] = SHA256,
-              source: Path | str | None = None) -> np.ndarray:
+def read_file(
+    path: Path, name: str, checksums: Mapping[str, str] = SHA256, source: Path | str | None = None
+) -> np.ndarray:
     """Read, decompress if gzipped, verify and parse one IDX file; DataError names `source` (default path).
 
     The header is read and checked first, sizes are checked against it before the data is
@@ -108,15 +111,16 @@ def _read_upto(stream, out: memoryview) -> int:
     """Fill out from stream; return the number of bytes read (fewer only at the end of the stream)."""
     got = 0
     while got < len(out):
-        n = stream.readinto(out[got:got + (1 << 20)])  # gzip's readinto reads into a temporary this big
+        n = stream.readinto(out[got : got + (1 << 20)])  # gzip's readinto reads into a temporary this big
         if not n:
             break
         got += n
     return got
 
 
-def _read_idx(stream, raw_size: int | None, gz_size: int | None, name: str, source,
-              checksums: Mapping[str, str]) -> np.ndarray:
+def _read_idx(
+    stream, raw_size: int | None, gz_size: int | None, name: str, source, checksums: Mapping[str, str]
+) -> np.ndarray:
     """Parse the IDX content of `name` from stream (raw of raw_size bytes, or gzip of gz_size) and check its SHA-256."""
     magic = LABELS_MAGIC if "labels" in name else IMAGES_MAGIC
     ndim = magic & 0xFF
@@ -127,7 +131,7 @@ def _read_idx(stream, raw_size: int | None, gz_size: int | None, name: str, sour
     found = int.from_bytes(header[:4], "big")
     if found != magic:
         raise DataError(f"{source}: wrong magic number 0x{found:08x}, expected 0x{magic:08x} for {name}")
-    dims = tuple(int.from_bytes(header[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dims = tuple(int.from_bytes(header[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     if ndim == 3 and dims[1:] != (28, 28):
         raise DataError(f"{source}: images of {dims[1]}x{dims[2]} pixels, expected 28x28")
     count = math.prod(dims)
@@ -135,8 +139,10 @@ def _read_idx(stream, raw_size: int | None, gz_size: int | None, name: str, sour
         what = "truncated" if raw_size - len(header) < count else "trailing bytes"
         raise DataError(f"{source}: {what}: {raw_size - len(header)} data bytes, expected {count} for shape {dims}")
     if gz_size is not None and len(header) + count > _GZIP_MAX_RATIO * gz_size:
-        raise DataError(f"{source}: header declares shape {dims} ({count} data bytes), more than a "
-                        f"{gz_size}-byte gzip file can hold")
+        raise DataError(
+            f"{source}: header declares shape {dims} ({count} data bytes), more than a "
+            f"{gz_size}-byte gzip file can hold"
+        )
     data = np.empty(count + 1, dtype=np.uint8)  # pages are touched only as data arrives
     got = _read_upto(stream, memoryview(data))
     if got != count:
@@ -147,8 +153,7 @@ def _read_idx(stream, raw_size: int | None, gz_size: int | None, name: str, sour
     digest = hashlib.sha256(header)
     digest.update(data)
     if digest.hexdigest() != checksums[name]:
-        raise DataError(f"{source}: SHA-256 mismatch for {name}: got {digest.hexdigest()}, "
-                        f"expected {checksums[name]}")
+        raise DataError(f"{source}: SHA-256 mismatch for {name}: got {digest.hexdigest()}, expected {checksums[name]}")
     return data.reshape(dims)
 
 
@@ -159,8 +164,14 @@ def _fetch(url: str, dest: Path, name: str, progress: bool, timeout: float) -> N
     request = urllib.request.Request(url, headers={"User-Agent": "npnn-mnist"})
     with urllib.request.urlopen(request, timeout=timeout) as response, open(dest, "wb") as out:
         total = response.headers.get("Content-Length")
-        with tqdm(total=int(total) if total else None, unit="B", unit_scale=True,
-                  desc=f"{name}.gz", disable=not progress, leave=False) as bar:
+        with tqdm(
+            total=int(total) if total else None,
+            unit="B",
+            unit_scale=True,
+            desc=f"{name}.gz",
+            disable=not progress,
+            leave=False,
+        ) as bar:
             while chunk := response.read(1 << 16):
                 out.write(chunk)
                 bar.update(len(chunk))
@@ -175,9 +186,15 @@ def _reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def download_file(name: str, root: Path, mirrors: Iterable[str] = MIRRORS,
-             checksums: Mapping[str, str] = SHA256, progress: bool = True,
-             timeout: float = 30.0, unreachable: dict | None = None) -> tuple[Path | None, list[str]]:
+def download_file(
+    name: str,
+    root: Path,
+    mirrors: Iterable[str] = MIRRORS,
+    checksums: Mapping[str, str] = SHA256,
+    progress: bool = True,
+    timeout: float = 30.0,
+    unreachable: dict | None = None,
+) -> tuple[Path | None, list[str]]:
     """Try each mirror for `name`.gz; keep the first verified copy as root/name.gz.
 
     Returns (path or None, one failure reason per mirror tried). The download goes to a
@@ -214,9 +231,15 @@ def download_file(name: str, root: Path, mirrors: Iterable[str] = MIRRORS,
     return None, failures
 
 
-def ensure_files(root: str | os.PathLike | None = None, *, download_missing: bool = True,
-                 mirrors: Iterable[str] = MIRRORS, checksums: Mapping[str, str] = SHA256,
-                 progress: bool = True, timeout: float = 30.0) -> dict[str, Path]:
+def ensure_files(
+    root: str | os.PathLike | None = None,
+    *,
+    download_missing: bool = True,
+    mirrors: Iterable[str] = MIRRORS,
+    checksums: Mapping[str, str] = SHA256,
+    progress: bool = True,
+    timeout: float = 30.0,
+) -> dict[str, Path]:
     """Return the path of each of the four files in root, downloading the missing ones."""
     root = Path(root).expanduser() if root is not None else default_root()
     paths = {name: find_file(root, name) for name in FILES}
@@ -229,12 +252,13 @@ def ensure_files(root: str | os.PathLike | None = None, *, download_missing: boo
             root.mkdir(parents=True, exist_ok=True)
             tempfile.TemporaryFile(dir=root).close()  # writable? else say so before downloading
         except OSError as e:
-            raise MissingDataError(f"MNIST files missing in {root}: {', '.join(missing)}; cannot "
-                                   f"download into it ({e}); pass --data DIR or set NPNN_DATA") from None
+            raise MissingDataError(
+                f"MNIST files missing in {root}: {', '.join(missing)}; cannot "
+                f"download into it ({e}); pass --data DIR or set NPNN_DATA"
+            ) from None
         mirrors, unreachable = tuple(mirrors), {}
         for name in missing:
-            paths[name], reasons[name] = download_file(name, root, mirrors, checksums, progress,
-                                                       timeout, unreachable)
+            paths[name], reasons[name] = download_file(name, root, mirrors, checksums, progress, timeout, unreachable)
     still = [name for name in missing if paths[name] is None]
     if still:
         lines = [f"MNIST files missing in {root}: {', '.join(still)}."]
@@ -243,27 +267,35 @@ def ensure_files(root: str | os.PathLike | None = None, *, download_missing: boo
         for name in still:
             if reasons.get(name):
                 lines.append(f"  {name}: download failed: " + "; ".join(reasons[name]))
-        lines.append(f"Put these files (gzipped as <name>.gz or raw) into {root}, "
-                     "or pass --data DIR / set NPNN_DATA to a directory that holds all four "
-                     f"(they come from {MIRRORS[0]}).")
+        lines.append(
+            f"Put these files (gzipped as <name>.gz or raw) into {root}, "
+            "or pass --data DIR / set NPNN_DATA to a directory that holds all four "
+            f"(they come from {MIRRORS[0]})."
+        )
         raise MissingDataError("\n".join(lines))
     return paths
 
 
-def load_mnist(root: str | os.PathLike | None = None, *, flatten: bool = True,
-               download: bool = True, mirrors: Iterable[str] = MIRRORS,
-               checksums: Mapping[str, str] = SHA256, progress: bool = True,
-               timeout: float = 30.0) -> MNIST:
+def load_mnist(
+    root: str | os.PathLike | None = None,
+    *,
+    flatten: bool = True,
+    download: bool = True,
+    mirrors: Iterable[str] = MIRRORS,
+    checksums: Mapping[str, str] = SHA256,
+    progress: bool = True,
+    timeout: float = 30.0,
+) -> MNIST:
     """Load MNIST: images float32 in [0,1] as (N, 784) if flatten else (N, 1, 28, 28), labels int64."""
-    paths = ensure_files(root, download_missing=download, mirrors=mirrors, checksums=checksums,
-                         progress=progress, timeout=timeout)
+    paths = ensure_files(
+        root, download_missing=download, mirrors=mirrors, checksums=checksums, progress=progress, timeout=timeout
+    )
     arrays = {name: read_file(paths[name], name, checksums) for name in FILES}
     out = []
     for images, labels in ((TRAIN_IMAGES, TRAIN_LABELS), (TEST_IMAGES, TEST_LABELS)):
         x, y = arrays[images], arrays[labels]
         if len(x) != len(y):
-            raise DataError(f"{paths[images]} holds {len(x)} images but {paths[labels]} "
-                            f"holds {len(y)} labels")
+            raise DataError(f"{paths[images]} holds {len(x)} images but {paths[labels]} holds {len(y)} labels")
         x = x.astype(np.float32)
         x /= np.float32(255)  # in place: no float64 temporary, and 255 maps to exactly 1.0
         x = x.reshape(len(x), 784) if flatten else x.reshape(len(x), 1, 28, 28)
