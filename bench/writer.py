@@ -8,6 +8,7 @@ does) against handing each full batch to a writer thread.
 
     python bench/writer.py [--repeats 7] [--scale 1.0] [--case "add_histogram 512x512 f32"]
 """
+
 import argparse
 import os
 import queue
@@ -130,8 +131,10 @@ def main():
         return media(args.repeats, args.scale)
     if tensorboardX is None:
         sys.exit("tensorboardX is not installed: pip install -e .[bench]")
-    print(f"tbwriter vs tensorboardX {tensorboardX.__version__}, medians of {args.repeats} interleaved repeats, "
-          f"{os.cpu_count()} cores")
+    print(
+        f"tbwriter vs tensorboardX {tensorboardX.__version__}, medians of {args.repeats} interleaved repeats, "
+        f"{os.cpu_count()} cores"
+    )
     ratios = []
     for name, call, n_ours, n_peer in CASES:
         if args.case and name != args.case:
@@ -142,9 +145,11 @@ def main():
             peer.append(per_call(lambda d: tensorboardX.SummaryWriter(d), call, max(1, int(n_peer * args.scale))))
         (o, oc), (p, pc) = medians(ours), medians(peer)
         ratios.append((name, p / o, pc / oc))
-        print(f"{name:26s} tbwriter {1 / o:9,.0f}/s ({o * 1e6:8.2f} us, cpu {oc * 1e6:8.2f} us)   "
-              f"tensorboardX {1 / p:7,.0f}/s ({p * 1e6:8.2f} us, cpu {pc * 1e6:8.2f} us)   "
-              f"ratio {p / o:5.1f}x (cpu {pc / oc:5.1f}x)")
+        print(
+            f"{name:26s} tbwriter {1 / o:9,.0f}/s ({o * 1e6:8.2f} us, cpu {oc * 1e6:8.2f} us)   "
+            f"tensorboardX {1 / p:7,.0f}/s ({p * 1e6:8.2f} us, cpu {pc * 1e6:8.2f} us)   "
+            f"ratio {p / o:5.1f}x (cpu {pc / oc:5.1f}x)"
+        )
 
     if args.case:
         print("ratios (wall, cpu): " + ", ".join(f"{name} {r:.1f}x, {rc:.1f}x" for name, r, rc in ratios))
@@ -157,8 +162,10 @@ def main():
         inline.append(per_call(tbwriter.SummaryWriter, scalar, n))
         threaded.append(per_call(ThreadedSummaryWriter, scalar, n))
     (i, ic), (t, tc) = medians(inline), medians(threaded)
-    print(f"{'buffering design':26s} add_scalar inline writes {i * 1e6:.2f} us (cpu {ic * 1e6:.2f}), writer thread "
-          f"{t * 1e6:.2f} us (cpu {tc * 1e6:.2f}): inline is {t / i:.2f}x the speed (cpu {tc / ic:.2f}x)")
+    print(
+        f"{'buffering design':26s} add_scalar inline writes {i * 1e6:.2f} us (cpu {ic * 1e6:.2f}), writer thread "
+        f"{t * 1e6:.2f} us (cpu {tc * 1e6:.2f}): inline is {t / i:.2f}x the speed (cpu {tc / ic:.2f}x)"
+    )
     print("ratios (wall, cpu): " + ", ".join(f"{name} {r:.1f}x, {rc:.1f}x" for name, r, rc in ratios))
 
     media(args.repeats, args.scale)
@@ -172,8 +179,10 @@ SPRITES = np.random.default_rng(3).random((1000, 3, 16, 16), dtype=np.float32)
 
 def _figure():
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig = plt.figure(figsize=(4, 3), dpi=80)
     plt.plot(np.sin(np.linspace(0, 10, 200)))
     return fig
@@ -182,11 +191,13 @@ def _figure():
 def media(repeats: int, scale: float) -> None:
     """add_image, add_embedding, add_figure: tbwriter vs each installed peer, medians of interleaved repeats."""
     import torch
+
     writers = {"tbwriter": tbwriter.SummaryWriter}
     if tensorboardX is not None:
         writers["tensorboardX"] = tensorboardX.SummaryWriter
     try:
         from torch.utils.tensorboard import SummaryWriter as TorchWriter
+
         writers["torch"] = TorchWriter
     except ImportError as e:
         print(f"torch.utils.tensorboard not measured: {e}")

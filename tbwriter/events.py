@@ -18,6 +18,7 @@ fork(): a writer inherited by a child process refuses every call there (WriterSt
 so the child can never write into, or flush its copy of the buffer into, the parent's file;
 create a new writer in the child instead.
 """
+
 import itertools
 import os
 import socket
@@ -29,8 +30,9 @@ from tbwriter.proto import event_pb2
 from tbwriter.wire import frame
 
 # O_EXCL: two writers can never open (and truncate) the same name.
-_OPEN_FLAGS = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND
-               | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
+_OPEN_FLAGS = (
+    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+)
 _uid = itertools.count(1)  # distinguishes writers of one process created in the same second
 _live_states = weakref.WeakSet()  # every open file's state, so a fork can disable them in the child
 
@@ -47,8 +49,7 @@ def _create_file(logdir: str, filename_suffix: str):
     """Create a new event file that no other writer or process has; return (path, fd)."""
     host = socket.gethostname()
     while True:
-        name = "events.out.tfevents.%010d.%s.%s.%s%s" % (
-            time.time(), host, os.getpid(), next(_uid), filename_suffix)
+        name = "events.out.tfevents.%010d.%s.%s.%s%s" % (time.time(), host, os.getpid(), next(_uid), filename_suffix)
         path = os.path.join(logdir, name)
         try:
             fd = os.open(path, _OPEN_FLAGS, 0o666)
@@ -60,8 +61,22 @@ def _create_file(logdir: str, filename_suffix: str):
 class _FileState:
     """What a writer's timer thread and finalizer share: never a reference to the writer."""
 
-    __slots__ = ("path", "fd", "buf", "lock", "max_queue", "pid", "dead", "error",
-                 "reported", "stop", "thread", "size", "unsure", "__weakref__")
+    __slots__ = (
+        "path",
+        "fd",
+        "buf",
+        "lock",
+        "max_queue",
+        "pid",
+        "dead",
+        "error",
+        "reported",
+        "stop",
+        "thread",
+        "size",
+        "unsure",
+        "__weakref__",
+    )
 
     def __init__(self, path: str, fd: int, max_queue: int):
         self.path = path
@@ -184,6 +199,7 @@ class _FileState:
             self.close()
         except EventFileError as e:
             import sys
+
             print(f"tbwriter: {e}", file=sys.stderr)
 
     def after_fork_in_child(self):
@@ -194,7 +210,8 @@ class _FileState:
         if self.dead is None or isinstance(self.dead, WriterStateError):
             self.dead = WriterStateError(
                 f"this writer of {self.path} belongs to process {self.pid} and was inherited "
-                f"through fork() by process {os.getpid()}; create a new writer in the child process")
+                f"through fork() by process {os.getpid()}; create a new writer in the child process"
+            )
         if self.fd >= 0:
             try:
                 os.close(self.fd)  # the child's copy only; the parent's stays open
@@ -229,8 +246,14 @@ def _flush_loop(ref, stop: threading.Event, flush_secs: float):
 class EventFileWriter:
     """One event file in logdir: buffered, thread-safe, closed at exit if left open."""
 
-    def __init__(self, logdir, max_queue: int = 10, flush_secs: float = 120, filename_suffix: str = "",
-                 storage_options: "dict | None" = None):
+    def __init__(
+        self,
+        logdir,
+        max_queue: int = 10,
+        flush_secs: float = 120,
+        filename_suffix: str = "",
+        storage_options: "dict | None" = None,
+    ):
         if not isinstance(max_queue, int) or isinstance(max_queue, bool):
             raise TypeError(f"max_queue: expected an int, got {type(max_queue).__name__}")
         if not flush_secs > 0:
@@ -242,6 +265,7 @@ class EventFileWriter:
         remote = "://" in logdir
         if remote:  # a URL: object storage through fsspec, imported only here
             from tbwriter.remote import ObjectState
+
             s = ObjectState(logdir, filename_suffix, storage_options)
         elif storage_options is not None:
             raise ValueError(f"storage_options: only for URL logdirs (s3://...), got the local path {logdir!r}")
@@ -252,16 +276,19 @@ class EventFileWriter:
         self._state = s
         self.path = path = s.path
         # The file_version record goes out at once: the file is never seen empty.
-        s.buf.append(frame(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2")
-                           .SerializeToString()))
+        s.buf.append(frame(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString()))
         with s.lock:
             if not s.write_locked():
                 if not remote:
                     os.close(fd)
                 s.raise_dead()
         _live_states.add(s)
-        s.thread = threading.Thread(target=_flush_loop, args=(weakref.ref(s), s.stop, float(flush_secs)),
-                                    name=f"tbwriter-flush-{os.path.basename(path)}", daemon=True)
+        s.thread = threading.Thread(
+            target=_flush_loop,
+            args=(weakref.ref(s), s.stop, float(flush_secs)),
+            name=f"tbwriter-flush-{os.path.basename(path)}",
+            daemon=True,
+        )
         s.thread.start()
         self._finalizer = weakref.finalize(self, s.finalize)
         # Queue one already framed record: the scalar hot path's one call, the state's own append.

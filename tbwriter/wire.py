@@ -4,13 +4,28 @@ Hot paths (scalars, histograms) build Event bytes here directly instead of throu
 objects, whose Python setters cost more (docs/performance.md); the bytes parse to exactly the message protobuf
 would build (tests/test_wire.py checks that against protobuf and TensorBoard's RecordWriter).
 """
+
 import struct
 
 from crc32c import crc32c
 
-__all__ = ["EVENT_GRAPH_DEF", "EVENT_SUMMARY", "SUMMARY_VALUE", "VALUE_HISTO", "event", "event_header", "float32",
-           "frame", "mask", "masked_crc32c", "scalar_event_prefix", "scalar_record", "scalar_value_prefix", "value_tag",
-           "varint"]
+__all__ = [
+    "EVENT_GRAPH_DEF",
+    "EVENT_SUMMARY",
+    "SUMMARY_VALUE",
+    "VALUE_HISTO",
+    "event",
+    "event_header",
+    "float32",
+    "frame",
+    "mask",
+    "masked_crc32c",
+    "scalar_event_prefix",
+    "scalar_record",
+    "scalar_value_prefix",
+    "value_tag",
+    "varint",
+]
 
 # Keys (field number << 3 | wire type 2) of the length-delimited fields written by hand.
 EVENT_GRAPH_DEF = b"\x22"  # Event.graph_def (4)

@@ -5,6 +5,7 @@ log_dir, s3://... or any fsspec URL, one object per upload: see remote.py). Summ
 come from tbwriter.summary; Event bytes and record framing from tbwriter.wire (the scalar
 hot path from a per-tag prefix, without protobuf objects).
 """
+
 import contextlib
 import math
 import operator
@@ -65,8 +66,10 @@ def _as_float(value, arg_name: str = "scalar_value") -> float:
     try:
         return float(value)
     except OverflowError:
-        raise OverflowError(f"{arg_name}: an int of {int(value).bit_length()} bits is beyond the float range "
-                            f"(about 1.8e308); pass float('inf') for an infinite value") from None
+        raise OverflowError(
+            f"{arg_name}: an int of {int(value).bit_length()} bits is beyond the float range "
+            f"(about 1.8e308); pass float('inf') for an infinite value"
+        ) from None
     except (TypeError, ValueError) as e:
         raise TypeError(f"{arg_name}: expected a number, got {type(value).__name__}: {e}") from None
 
@@ -93,21 +96,29 @@ def _check_hparams_args(metric_dict, hparam_domain_discrete) -> None:
     if not isinstance(metric_dict, dict):
         raise TypeError(f"metric_dict: expected a dict {{tag: value}}, got {type(metric_dict).__name__}")
     if hparam_domain_discrete is not None and not isinstance(hparam_domain_discrete, dict):
-        raise TypeError(f"hparam_domain_discrete: expected a dict {{name: [values]}}, "
-                        f"got {type(hparam_domain_discrete).__name__}")
+        raise TypeError(
+            f"hparam_domain_discrete: expected a dict {{name: [values]}}, got {type(hparam_domain_discrete).__name__}"
+        )
 
 
 class FileWriter:
     """TF1's tf.summary.FileWriter: one event file in logdir, fed with Summary messages."""
 
-    def __init__(self, logdir, graph=None, max_queue: int = 10, flush_secs: float = 120,
-                 filename_suffix: str = "", graph_def=None, storage_options=None):
+    def __init__(
+        self,
+        logdir,
+        graph=None,
+        max_queue: int = 10,
+        flush_secs: float = 120,
+        filename_suffix: str = "",
+        graph_def=None,
+        storage_options=None,
+    ):
         if logdir is None or (isinstance(logdir, str) and not logdir):
             raise ValueError(f"logdir: expected a directory path, got {logdir!r}")
         self._logdir = _expand_user(logdir)
         self._start_time = time.time()  # the HPARAMS session's start
-        self.event_writer = EventFileWriter(self._logdir, max_queue, flush_secs, filename_suffix or "",
-                                            storage_options)
+        self.event_writer = EventFileWriter(self._logdir, max_queue, flush_secs, filename_suffix or "", storage_options)
         self._meta_tags = set()  # tags whose metadata went out already in this file
         self._scalar_prefixes = {}
         self._write_framed = self.event_writer.write_framed
@@ -181,8 +192,9 @@ class FileWriter:
         wall_time = time.time() if walltime is None else _as_walltime(walltime)
         self.event_writer.write_serialized(wire.event(wall_time, step, wire.EVENT_SUMMARY, data))
 
-    def add_hparams(self, hparam_dict: dict, metric_dict: dict, hparam_domain_discrete=None,
-                    global_step=None, start_time_secs=None) -> None:
+    def add_hparams(
+        self, hparam_dict: dict, metric_dict: dict, hparam_domain_discrete=None, global_step=None, start_time_secs=None
+    ) -> None:
         """Hyperparameters and metrics of this run for the HPARAMS tab, the metrics as scalars.
 
         The session is grouped under this writer's logdir (one row per run) and starts at
@@ -192,8 +204,9 @@ class FileWriter:
         """
         _check_hparams_args(metric_dict, hparam_domain_discrete)
         metrics = {k: _as_float(v, f"metric_dict[{k!r}]") for k, v in metric_dict.items()}
-        exp, ssi, sei = _summary.hparams(hparam_dict, metric_dict, group_name=self._logdir,
-                                         start_time_secs=start_time_secs or self._start_time)
+        exp, ssi, sei = _summary.hparams(
+            hparam_dict, metric_dict, group_name=self._logdir, start_time_secs=start_time_secs or self._start_time
+        )
         step = _as_step(global_step)
         if hparam_domain_discrete:
             self._write_summary(_with_discrete_domains(exp, hparam_domain_discrete), step, None, True)
@@ -205,7 +218,8 @@ class FileWriter:
     def add_graph(self, graph, global_step=None, walltime=None) -> None:
         """Write a GraphDef (or an object with as_graph_def()) for the graph dashboard."""
         self.event_writer.write_serialized(
-            wire.event(_as_walltime(walltime), _as_step(global_step), wire.EVENT_GRAPH_DEF, _graph_bytes(graph)))
+            wire.event(_as_walltime(walltime), _as_step(global_step), wire.EVENT_GRAPH_DEF, _graph_bytes(graph))
+        )
 
     def add_event(self, event) -> None:
         """Write an Event message (of this or another protobuf module) as it is."""
@@ -215,8 +229,9 @@ class FileWriter:
 
     def add_session_log(self, session_log, global_step=None, walltime=None) -> None:
         """Write a SessionLog event (START makes TensorBoard's Python loader purge later steps)."""
-        self.event_writer.write_event(event_pb2.Event(
-            wall_time=_as_walltime(walltime), step=_as_step(global_step), session_log=session_log))
+        self.event_writer.write_event(
+            event_pb2.Event(wall_time=_as_walltime(walltime), step=_as_step(global_step), session_log=session_log)
+        )
 
     def flush(self) -> None:
         """Hand everything written so far to the OS before returning."""
@@ -262,17 +277,29 @@ class _NullFileWriter:
 class SummaryWriter:
     """tensorboardX's and torch.utils.tensorboard's SummaryWriter: every add_* of both, into log_dir."""
 
-    def __init__(self, log_dir=None, comment: str = "", purge_step=None, max_queue: int = 10,
-                 flush_secs: float = 120, filename_suffix: str = "", write_to_disk: bool = True, logdir=None,
-                 comet_config={"disabled": True}, storage_options=None):  # noqa: B006 (tensorboardX's default, never mutated)
+    def __init__(
+        self,
+        log_dir=None,
+        comment: str = "",
+        purge_step=None,
+        max_queue: int = 10,
+        flush_secs: float = 120,
+        filename_suffix: str = "",
+        write_to_disk: bool = True,
+        logdir=None,
+        comet_config={"disabled": True},
+        storage_options=None,
+    ):  # noqa: B006 (tensorboardX's default, never mutated)
         if log_dir is None:
             log_dir = logdir
         if log_dir is None:
             stamp = datetime.now().strftime("%b%d_%H-%M-%S")
             log_dir = os.path.join("runs", stamp + "_" + socket.gethostname() + comment)
         if comet_config not in (None, {"disabled": True}):
-            raise ValueError(f"comet_config: tbwriter does not log to Comet; expected None or "
-                             f"{{'disabled': True}}, got {comet_config!r}")
+            raise ValueError(
+                f"comet_config: tbwriter does not log to Comet; expected None or "
+                f"{{'disabled': True}}, got {comet_config!r}"
+            )
         self._logdir = _expand_user(log_dir)
         self._max_queue = max_queue
         self._flush_secs = flush_secs
@@ -303,8 +330,13 @@ class SummaryWriter:
     def _new_file_writer(self, logdir: str):
         if not self._write_to_disk:
             return _NullFileWriter(logdir)
-        return FileWriter(logdir, max_queue=self._max_queue, flush_secs=self._flush_secs,
-                          filename_suffix=self._filename_suffix, storage_options=self._storage_options)
+        return FileWriter(
+            logdir,
+            max_queue=self._max_queue,
+            flush_secs=self._flush_secs,
+            filename_suffix=self._filename_suffix,
+            storage_options=self._storage_options,
+        )
 
     def _get_file_writer(self) -> FileWriter:
         """The run's FileWriter; after close(), a new event file in the same run (as the peers do)."""
@@ -358,14 +390,27 @@ class SummaryWriter:
         finally:
             self._defaults = None
 
-    def add_scalar(self, tag: str, scalar_value, global_step=None, walltime=None, new_style: bool = False,
-                   double_precision: bool = False, display_name: str = "", summary_description: str = "") -> None:
+    def add_scalar(
+        self,
+        tag: str,
+        scalar_value,
+        global_step=None,
+        walltime=None,
+        new_style: bool = False,
+        double_precision: bool = False,
+        display_name: str = "",
+        summary_description: str = "",
+    ) -> None:
         """Write one scalar (float32 simple_value, or a tensor with new_style) at global_step."""
         t = type(scalar_value)
         v = scalar_value if t is float else _as_float(scalar_value)
         if new_style or display_name or summary_description or self._defaults is not None:
-            self._add(self._writer(), _summary.scalar_tensor(tag, v, new_style, double_precision, display_name,
-                                                             summary_description), global_step, walltime)
+            self._add(
+                self._writer(),
+                _summary.scalar_tensor(tag, v, new_style, double_precision, display_name, summary_description),
+                global_step,
+                walltime,
+            )
             return
         step = global_step if type(global_step) is int else _as_step(global_step)
         fw = self.file_writer or self._get_file_writer()
@@ -393,18 +438,24 @@ class SummaryWriter:
             json.dump(self._scalars_for_json, f)
         self._scalars_for_json = {}
 
-    def add_histogram(self, tag: str, values, global_step=None, bins="tensorflow", walltime=None,
-                      max_bins=None) -> None:
+    def add_histogram(
+        self, tag: str, values, global_step=None, bins="tensorflow", walltime=None, max_bins=None
+    ) -> None:
         """Histogram of values (TensorFlow's buckets by default) at global_step."""
         fw = self._writer()
         self._add(fw, _summary.histogram(tag, values, bins=bins, max_bins=max_bins), global_step, walltime)
 
-    def add_histogram_raw(self, tag: str, min, max, num, sum, sum_squares, bucket_limits, bucket_counts,
-                          global_step=None, walltime=None) -> None:
+    def add_histogram_raw(
+        self, tag: str, min, max, num, sum, sum_squares, bucket_limits, bucket_counts, global_step=None, walltime=None
+    ) -> None:
         """Histogram from precomputed statistics and buckets."""
         fw = self._writer()
-        self._add(fw, _summary.histogram_raw(tag, min, max, num, sum, sum_squares, bucket_limits, bucket_counts),
-                  global_step, walltime)
+        self._add(
+            fw,
+            _summary.histogram_raw(tag, min, max, num, sum, sum_squares, bucket_limits, bucket_counts),
+            global_step,
+            walltime,
+        )
 
     def add_image(self, tag: str, img_tensor, global_step=None, walltime=None, dataformats: str = "CHW") -> None:
         """One image (uint8, or float in [0, 1]) PNG-encoded."""
@@ -418,8 +469,17 @@ class SummaryWriter:
             img_tensor = np.stack([as_array(x, f"img_tensor[{i}]") for i, x in enumerate(img_tensor)])
         self._add(fw, _summary.images(tag, img_tensor, dataformats=dataformats), global_step, walltime)
 
-    def add_image_with_boxes(self, tag: str, img_tensor, box_tensor, global_step=None, walltime=None, rescale=1,
-                             dataformats: str = "CHW", labels=None) -> None:
+    def add_image_with_boxes(
+        self,
+        tag: str,
+        img_tensor,
+        box_tensor,
+        global_step=None,
+        walltime=None,
+        rescale=1,
+        dataformats: str = "CHW",
+        labels=None,
+    ) -> None:
         """One image with red (xmin, ymin, xmax, ymax) boxes and optional labels drawn in (Pillow)."""
         from tbwriter import boxes
 
@@ -441,8 +501,9 @@ class SummaryWriter:
         else:
             self._add(fw, _summary.image(tag, figure_to_rgb(figure, close), dataformats="HWC"), global_step, walltime)
 
-    def add_video(self, tag: str, vid_tensor, global_step=None, fps=4, walltime=None,
-                  dataformats: str = "NTCHW") -> None:
+    def add_video(
+        self, tag: str, vid_tensor, global_step=None, fps=4, walltime=None, dataformats: str = "NTCHW"
+    ) -> None:
         """Clips (N, T, C, H, W) tiled into one animated GIF for the images dashboard (Pillow)."""
         from tbwriter import video
 
@@ -466,42 +527,74 @@ class SummaryWriter:
         fw = self._writer()
         self._add(fw, _summary.tensor(tag, tensor), global_step, walltime)
 
-    def add_mesh(self, tag: str, vertices, colors=None, faces=None, config_dict=None, global_step=None,
-                 walltime=None) -> None:
+    def add_mesh(
+        self, tag: str, vertices, colors=None, faces=None, config_dict=None, global_step=None, walltime=None
+    ) -> None:
         """A mesh or point cloud for the mesh dashboard: vertices (B, N, 3), colors, faces."""
         from tbwriter import mesh
 
         fw = self._writer()
         self._add(fw, mesh.mesh(tag, vertices, colors, faces, config_dict), global_step, walltime)
 
-    def add_embedding(self, mat, metadata=None, label_img=None, global_step=None, tag: str = "default",
-                      metadata_header=None) -> None:
+    def add_embedding(
+        self, mat, metadata=None, label_img=None, global_step=None, tag: str = "default", metadata_header=None
+    ) -> None:
         """Points (N, D) with labels and sprite images for the projector, in <run>/<step>/<tag>/."""
         from tbwriter import projector
 
         self._writer()
         step, _ = self._step_time(global_step, None)
         if "://" in self._logdir:
-            raise ValueError(f"add_embedding: the projector files are written to local log_dirs only, "
-                             f"got the URL {self._logdir.split('://')[0]}://...")
+            raise ValueError(
+                f"add_embedding: the projector files are written to local log_dirs only, "
+                f"got the URL {self._logdir.split('://')[0]}://..."
+            )
         if self._write_to_disk:
             projector.write_embedding(self._logdir, mat, metadata, label_img, step, tag, metadata_header)
 
-    def add_pr_curve(self, tag: str, labels, predictions, global_step=None, num_thresholds: int = 127,
-                     weights=None, walltime=None) -> None:
+    def add_pr_curve(
+        self, tag: str, labels, predictions, global_step=None, num_thresholds: int = 127, weights=None, walltime=None
+    ) -> None:
         """Precision-recall curve of binary labels against predicted probabilities."""
         fw = self._writer()
-        self._add(fw, _summary.pr_curve(tag, labels, predictions, num_thresholds=num_thresholds, weights=weights),
-                  global_step, walltime)
+        self._add(
+            fw,
+            _summary.pr_curve(tag, labels, predictions, num_thresholds=num_thresholds, weights=weights),
+            global_step,
+            walltime,
+        )
 
-    def add_pr_curve_raw(self, tag: str, true_positive_counts, false_positive_counts, true_negative_counts,
-                         false_negative_counts, precision, recall, global_step=None, num_thresholds: int = 127,
-                         weights=None, walltime=None) -> None:
+    def add_pr_curve_raw(
+        self,
+        tag: str,
+        true_positive_counts,
+        false_positive_counts,
+        true_negative_counts,
+        false_negative_counts,
+        precision,
+        recall,
+        global_step=None,
+        num_thresholds: int = 127,
+        weights=None,
+        walltime=None,
+    ) -> None:
         """Precision-recall curve from precomputed counts, precision and recall (weights unused, as in the peers)."""
         fw = self._writer()
-        self._add(fw, _summary.pr_curve_raw(tag, true_positive_counts, false_positive_counts, true_negative_counts,
-                                            false_negative_counts, precision, recall, num_thresholds),
-                  global_step, walltime)
+        self._add(
+            fw,
+            _summary.pr_curve_raw(
+                tag,
+                true_positive_counts,
+                false_positive_counts,
+                true_negative_counts,
+                false_negative_counts,
+                precision,
+                recall,
+                num_thresholds,
+            ),
+            global_step,
+            walltime,
+        )
 
     def add_custom_scalars(self, layout: dict) -> None:
         """Custom scalars dashboard layout: {category: {title: ["Multiline"|"Margin", tags]}}."""
@@ -530,8 +623,10 @@ class SummaryWriter:
         from tbwriter.model_files import onnx_graph_def
 
         if (onnx_model_file is None) == (prototxt is None):
-            raise TypeError("add_onnx_graph: expected the .onnx path as onnx_model_file or prototxt, "
-                            f"got {onnx_model_file!r} and {prototxt!r}")
+            raise TypeError(
+                "add_onnx_graph: expected the .onnx path as onnx_model_file or prototxt, "
+                f"got {onnx_model_file!r} and {prototxt!r}"
+            )
         self._writer().add_graph(onnx_graph_def(prototxt if onnx_model_file is None else onnx_model_file))
 
     def add_openvino_graph(self, xmlname) -> None:
@@ -540,8 +635,16 @@ class SummaryWriter:
 
         self._writer().add_graph(openvino_graph_def(xmlname))
 
-    def add_hparams(self, hparam_dict: dict, metric_dict: dict, hparam_domain_discrete=None,
-                    run_name=None, global_step=None, *, name=None) -> None:
+    def add_hparams(
+        self,
+        hparam_dict: dict,
+        metric_dict: dict,
+        hparam_domain_discrete=None,
+        run_name=None,
+        global_step=None,
+        *,
+        name=None,
+    ) -> None:
         """Hyperparameters and metrics of this run (or of sub-run run_name/name) for the HPARAMS tab.
 
         torch's order; tensorboardX's third positional is `name`, so a str there is taken as it.
@@ -555,8 +658,7 @@ class SummaryWriter:
         run_name = name if run_name is None else run_name
         _check_hparams_args(metric_dict, hparam_domain_discrete)  # before a sub-run is created
         fw = self._writer() if run_name is None else self._sub_writer(os.path.join(self._logdir, run_name))
-        fw.add_hparams(hparam_dict, metric_dict, hparam_domain_discrete, global_step,
-                       start_time_secs=self._start_time)
+        fw.add_hparams(hparam_dict, metric_dict, hparam_domain_discrete, global_step, start_time_secs=self._start_time)
 
     def flush(self) -> None:
         """Hand every pending record of every file of this writer to the OS; a no-op after close()."""
@@ -589,6 +691,7 @@ class SummaryWriter:
 def _with_discrete_domains(exp, domains: dict):
     """The experiment summary with domain_discrete set for the hparams named in domains."""
     from tbwriter.proto import hparams_pb2
+
     value = exp.value[0]
     data = hparams_pb2.HParamsPluginData()
     data.ParseFromString(value.metadata.plugin_data.content)

@@ -1,5 +1,6 @@
 """tbwriter.wire: TFRecord framing against TensorBoard's CRC, RecordWriter and reader; the hand-built
 Event bytes against protobuf's own parsing and serialization."""
+
 import io
 import struct
 
