@@ -287,9 +287,9 @@ class SummaryWriter:
         filename_suffix: str = "",
         write_to_disk: bool = True,
         logdir=None,
-        comet_config={"disabled": True},
+        comet_config={"disabled": True},  # noqa: B006 (tensorboardX's default, never mutated)
         storage_options=None,
-    ):  # noqa: B006 (tensorboardX's default, never mutated)
+    ):
         if log_dir is None:
             log_dir = logdir
         if log_dir is None:
