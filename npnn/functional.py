@@ -7,6 +7,8 @@ cross_entropy).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -70,18 +72,20 @@ def linear(x, weight, bias=None) -> Tensor:
                 f"linear: bias shape {bias.data.shape} does not match weight shape {W.shape} (expected ({W.shape[0]},))"
             )
         out += bias.data  # out is fresh: add the bias in place
-    flat = X.ndim != 2  # 1-D and batched inputs: the weight gradient sums over all rows
-
-    def backward(g, node):
-        gx = g.dot(W) if x.requires_grad else None
-        g2 = g.reshape(-1, g.shape[-1]) if flat else g
-        gw = g2.T.dot(X.reshape(-1, X.shape[-1]) if flat else X) if weight.requires_grad else None
-        if bias is None:
-            return gx, gw
-        return gx, gw, (g2.sum(axis=0) if bias.requires_grad else None)
-
     parents = (x, weight) if bias is None else (x, weight, bias)
-    return _nary(out, parents, backward, "Linear")
+    return _nary(out, parents, _linear_vjp, "Linear")
+
+
+def _linear_vjp(g, node):
+    x, weight = node._parents[:2]
+    X = x.data
+    flat = X.ndim != 2  # 1-D and batched inputs: the weight gradient sums over all rows
+    gx = g.dot(weight.data) if x.requires_grad else None
+    g2 = g.reshape(-1, g.shape[-1]) if flat else g
+    gw = g2.T.dot(X.reshape(-1, X.shape[-1]) if flat else X) if weight.requires_grad else None
+    if len(node._parents) == 2:
+        return gx, gw
+    return gx, gw, (g2.sum(axis=0) if node._parents[2].requires_grad else None)
 
 
 def binary_cross_entropy(probs, targets) -> Tensor:
@@ -100,13 +104,19 @@ def binary_cross_entropy(probs, targets) -> Tensor:
         log_1p = np.maximum(np.log1p(-P), -100.0)
     n = P.size
     out = -(Y * log_p + (1 - Y) * log_1p).sum() / n
-    eps = 1e-12
+    return _unary(np.asarray(out, dtype=P.dtype), p, _bce_vjp, "BinaryCrossEntropy", (p, targets), _BCECtx(Y))
 
-    def backward(g, node):
-        # d/dp = (p - y) / (p (1 - p)), the denominator floored like PyTorch's BCE backward.
-        return ((g / n) * (P - Y) / np.maximum(P * (1 - P), eps),)
 
-    return _unary(np.asarray(out, dtype=P.dtype), p, backward, "BinaryCrossEntropy", (p, targets))
+class _BCECtx(NamedTuple):
+    """What the VJPs of binary_cross_entropy and its _with_logits form need."""
+
+    targets: np.ndarray  # in the input's dtype and shape
+
+
+def _bce_vjp(g, node):
+    P, Y = node._parents[0].data, node._ctx.targets
+    # d/dp = (p - y) / (p (1 - p)), the denominator floored like PyTorch's BCE backward.
+    return ((g / P.size) * (P - Y) / np.maximum(P * (1 - P), 1e-12),)
 
 
 def binary_cross_entropy_with_logits(logits, targets) -> Tensor:
@@ -116,13 +126,21 @@ def binary_cross_entropy_with_logits(logits, targets) -> Tensor:
     Y = _target_array(targets, X, "binary_cross_entropy_with_logits")
     n = X.size
     out = (np.maximum(X, 0) - X * Y + np.log1p(np.exp(-np.abs(X)))).sum() / n
+    return _unary(
+        np.asarray(out, dtype=X.dtype),
+        x,
+        _bce_with_logits_vjp,
+        "BinaryCrossEntropyWithLogits",
+        (x, targets),
+        _BCECtx(Y),
+    )
 
-    def backward(g, node):
-        e = np.exp(-np.abs(X))  # sigmoid(x) from e^-|x|, which never overflows
-        s = np.where(X >= 0, 1 / (1 + e), e / (1 + e))
-        return ((g / n) * (s - Y),)
 
-    return _unary(np.asarray(out, dtype=X.dtype), x, backward, "BinaryCrossEntropyWithLogits", (x, targets))
+def _bce_with_logits_vjp(g, node):
+    X = node._parents[0].data
+    e = np.exp(-np.abs(X))  # sigmoid(x) from e^-|x|, which never overflows
+    s = np.where(X >= 0, 1 / (1 + e), e / (1 + e))
+    return ((g / X.size) * (s - node._ctx.targets),)
 
 
 def _labels(labels, logits: np.ndarray, fn: str):
@@ -167,24 +185,34 @@ def cross_entropy(logits, labels) -> Tensor:
     e = np.exp(z)
     s = e.sum(axis=1, keepdims=True)
     logp = z - np.log(s)
+    rows = np.arange(n)
     if idx is not None:
-        rows = np.arange(n)
         out = -logp[rows, idx].sum() / n
     else:
         out = -(onehot * logp).sum() / n
+    ctx = _CrossEntropyCtx(e, s, rows, idx, onehot)
+    return _unary(np.asarray(out, dtype=X.dtype), x, _cross_entropy_vjp, "SoftmaxCrossEntropy", (x, labels), ctx)
 
-    def backward(g, node):
-        probs = e / s  # softmax, fresh: adjusted in place below
-        if idx is not None:
-            probs[rows, idx] -= 1
-        else:
-            # d/dz of -sum(y logp) = softmax * sum(y) - y (sum(y) = 1 for one-hot rows)
-            probs *= onehot.sum(axis=1, keepdims=True)
-            probs -= onehot
-        probs *= g / n
-        return (probs,)
 
-    return _unary(np.asarray(out, dtype=X.dtype), x, backward, "SoftmaxCrossEntropy", (x, labels))
+class _CrossEntropyCtx(NamedTuple):
+    exp: np.ndarray  # e^(x - max) per row
+    exp_sum: np.ndarray  # its row sums, kept as [N, 1]
+    rows: np.ndarray  # arange(N)
+    labels: np.ndarray | None  # int class indices, or None with onehot
+    onehot: np.ndarray | None
+
+
+def _cross_entropy_vjp(g, node):
+    e, s, rows, idx, onehot = node._ctx
+    probs = e / s  # softmax, fresh: adjusted in place below
+    if idx is not None:
+        probs[rows, idx] -= 1
+    else:
+        # d/dz of -sum(y logp) = softmax * sum(y) - y (sum(y) = 1 for one-hot rows)
+        probs *= onehot.sum(axis=1, keepdims=True)
+        probs -= onehot
+    probs *= g / len(rows)
+    return (probs,)
 
 
 def nll_loss(log_probs, labels) -> Tensor:
@@ -194,15 +222,24 @@ def nll_loss(log_probs, labels) -> Tensor:
     n = X.shape[0]
     rows = np.arange(n)
     out = -(X[rows, idx].sum() if idx is not None else (onehot * X).sum()) / n
+    ctx = _NLLCtx(rows, idx, onehot)
+    return _unary(np.asarray(out, dtype=X.dtype), x, _nll_loss_vjp, "NLLLoss", (x, labels), ctx)
 
-    def backward(g, node):
-        if idx is None:
-            return (onehot * (-g / n),)
-        gx = np.zeros_like(X)
-        gx[rows, idx] = -g / n
-        return (gx,)
 
-    return _unary(np.asarray(out, dtype=X.dtype), x, backward, "NLLLoss", (x, labels))
+class _NLLCtx(NamedTuple):
+    rows: np.ndarray  # arange(N)
+    labels: np.ndarray | None  # int class indices, or None with onehot
+    onehot: np.ndarray | None
+
+
+def _nll_loss_vjp(g, node):
+    rows, idx, onehot = node._ctx
+    n = len(rows)
+    if idx is None:
+        return (onehot * (-g / n),)
+    gx = np.zeros_like(node._parents[0].data)
+    gx[rows, idx] = -g / n
+    return (gx,)
 
 
 def mse_loss(input, target) -> Tensor:
@@ -218,12 +255,18 @@ def mse_loss(input, target) -> Tensor:
     d = A - b.data
     n = d.size
     out = np.asarray((d * d).sum() / n, dtype=A.dtype)
+    return _binary(out, a, b, _mse_loss_vjp, "MSELoss", _MSECtx(d))
 
-    def backward(g, node):
-        gd = d * (2 * g / n)
-        return (gd if a.requires_grad else None, -gd if b.requires_grad else None)
 
-    return _binary(out, a, b, backward, "MSELoss")
+class _MSECtx(NamedTuple):
+    diff: np.ndarray  # input - target
+
+
+def _mse_loss_vjp(g, node):
+    a, b = node._parents
+    d = node._ctx.diff
+    gd = d * (2 * g / d.size)
+    return (gd if a.requires_grad else None, -gd if b.requires_grad else None)
 
 
 def dropout(x, p: float = 0.5, training: bool = True) -> Tensor:
@@ -240,7 +283,15 @@ def dropout(x, p: float = 0.5, training: bool = True) -> Tensor:
         keep = _random.generator().random(X.shape, dtype=np.float32) >= p
         mask = keep.astype(X.dtype)
         mask *= 1.0 / (1.0 - p)
-    return _unary(X * mask, x, lambda g, node: (g * mask,), "Dropout")
+    return _unary(X * mask, x, _dropout_vjp, "Dropout", None, _DropoutCtx(mask))
+
+
+class _DropoutCtx(NamedTuple):
+    mask: np.ndarray  # 0 where dropped, 1/(1-p) where kept
+
+
+def _dropout_vjp(g, node):
+    return (g * node._ctx.mask,)
 
 
 def _pair(v) -> tuple:
@@ -312,35 +363,52 @@ def conv2d(x, weight, bias=None, stride=1, padding=0) -> Tensor:
     else:
         out = wb @ cols.reshape(kb, n * ho * wo)  # [o, n*ho*wo]
         out = np.ascontiguousarray(out.reshape(o, n, ho, wo).transpose(1, 0, 2, 3))
-
-    def backward(g, node):
-        g_o = None if few else g.transpose(1, 0, 2, 3).reshape(o, n * ho * wo)  # a small copy
-        gwb = None  # [o, kb]: the weight gradient, then the bias gradient in column k
-        if (weight.requires_grad or kb > k and bias.requires_grad) and few:
-            g3 = g.reshape(n, o, ho * wo).transpose(0, 2, 1)  # one small product per image
-            gwb = np.matmul(cols.transpose(1, 0, 2), g3).sum(axis=0).T
-        elif weight.requires_grad or kb > k and bias.requires_grad:
-            gwb = (cols.reshape(kb, n * ho * wo) @ g_o.T).T  # not g @ cols.T: slow in OpenBLAS (docs/performance.md)
-        gw = gwb[:, :k].reshape(W.shape) if weight.requires_grad else None
-        gx = None
-        if x.requires_grad and g_o is None:
-            g_o = g.transpose(1, 0, 2, 3).reshape(o, n * ho * wo)
-        if x.requires_grad and (sh, sw) == (1, 1) and (ho, wo) == (h, w):
-            gx = _conv2d_same_input_grad(W, g_o, n, h, w, ph, pw)
-        elif x.requires_grad:
-            gcols = (wmat.T @ g_o).reshape(c, kh, kw, n, ho, wo)
-            gxp = np.zeros((c, n, hp, wp), dtype=X.dtype)  # channel-major: blocks add contiguously
-            for i in range(kh):
-                rows = slice(i, i + sh * (ho - 1) + 1, sh)
-                for j in range(kw):
-                    gxp[:, :, rows, j : j + sw * (wo - 1) + 1 : sw] += gcols[:, i, j]
-            gx = np.ascontiguousarray(gxp[:, :, ph : ph + h, pw : pw + w].transpose(1, 0, 2, 3))
-        if bias is None:
-            return gx, gw
-        return gx, gw, (gwb[:, k].astype(bias.data.dtype) if bias.requires_grad else None)
-
     parents = (x, weight) if bias is None else (x, weight, bias)
-    return _nary(out, parents, backward, "Conv2D")
+    return _nary(out, parents, _conv2d_vjp, "Conv2D", None, _Conv2dCtx(cols, wmat, (sh, sw), (ph, pw)))
+
+
+class _Conv2dCtx(NamedTuple):
+    cols: np.ndarray  # the im2col matrix [c*kh*kw (+1 row of ones with a bias), n, ho*wo]
+    wmat: np.ndarray  # the weight as [o, c*kh*kw]
+    stride: tuple
+    padding: tuple
+
+
+def _conv2d_vjp(g, node):
+    x, weight = node._parents[:2]
+    bias = node._parents[2] if len(node._parents) == 3 else None
+    cols, wmat, (sh, sw), (ph, pw) = node._ctx
+    X, W = x.data, weight.data
+    n, c, h, w = X.shape
+    o, _, kh, kw = W.shape
+    ho, wo = g.shape[2:]
+    kb, k = cols.shape[0], wmat.shape[1]
+    few = kb <= _FEW_ROWS
+    g_o = None if few else g.transpose(1, 0, 2, 3).reshape(o, n * ho * wo)  # a small copy
+    gwb = None  # [o, kb]: the weight gradient, then the bias gradient in column k
+    if (weight.requires_grad or kb > k and bias.requires_grad) and few:
+        g3 = g.reshape(n, o, ho * wo).transpose(0, 2, 1)  # one small product per image
+        gwb = np.matmul(cols.transpose(1, 0, 2), g3).sum(axis=0).T
+    elif weight.requires_grad or kb > k and bias.requires_grad:
+        gwb = (cols.reshape(kb, n * ho * wo) @ g_o.T).T  # not g @ cols.T: slow in OpenBLAS (docs/performance.md)
+    gw = gwb[:, :k].reshape(W.shape) if weight.requires_grad else None
+    gx = None
+    if x.requires_grad and g_o is None:
+        g_o = g.transpose(1, 0, 2, 3).reshape(o, n * ho * wo)
+    if x.requires_grad and (sh, sw) == (1, 1) and (ho, wo) == (h, w):
+        gx = _conv2d_same_input_grad(W, g_o, n, h, w, ph, pw)
+    elif x.requires_grad:
+        hp, wp = h + 2 * ph, w + 2 * pw
+        gcols = (wmat.T @ g_o).reshape(c, kh, kw, n, ho, wo)
+        gxp = np.zeros((c, n, hp, wp), dtype=X.dtype)  # channel-major: blocks add contiguously
+        for i in range(kh):
+            rows = slice(i, i + sh * (ho - 1) + 1, sh)
+            for j in range(kw):
+                gxp[:, :, rows, j : j + sw * (wo - 1) + 1 : sw] += gcols[:, i, j]
+        gx = np.ascontiguousarray(gxp[:, :, ph : ph + h, pw : pw + w].transpose(1, 0, 2, 3))
+    if bias is None:
+        return gx, gw
+    return gx, gw, (gwb[:, k].astype(bias.data.dtype) if bias.requires_grad else None)
 
 
 def _conv2d_same_input_grad(W: np.ndarray, g_o: np.ndarray, n: int, h: int, w: int, ph: int, pw: int) -> np.ndarray:
@@ -406,24 +474,33 @@ def _max_pool_2x2(x: Tensor, ho: int, wo: int) -> Tensor:
         np.maximum(xs[:, :, 1::2, 0::2], xs[:, :, 1::2, 1::2], out=lower[:k])
         np.maximum(upper[:k], lower[:k], out=out[s : s + step])
         np.greater_equal(upper[:k], lower[:k], out=top[s : s + step])
+    return _unary(out, x, _max_pool_2x2_vjp, "MaxPool", None, _MaxPool2x2Ctx(top, step))
 
-    def backward(g, node):
-        gx = np.empty_like(X) if X.shape[2:] == (he, we) else np.zeros_like(X)
-        grow = np.empty((min(step, n), c, he, wo), X.dtype)  # g of each row's winner
-        left = np.empty(grow.shape, bool)
-        for s in range(0, n, step):
-            xs, gs = X[s : s + step, :, :he, :we], g[s : s + step]
-            k = len(xs)
-            g4 = grow[:k].reshape(k, c, ho, 2, wo)
-            np.multiply(gs, top[s : s + step], out=g4[:, :, :, 0])
-            np.subtract(gs, g4[:, :, :, 0], out=g4[:, :, :, 1])
-            np.greater_equal(xs[..., 0::2], xs[..., 1::2], out=left[:k])
-            gxs = gx[s : s + step, :, :he, :we]
-            np.multiply(grow[:k], left[:k], out=gxs[..., 0::2])
-            np.subtract(grow[:k], gxs[..., 0::2], out=gxs[..., 1::2])
-        return (gx,)
 
-    return _unary(out, x, backward, "MaxPool")
+class _MaxPool2x2Ctx(NamedTuple):
+    top: np.ndarray  # bool [n, c, ho, wo]: the window's top row won
+    step: int  # images per batch chunk
+
+
+def _max_pool_2x2_vjp(g, node):
+    X = node._parents[0].data
+    top, step = node._ctx
+    n, c, ho, wo = top.shape
+    he, we = 2 * ho, 2 * wo
+    gx = np.empty_like(X) if X.shape[2:] == (he, we) else np.zeros_like(X)
+    grow = np.empty((min(step, n), c, he, wo), X.dtype)  # g of each row's winner
+    left = np.empty(grow.shape, bool)
+    for s in range(0, n, step):
+        xs, gs = X[s : s + step, :, :he, :we], g[s : s + step]
+        k = len(xs)
+        g4 = grow[:k].reshape(k, c, ho, 2, wo)
+        np.multiply(gs, top[s : s + step], out=g4[:, :, :, 0])
+        np.subtract(gs, g4[:, :, :, 0], out=g4[:, :, :, 1])
+        np.greater_equal(xs[..., 0::2], xs[..., 1::2], out=left[:k])
+        gxs = gx[s : s + step, :, :he, :we]
+        np.multiply(grow[:k], left[:k], out=gxs[..., 0::2])
+        np.subtract(grow[:k], gxs[..., 0::2], out=gxs[..., 1::2])
+    return (gx,)
 
 
 def max_pool2d(x, kernel_size, stride=None) -> Tensor:
@@ -448,12 +525,20 @@ def max_pool2d(x, kernel_size, stride=None) -> Tensor:
     flat = win.reshape(n, c, ho, wo, kh * kw)
     arg = flat.argmax(axis=-1)
     out = np.take_along_axis(flat, arg[..., None], axis=-1)[..., 0]
+    return _unary(out, x, _max_pool2d_vjp, "MaxPool", None, _MaxPoolCtx(arg, (kh, kw), (sh, sw)))
 
-    def backward(g, node):
-        gx = np.zeros_like(X)
-        for k in range(kh * kw):
-            i, j = divmod(k, kw)
-            gx[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw] += g * (arg == k)
-        return (gx,)
 
-    return _unary(out, x, backward, "MaxPool")
+class _MaxPoolCtx(NamedTuple):
+    argmax: np.ndarray  # [n, c, ho, wo]: each window's first maximum, as an offset in row order
+    kernel: tuple
+    stride: tuple
+
+
+def _max_pool2d_vjp(g, node):
+    arg, (kh, kw), (sh, sw) = node._ctx
+    ho, wo = arg.shape[2:]
+    gx = np.zeros_like(node._parents[0].data)
+    for k in range(kh * kw):
+        i, j = divmod(k, kw)
+        gx[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw] += g * (arg == k)
+    return (gx,)

@@ -3,8 +3,9 @@
 A VJP `vjp(g, node)` receives the output's gradient `g` and the output Tensor `node` (its
 inputs in node._parents, saved values in node._ctx) and returns one gradient per tensor input
 (None where the input needs none). It never writes into `g` and never returns one fresh array
-twice: the engine in npnn/tensor.py relies on both to accumulate in place safely. Hot ops use
-module-level VJPs; the rest use closures, which read more easily.
+twice: the engine in npnn/tensor.py relies on both to accumulate in place safely. Every VJP is
+a module function `_<op>_vjp`: it reads the inputs from node._parents, the output from
+node.data and anything else from node._ctx, a NamedTuple named for the op (`_<Op>Ctx`) or None.
 """
 
 from __future__ import annotations
@@ -99,9 +100,8 @@ def _pass_negate(g, node):
     return g, -g
 
 
-# The hot ops' VJPs are module functions of (g, node), not closures: they read the inputs from
-# node._parents, the output from node.data and anything else from node._ctx, so an op allocates
-# no function, cell or closure tuple, and a long tape gives the cyclic GC less to scan.
+# VJPs are module functions of (g, node), not closures, so an op allocates no function, cell or
+# closure tuple, and a long tape gives the cyclic GC less to scan.
 
 
 def _add_vjp(g, node):
@@ -133,12 +133,20 @@ def _mul_broadcast_vjp(g, node):
     )
 
 
+class _ScaleCtx(NamedTuple):
+    factor: np.ndarray  # the Python number as a 0-d array of the input's dtype
+
+
 def _scale_vjp(g, node):
-    return (g * node._ctx,)
+    return (g * node._ctx.factor,)
+
+
+class _DivScalarCtx(NamedTuple):
+    divisor: np.ndarray  # the Python number as a 0-d array of the input's dtype
 
 
 def _div_scalar_vjp(g, node):
-    return (g / node._ctx,)
+    return (g / node._ctx.divisor,)
 
 
 def _matmul_vjp(g, node):
@@ -190,7 +198,7 @@ def mul(a, b) -> Tensor:
             a, b = b, a
         if type(b) in _PY_NUMBERS:
             s = _scalar(b, a.data.dtype)
-            return _unary(a.data * s, a, _scale_vjp, "Mul", (a, b), s)
+            return _unary(a.data * s, a, _scale_vjp, "Mul", (a, b), _ScaleCtx(s))
         a, b = _tensor_pair(a, b)
     return _binary(a.data * b.data, a, b, _mul_vjp if a.data.shape == b.data.shape else _mul_broadcast_vjp, "Mul")
 
@@ -199,23 +207,24 @@ def div(a, b) -> Tensor:
     """a / b with broadcasting."""
     if type(b) in _PY_NUMBERS:
         s = _scalar(b, a.data.dtype)
-        return _unary(a.data / s, a, _div_scalar_vjp, "RealDiv", (a, b), s)
+        return _unary(a.data / s, a, _div_scalar_vjp, "RealDiv", (a, b), _DivScalarCtx(s))
     if type(a) in _PY_NUMBERS:
-        B = b.data
-        out = _scalar(a, B.dtype) / B
-        return _unary(out, b, lambda g, node: (-g * out / B,), "RealDiv", (a, b))
+        return _unary(_scalar(a, b.data.dtype) / b.data, b, _rdiv_vjp, "RealDiv", (a, b))
     a, b = _tensor_pair(a, b)
-    A, B = a.data, b.data
-    out = A / B
+    return _binary(a.data / b.data, a, b, _div_vjp, "RealDiv")
 
-    def backward(g, node):
-        ga = g / B
-        return (
-            unbroadcast(ga, A.shape) if a.requires_grad else None,
-            unbroadcast(-ga * out, B.shape) if b.requires_grad else None,
-        )
 
-    return _binary(out, a, b, backward, "RealDiv")
+def _rdiv_vjp(g, node):
+    return (-g * node.data / node._parents[0].data,)
+
+
+def _div_vjp(g, node):
+    a, b = node._parents
+    ga = g / b.data
+    return (
+        unbroadcast(ga, a.data.shape) if a.requires_grad else None,
+        unbroadcast(-ga * node.data, b.data.shape) if b.requires_grad else None,
+    )
 
 
 def pow(a, b) -> Tensor:
@@ -223,24 +232,43 @@ def pow(a, b) -> Tensor:
     if type(b) in _PY_NUMBERS and isinstance(a, Tensor):
         A = a.data
         if b == 2:
-            return _unary(A * A, a, lambda g, node: (g * (2 * A),), "Pow", (a, b))
-        out = A**b
-        return _unary(out, a, lambda g, node: (g * (b * A ** (b - 1)),), "Pow", (a, b))
+            return _unary(A * A, a, _square_vjp, "Pow", (a, b))
+        return _unary(A**b, a, _pow_scalar_vjp, "Pow", (a, b), _PowScalarCtx(b))
     if type(a) in _PY_NUMBERS:
-        out = a**b.data
         loga = math.log(a) if a > 0 else float("nan")
-        return _unary(out, b, lambda g, node: (g * out * loga,), "Pow", (a, b))
+        return _unary(a**b.data, b, _rpow_vjp, "Pow", (a, b), _RpowCtx(loga))
     a, b = _tensor_pair(a, b)
+    return _binary(a.data**b.data, a, b, _pow_vjp, "Pow")
+
+
+def _square_vjp(g, node):
+    return (g * (2 * node._parents[0].data),)
+
+
+class _PowScalarCtx(NamedTuple):
+    exponent: int | float
+
+
+def _pow_scalar_vjp(g, node):
+    b = node._ctx.exponent
+    return (g * (b * node._parents[0].data ** (b - 1)),)
+
+
+class _RpowCtx(NamedTuple):
+    log_base: float  # log of the Python-number base (nan for a base <= 0)
+
+
+def _rpow_vjp(g, node):
+    return (g * node.data * node._ctx.log_base,)
+
+
+def _pow_vjp(g, node):
+    a, b = node._parents
     A, B = a.data, b.data
-    out = A**B
-
-    def backward(g, node):
-        return (
-            unbroadcast(g * B * A ** (B - 1), A.shape) if a.requires_grad else None,
-            unbroadcast(g * out * np.log(A), B.shape) if b.requires_grad else None,
-        )
-
-    return _binary(out, a, b, backward, "Pow")
+    return (
+        unbroadcast(g * B * A ** (B - 1), A.shape) if a.requires_grad else None,
+        unbroadcast(g * node.data * np.log(A), B.shape) if b.requires_grad else None,
+    )
 
 
 def neg(x: Tensor) -> Tensor:
@@ -269,56 +297,67 @@ def _matmul_nd(a: Tensor, b: Tensor) -> Tensor:
         raise ValueError(
             f"matmul: shapes {A.shape} and {B.shape} are not aligned (inner dimensions must match)"
         ) from None
-
-    def backward(g, node):
-        a2 = A[None, :] if A.ndim == 1 else A
-        b2 = B[:, None] if B.ndim == 1 else B
-        g2 = g[..., None] if B.ndim == 1 else g  # restore the axes 1-D operands dropped
-        if A.ndim == 1:
-            g2 = g2[..., None, :]
-        ga = gb = None
-        if a.requires_grad:
-            ga = unbroadcast(g2 @ np.swapaxes(b2, -1, -2), a2.shape).reshape(A.shape)
-        if b.requires_grad:
-            gb = unbroadcast(np.swapaxes(a2, -1, -2) @ g2, b2.shape).reshape(B.shape)
-        return ga, gb
-
-    return _binary(out, a, b, backward, "MatMul" if out.ndim <= 2 else "BatchMatMulV2")
+    return _binary(out, a, b, _matmul_nd_vjp, "MatMul" if out.ndim <= 2 else "BatchMatMulV2")
 
 
-def _select_vjp(take_a):
-    """The VJP of an op whose output takes a's element where take_a holds, else b's."""
+def _matmul_nd_vjp(g, node):
+    a, b = node._parents
+    A, B = a.data, b.data
+    a2 = A[None, :] if A.ndim == 1 else A
+    b2 = B[:, None] if B.ndim == 1 else B
+    g2 = g[..., None] if B.ndim == 1 else g  # restore the axes 1-D operands dropped
+    if A.ndim == 1:
+        g2 = g2[..., None, :]
+    ga = gb = None
+    if a.requires_grad:
+        ga = unbroadcast(g2 @ np.swapaxes(b2, -1, -2), a2.shape).reshape(A.shape)
+    if b.requires_grad:
+        gb = unbroadcast(np.swapaxes(a2, -1, -2) @ g2, b2.shape).reshape(B.shape)
+    return ga, gb
 
-    def backward(g, node):
-        a, b = node._parents
-        return (
-            unbroadcast(np.where(take_a, g, 0), a.data.shape) if a.requires_grad else None,
-            unbroadcast(np.where(take_a, 0, g), b.data.shape) if b.requires_grad else None,
-        )
 
-    return backward
+class _SelectCtx(NamedTuple):
+    """What _select_vjp needs for maximum, minimum and where."""
+
+    take_a: np.ndarray  # bool: where the output took a's element, else b's
+
+
+def _select_vjp(g, node):
+    a, b = node._parents
+    take_a = node._ctx.take_a
+    return (
+        unbroadcast(np.where(take_a, g, 0), a.data.shape) if a.requires_grad else None,
+        unbroadcast(np.where(take_a, 0, g), b.data.shape) if b.requires_grad else None,
+    )
 
 
 def maximum(a, b) -> Tensor:
     """Elementwise max; a tie sends the gradient to a."""
     a, b = _tensor_pair(a, b)
     A, B = a.data, b.data
-    return _binary(np.maximum(A, B), a, b, _select_vjp(A >= B), "Maximum")
+    return _binary(np.maximum(A, B), a, b, _select_vjp, "Maximum", _SelectCtx(A >= B))
 
 
 def minimum(a, b) -> Tensor:
     """Elementwise min; a tie sends the gradient to a."""
     a, b = _tensor_pair(a, b)
     A, B = a.data, b.data
-    return _binary(np.minimum(A, B), a, b, _select_vjp(A <= B), "Minimum")
+    return _binary(np.minimum(A, B), a, b, _select_vjp, "Minimum", _SelectCtx(A <= B))
 
 
 def clip(x: Tensor, low=None, high=None) -> Tensor:
     """x limited to [low, high]; the gradient passes where x is inside."""
     X = x.data
     out = np.clip(X, low, high)
-    inside = out == X
-    return _unary(out, x, lambda g, node: (g * inside,), "ClipByValue")
+    return _unary(out, x, _clip_vjp, "ClipByValue", None, _ClipCtx(out == X))
+
+
+class _ClipCtx(NamedTuple):
+    inside: np.ndarray  # bool: where x was inside [low, high]
+
+
+def _clip_vjp(g, node):
+    return (g * node._ctx.inside,)
 
 
 # -- elementwise functions --------------------------------------------------------------------
@@ -344,14 +383,20 @@ def log(x: Tensor) -> Tensor:
 
 def sqrt(x: Tensor) -> Tensor:
     """Square root."""
-    out = np.sqrt(x.data)
-    return _unary(out, x, lambda g, node: (g / (2 * out),), "Sqrt")
+    return _unary(np.sqrt(x.data), x, _sqrt_vjp, "Sqrt")
+
+
+def _sqrt_vjp(g, node):
+    return (g / (2 * node.data),)
 
 
 def abs(x: Tensor) -> Tensor:
     """|x| (gradient sign(x), 0 at 0)."""
-    X = x.data
-    return _unary(np.abs(X), x, lambda g, node: (g * np.sign(X),), "Abs")
+    return _unary(np.abs(x.data), x, _abs_vjp, "Abs")
+
+
+def _abs_vjp(g, node):
+    return (g * np.sign(node._parents[0].data),)
 
 
 def sigmoid(x: Tensor) -> Tensor:
@@ -360,12 +405,16 @@ def sigmoid(x: Tensor) -> Tensor:
     u = _array(np.minimum(x.data, _EXP_MAX))
     np.exp(u, out=u)
     d = u + _ONE
-    return _unary(np.divide(u, d, out=u), x, _sigmoid_vjp, "Sigmoid", None, d)
+    return _unary(np.divide(u, d, out=u), x, _sigmoid_vjp, "Sigmoid", None, _SigmoidCtx(d))
+
+
+class _SigmoidCtx(NamedTuple):
+    denominator: np.ndarray  # 1 + u, with out = u / (1 + u)
 
 
 def _sigmoid_vjp(g, node):
     t = _array(g * node.data)  # sigmoid' = u / (1 + u)^2 = out / d, exact even where out rounds to 1
-    return (np.divide(t, node._ctx, out=t),)
+    return (np.divide(t, node._ctx.denominator, out=t),)
 
 
 def _tanh_vjp(g, node):
@@ -396,23 +445,30 @@ def softmax(x: Tensor, axis: int = -1) -> Tensor:
     """exp(x) / sum(exp(x)) along axis, shifted by the max for stability."""
     e = np.exp(x.data - x.data.max(axis=axis, keepdims=True))
     out = e / e.sum(axis=axis, keepdims=True)
+    return _unary(out, x, _softmax_vjp, "Softmax", None, _SoftmaxCtx(axis))
 
-    def backward(g, node):
-        gs = g * out
-        return (gs - out * gs.sum(axis=axis, keepdims=True),)
 
-    return _unary(out, x, backward, "Softmax")
+class _SoftmaxCtx(NamedTuple):
+    """What softmax's and log_softmax's VJPs need."""
+
+    axis: int
+
+
+def _softmax_vjp(g, node):
+    out, axis = node.data, node._ctx.axis
+    gs = g * out
+    return (gs - out * gs.sum(axis=axis, keepdims=True),)
 
 
 def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
     """x - logsumexp(x) along axis, stable for logits of any size."""
     z = x.data - x.data.max(axis=axis, keepdims=True)
     out = z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
+    return _unary(out, x, _log_softmax_vjp, "LogSoftmax", None, _SoftmaxCtx(axis))
 
-    def backward(g, node):
-        return (g - np.exp(out) * g.sum(axis=axis, keepdims=True),)
 
-    return _unary(out, x, backward, "LogSoftmax")
+def _log_softmax_vjp(g, node):
+    return (g - np.exp(node.data) * g.sum(axis=node._ctx.axis, keepdims=True),)
 
 
 def where(condition, a, b) -> Tensor:
@@ -421,7 +477,7 @@ def where(condition, a, b) -> Tensor:
     if not isinstance(a, Tensor) and not isinstance(b, Tensor):
         a = _const(a)
     a, b = _tensor_pair(a, b)
-    return _nary(np.where(c, a.data, b.data), (a, b), _select_vjp(c), "SelectV2", (condition, a, b))
+    return _nary(np.where(c, a.data, b.data), (a, b), _select_vjp, "SelectV2", (condition, a, b), _SelectCtx(c))
 
 
 def concatenate(tensors, axis: int = 0) -> Tensor:
@@ -432,11 +488,17 @@ def concatenate(tensors, axis: int = 0) -> Tensor:
     out = np.concatenate([t.data for t in ts], axis=axis)
     ax = axis % out.ndim
     cuts = np.cumsum([t.data.shape[ax] for t in ts])[:-1]
+    return _nary(out, ts, _concatenate_vjp, "ConcatV2", None, _ConcatCtx(cuts, ax))
 
-    def backward(g, node):
-        return tuple(np.split(g, cuts, axis=ax))
 
-    return _nary(out, ts, backward, "ConcatV2")
+class _ConcatCtx(NamedTuple):
+    cuts: np.ndarray  # where each input ends along the axis, the last one left out
+    axis: int  # non-negative
+
+
+def _concatenate_vjp(g, node):
+    c = node._ctx
+    return tuple(np.split(g, c.cuts, axis=c.axis))
 
 
 def stack(tensors, axis: int = 0) -> Tensor:
@@ -448,12 +510,16 @@ def stack(tensors, axis: int = 0) -> Tensor:
     if len(shapes) > 1:
         raise ValueError(f"stack: all tensors need one shape, got {sorted(shapes)}")
     out = np.stack([t.data for t in ts], axis=axis)
-    ax = axis % out.ndim
+    return _nary(out, ts, _stack_vjp, "Pack", None, _StackCtx(axis % out.ndim))
 
-    def backward(g, node):
-        return tuple(np.take(g, i, axis=ax) for i in range(len(ts)))
 
-    return _nary(out, ts, backward, "Pack")
+class _StackCtx(NamedTuple):
+    axis: int  # the new axis, non-negative
+
+
+def _stack_vjp(g, node):
+    ax = node._ctx.axis
+    return tuple(np.take(g, i, axis=ax) for i in range(len(node._parents)))
 
 
 # -- reductions and shapes --------------------------------------------------------------------
@@ -497,15 +563,19 @@ def sum(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:
         out = _add_reduce(X, axis, keepdims=keepdims)
     else:
         out = X.sum(axis, keepdims=keepdims)
-    return _unary(out, x, _sum_vjp, "Sum", None, kept)
+    return _unary(out, x, _sum_vjp, "Sum", None, _SumCtx(kept))
+
+
+class _SumCtx(NamedTuple):
+    kept: tuple  # the input's shape with the reduced axes as 1
 
 
 def _sum_vjp(g, node):
     X = node._parents[0].data
-    return (_spread(g, node._ctx, X.shape, X.dtype),)
+    return (_spread(g, node._ctx.kept, X.shape, X.dtype),)
 
 
-class _MeanContext(NamedTuple):
+class _MeanCtx(NamedTuple):
     """What _mean_vjp needs: g spread back over the reduced axes, times 1/n."""
 
     kept: tuple  # the input's shape with the reduced axes as 1
@@ -515,7 +585,7 @@ class _MeanContext(NamedTuple):
 
 
 class _MeanPlan(NamedTuple):
-    ctx: _MeanContext
+    ctx: _MeanCtx
     out_shape: tuple
     exact: float | None  # 1/n as a Python float for a float32 full reduction, else None
 
@@ -542,7 +612,7 @@ def mean(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:
         # A float32 product is exact in double, so rounding it once gives float32's own multiply,
         # and a Python float skips NumPy's slow 0-d ufunc call (docs/performance.md).
         exact = float(inv_n) if not out_shape and dtype == np.float32 else None
-        plan = _MeanPlan(_MeanContext(kept, inv_n, shape, dtype), out_shape, exact)
+        plan = _MeanPlan(_MeanCtx(kept, inv_n, shape, dtype), out_shape, exact)
         if key is not None:
             if len(_MEAN_PLANS) > 4096:
                 _MEAN_PLANS.clear()
@@ -568,13 +638,20 @@ def max(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:
     axes = _norm_axis(axis, X.ndim)
     m = X.max(axis=axis, keepdims=True)
     out = m if keepdims else m.reshape(tuple(n for i, n in enumerate(m.shape) if i not in axes))
+    return _unary(out, x, _max_vjp, "Max", None, _MaxCtx(m, axes))
 
-    def backward(g, node):
-        mask = X == m
-        share = mask / mask.sum(axis=axes, keepdims=True).astype(X.dtype)
-        return (g.reshape(m.shape) * share,)
 
-    return _unary(out, x, backward, "Max")
+class _MaxCtx(NamedTuple):
+    kept_max: np.ndarray  # the maxima with the reduced axes kept as 1
+    axes: tuple
+
+
+def _max_vjp(g, node):
+    X = node._parents[0].data
+    m, axes = node._ctx
+    mask = X == m
+    share = mask / mask.sum(axis=axes, keepdims=True).astype(X.dtype)
+    return (g.reshape(m.shape) * share,)
 
 
 def reshape(x: Tensor, *shape) -> Tensor:
@@ -586,7 +663,11 @@ def reshape(x: Tensor, *shape) -> Tensor:
         out = x.data.reshape(shape)
     except ValueError:
         raise ValueError(f"reshape: cannot reshape shape {old} into {shape}") from None
-    return _unary(out, x, lambda g, node: (g.reshape(old),), "Reshape")
+    return _unary(out, x, _reshape_vjp, "Reshape")
+
+
+def _reshape_vjp(g, node):
+    return (g.reshape(node._parents[0].data.shape),)
 
 
 def transpose(x: Tensor, *axes) -> Tensor:
@@ -595,7 +676,15 @@ def transpose(x: Tensor, *axes) -> Tensor:
         axes = tuple(axes[0])
     axes = axes or None
     inv = None if axes is None else tuple(np.argsort(axes))
-    return _unary(x.data.transpose(axes), x, lambda g, node: (g.transpose(inv),), "Transpose")
+    return _unary(x.data.transpose(axes), x, _transpose_vjp, "Transpose", None, _TransposeCtx(inv))
+
+
+class _TransposeCtx(NamedTuple):
+    inverse: tuple | None  # the permutation that undoes the forward's (None: reverse again)
+
+
+def _transpose_vjp(g, node):
+    return (g.transpose(node._ctx.inverse),)
 
 
 def flatten(x: Tensor, start_dim: int = 1) -> Tensor:
@@ -634,16 +723,22 @@ def getitem(x: Tensor, idx) -> Tensor:
     X = x.data
     out = X[idx]
     basic = _is_basic_index(idx)
+    return _unary(out, x, _getitem_vjp, "StridedSlice" if basic else "GatherNd", None, _GetitemCtx(idx, basic))
 
-    def backward(g, node):
-        gx = np.zeros_like(X)
-        if basic:
-            gx[idx] = g
-        else:
-            np.add.at(gx, idx, g)  # repeated indices must add up; assignment would keep one
-        return (gx,)
 
-    return _unary(out, x, backward, "StridedSlice" if basic else "GatherNd")
+class _GetitemCtx(NamedTuple):
+    index: object  # the plain index (no Tensors or lists)
+    basic: bool  # each element picked at most once
+
+
+def _getitem_vjp(g, node):
+    idx, basic = node._ctx
+    gx = np.zeros_like(node._parents[0].data)
+    if basic:
+        gx[idx] = g
+    else:
+        np.add.at(gx, idx, g)  # repeated indices must add up; assignment would keep one
+    return (gx,)
 
 
 def cast(x: Tensor, dtype) -> Tensor:
@@ -653,7 +748,11 @@ def cast(x: Tensor, dtype) -> Tensor:
     src = X.dtype
     if out.dtype.kind != "f" or src.kind != "f":
         return _result(out, (x,), False, None, "Cast", (x,))  # cut from the tape
-    return _unary(out, x, lambda g, node: (g.astype(src),), "Cast")
+    return _unary(out, x, _cast_vjp, "Cast")
+
+
+def _cast_vjp(g, node):
+    return (g.astype(node._parents[0].data.dtype),)
 
 
 def _compare(ufunc, op):

@@ -92,7 +92,7 @@ def _kernel(op: str, inputs: tuple, out: Tensor) -> list:
         a, b = inputs
         return [(a.data.dot, (b.data, dst))]
     if op == "Sigmoid" and out._backward is _ops._sigmoid_vjp:
-        (x,), d = inputs, out._ctx  # as ops.sigmoid: u = exp(min(x, 88)); d = u + 1; out = u / d
+        (x,), d = inputs, out._ctx.denominator  # as ops.sigmoid: u = exp(min(x, 88)); d = u + 1; out = u / d
         return [
             (functools.partial(np.minimum, out=dst), (x.data, _ops._EXP_MAX)),
             (np.exp, (dst, dst)),
@@ -119,7 +119,8 @@ def _kernel(op: str, inputs: tuple, out: Tensor) -> list:
         return [(f, (inputs[0].data, dst))]
     a, b = inputs
     if out._backward is _ops._scale_vjp or out._backward is _ops._div_scalar_vjp:
-        return [(f, (a.data, out._ctx, dst))]  # Mul or RealDiv by a number: eager uses node._ctx
+        k = out._ctx.factor if out._backward is _ops._scale_vjp else out._ctx.divisor
+        return [(f, (a.data, k, dst))]  # Mul or RealDiv by a number: the number eager uses
     if isinstance(a, Tensor) and isinstance(b, Tensor):
         return [(f, (a.data, b.data, dst))]
     if isinstance(a, Tensor):
@@ -377,9 +378,9 @@ def _share_writer(node: Tensor, k: int, g: np.ndarray, dst: np.ndarray) -> list:
     if vjp is _ops._mul_vjp:  # g * the other input
         return [(np.multiply, (g, parents[1 - k].data, dst))]
     if vjp is _ops._scale_vjp:
-        return [(np.multiply, (g, node._ctx, dst))]
+        return [(np.multiply, (g, node._ctx.factor, dst))]
     if vjp is _ops._div_scalar_vjp:
-        return [(np.divide, (g, node._ctx, dst))]
+        return [(np.divide, (g, node._ctx.divisor, dst))]
     if vjp is _ops._matmul_vjp:
         a, b = parents
         return [(g.dot, (b.data.T, dst))] if k == 0 else [(a.data.T.dot, (g, dst))]
@@ -388,7 +389,7 @@ def _share_writer(node: Tensor, k: int, g: np.ndarray, dst: np.ndarray) -> list:
     if vjp is _ops._exp_vjp:
         return [(np.multiply, (g, node.data, dst))]
     if vjp is _ops._sigmoid_vjp:
-        return [(np.multiply, (g, node.data, dst)), (np.divide, (dst, node._ctx, dst))]
+        return [(np.multiply, (g, node.data, dst)), (np.divide, (dst, node._ctx.denominator, dst))]
     if vjp is _ops._mean_vjp:  # _spread: g reshaped to the kept shape, times 1/n, broadcast
         return [(np.multiply, (g.reshape(node._ctx.kept), node._ctx.inv_n, dst))]
     raise _Unsupported(f"no buffered VJP for {getattr(vjp, '__name__', vjp)}")

@@ -369,9 +369,9 @@ def _binary(data: np.ndarray, a: Tensor, b: Tensor, backward, op: str, ctx=None)
     return _result(data, (a, b), a.requires_grad or b.requires_grad, backward, op, None, ctx)
 
 
-def _nary(data: np.ndarray, parents: tuple, backward, op: str, inputs=None) -> Tensor:
+def _nary(data: np.ndarray, parents: tuple, backward, op: str, inputs=None, ctx=None) -> Tensor:
     """Wrap an op's output with any number of tensor inputs; backward returns one grad each."""
-    return _result(data, parents, any(p.requires_grad for p in parents), backward, op, inputs)
+    return _result(data, parents, any(p.requires_grad for p in parents), backward, op, inputs, ctx)
 
 
 def _const(value, like_dtype=None) -> Tensor:
