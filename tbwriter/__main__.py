@@ -15,8 +15,8 @@ import json
 import math
 import os
 import re
+import secrets
 import sys
-import tempfile
 import warnings
 from typing import Iterator, Optional, TextIO
 
@@ -175,8 +175,8 @@ def _scalars(runs, problems: _Problems, tag_filter: Optional[re.Pattern]) -> Ite
 class _AtomicOutput:
     """A text file written under a fresh temp name beside the target and renamed over it on success.
 
-    The temp file is created with O_EXCL (mkstemp), so a planted file or symlink of any name
-    is never opened or followed. OSErrors name the target path.
+    The temp file is created with O_EXCL | O_NOFOLLOW under a random name, so a planted file or
+    symlink of any name is never opened or followed. OSErrors name the target path.
     """
 
     def __init__(self, path: str):
@@ -187,13 +187,22 @@ class _AtomicOutput:
     def open(self) -> None:
         """Create the temp file (permissions as open() would give: 0666 minus the umask)."""
         folder = os.path.dirname(os.path.abspath(self.path))
-        try:
-            fd, self.tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(self.path)}.", suffix=".tmp")
-            umask = os.umask(0o022)  # read it (a CLI process: no other thread minds)
-            os.umask(umask)
-            os.fchmod(fd, 0o666 & ~umask)
-        except OSError as e:
-            raise OSError(e.errno, e.strerror, self.path) from e
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        for _ in range(100):
+            # The name is kept before the file exists, so an interrupt at any point leaves
+            # discard() a name to remove (mkstemp's name arrives only after it has created the file).
+            self.tmp = os.path.join(folder, f".{os.path.basename(self.path)}.{secrets.token_hex(6)}.tmp")
+            try:
+                fd = os.open(self.tmp, flags, 0o666)
+                break
+            except FileExistsError:
+                continue
+            except OSError as e:
+                self.tmp = None
+                raise OSError(e.errno, e.strerror, self.path) from e
+        else:
+            self.tmp = None
+            raise OSError(f"{self.path}: no free temporary name beside it after 100 tries")
         self.file = os.fdopen(fd, "w", newline="", encoding="utf-8")
 
     def commit(self) -> None:
