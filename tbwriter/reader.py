@@ -91,6 +91,12 @@ class Record(NamedTuple):
 OnTruncated = Union[str, Callable[[Truncation], object]]
 
 
+def _check_on_truncated(on_truncated: OnTruncated) -> None:
+    """ValueError unless on_truncated is "warn", "ignore" or a callable."""
+    if not (on_truncated in ("warn", "ignore") or callable(on_truncated)):
+        raise ValueError(f"on_truncated: expected 'warn', 'ignore' or a callable, got {on_truncated!r}")
+
+
 def _report_truncation(on_truncated: OnTruncated, truncation: Truncation) -> None:
     """Deliver a truncation to the caller's choice: "warn", "ignore" or a callable."""
     if on_truncated == "warn":
@@ -125,8 +131,7 @@ def read_records(
     path: "str | os.PathLike", on_truncated: OnTruncated = "warn", storage_options: "dict | None" = None
 ) -> Iterator[Record]:
     """Yield the verified records of one file or object URL; skip a truncated last one, raise on corruption."""
-    if not (on_truncated in ("warn", "ignore") or callable(on_truncated)):
-        raise ValueError(f"on_truncated: expected 'warn', 'ignore' or a callable, got {on_truncated!r}")
+    _check_on_truncated(on_truncated)
     path = os.fspath(path)
     good_headers = set()  # headers already verified: event files repeat a few lengths endlessly
     f, current_size = _open(path, storage_options)

@@ -34,6 +34,7 @@ from tbwriter.reader import (
     Record,
     TagKinds,
     Truncation,
+    _check_on_truncated,
     _open,
     _parse_event,
     _read_exactly,
@@ -270,8 +271,7 @@ class _Chunk:
 
 def _chunks(path: str, on_truncated: OnTruncated, storage_options: "dict | None"):
     """Yield _Chunks of verified records of one file; report truncation, raise on corruption."""
-    if not (on_truncated in ("warn", "ignore") or callable(on_truncated)):
-        raise ValueError(f"on_truncated: expected 'warn', 'ignore' or a callable, got {on_truncated!r}")
+    _check_on_truncated(on_truncated)
     f, current_size = _open(path, storage_options)
     with f:
         carry, base, need = b"", 0, 12  # need: bytes the record at `base` needs at least
