@@ -8,6 +8,7 @@ path that does not exist or holds no event files.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import functools
 import itertools
@@ -47,20 +48,26 @@ class _Problems:
         self.errors += 1
         print(f"error: {message}", file=self.stderr)
 
+    @contextlib.contextmanager
+    def reading(self, path: str) -> Iterator[None]:
+        """Report a corrupt record or an unreadable file as an error and go on with the next file."""
+        try:
+            yield
+        except CorruptRecordError as e:
+            # Nothing after a corrupt record can be trusted; the next file may be fine.
+            self.error(str(e))
+        except OSError as e:
+            self.error(f"{path}: cannot read: {e.strerror or e}")
+
 
 def _walk(runs: dict[str, list[str]], problems: _Problems) -> Iterator[tuple[str, TagKinds, object]]:
     """Yield (run, the run's TagKinds, event) for all readable events; report problems, go on."""
     for run, paths in runs.items():
         kinds = TagKinds()
         for path in paths:
-            try:
+            with problems.reading(path):
                 for event in read_events(path, on_truncated=problems.truncated):
                     yield run, kinds, event
-            except CorruptRecordError as e:
-                # Nothing after a corrupt record can be trusted; the next file may be fine.
-                problems.error(str(e))
-            except OSError as e:
-                problems.error(f"{path}: cannot read: {e.strerror or e}")
 
 
 class _TagStats:
@@ -161,12 +168,8 @@ def _scalars(runs, problems: _Problems, tag_filter: Optional[re.Pattern]) -> Ite
     for run, paths in runs.items():
         columns = RunColumns(run, on_bad_value=lambda r, step, e: problems.error(f"run {r}: step {step}: {e}"))
         for path in paths:
-            try:
+            with problems.reading(path):  # what came before a corrupt record is kept
                 columns.read_file(path, on_truncated=problems.truncated)
-            except CorruptRecordError as e:
-                problems.error(str(e))  # what came before the corrupt record is kept
-            except OSError as e:
-                problems.error(f"{path}: cannot read: {e.strerror or e}")
         for tag, series in columns.series().items():
             if tag_filter is None or tag_filter.search(tag):
                 yield run, tag, series
