@@ -169,7 +169,13 @@ class Optimizer:
         """Update every parameter that has a gradient."""
         if _t._tracer is not None:  # npnn.trace draws the step without taking it, as TF1's minimize
             return _t._tracer.record_step(self)
-        self._step_groups(self.param_groups)
+        rest = [group for group in self.param_groups if not self._step_fused(group)]
+        if rest:
+            self._step_groups(rest)
+
+    def _step_fused(self, group: dict) -> bool:
+        """Update a whole group at once if this optimizer can (Adam's small groups); else False."""
+        return False
 
     def _step_groups(self, groups: list) -> None:
         """The per-parameter update (kernel per parameter, large ones split across threads)."""
@@ -372,19 +378,6 @@ class Adam(Optimizer):
         _check("betas[1]", group["betas"][1], 0.0, 1.0)
         _check("eps", group["eps"])
         _check("weight_decay", group["weight_decay"])
-
-    def step(self) -> None:
-        """Update every parameter that has a gradient."""
-        if _t._tracer is not None:  # npnn.trace draws the step without taking it, as TF1's minimize
-            return _t._tracer.record_step(self)
-        rest = None
-        for group in self.param_groups:
-            if not self._step_fused(group):
-                if rest is None:
-                    rest = []
-                rest.append(group)
-        if rest:
-            self._step_groups(rest)
 
     def _prepare(self, p, g, state, group):
         lr, eps, wd = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])
