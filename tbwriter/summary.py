@@ -294,58 +294,29 @@ def pr_curve(tag: str, labels, predictions, num_thresholds: int = 127, weights=N
     fn = tp[0] - tp
     precision = tp / np.maximum(_MINIMUM_COUNT, tp + fp)
     recall = tp / np.maximum(_MINIMUM_COUNT, tp + fn)
-    data = np.stack((tp, fp, tn, fn, precision, recall)).astype("<f4")
-    content = plugins_pb2.PrCurvePluginData(version=0, num_thresholds=num_thresholds).SerializeToString()
-    tensor = tensor_pb2.TensorProto(
-        dtype=types_pb2.DT_FLOAT,
-        tensor_shape=tensor_shape_pb2.TensorShapeProto(
-            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=s) for s in data.shape]
-        ),
-        tensor_content=data.tobytes(),
-    )
-    return Summary(
-        value=[Summary.Value(tag=tag, metadata=_metadata("pr_curves", content, display_name=tag), tensor=tensor)]
-    )
+    return pr_curve_raw(tag, (tp, fp, tn, fn, precision, recall), num_thresholds)
 
 
-def pr_curve_raw(
-    tag: str,
-    true_positive_counts,
-    false_positive_counts,
-    true_negative_counts,
-    false_negative_counts,
-    precision,
-    recall,
-    num_thresholds: int = 127,
-) -> Summary:
-    """A precision-recall curve from its six precomputed rows (each of one length) for the pr_curves plugin."""
+_PR_ROWS = (
+    "true_positive_counts",
+    "false_positive_counts",
+    "true_negative_counts",
+    "false_negative_counts",
+    "precision",
+    "recall",
+)
+
+
+def pr_curve_raw(tag: str, rows, num_thresholds: int = 127) -> Summary:
+    """A precision-recall curve from its six rows (TP, FP, TN, FN, precision, recall; each of one length)."""
     _check_tag(tag, "tag")
-    names = (
-        "true_positive_counts",
-        "false_positive_counts",
-        "true_negative_counts",
-        "false_negative_counts",
-        "precision",
-        "recall",
-    )
-    rows = [
-        as_array(v, n).reshape(-1)
-        for v, n in zip(
-            (
-                true_positive_counts,
-                false_positive_counts,
-                true_negative_counts,
-                false_negative_counts,
-                precision,
-                recall,
-            ),
-            names,
-        )
-    ]
+    if len(rows) != len(_PR_ROWS):
+        raise ValueError(f"pr_curve_raw {tag!r}: expected the six rows {', '.join(_PR_ROWS)}, got {len(rows)}")
+    rows = [as_array(v, n).reshape(-1) for v, n in zip(rows, _PR_ROWS)]
     if len({r.size for r in rows}) != 1:
         raise ValueError(
             f"pr_curve_raw {tag!r}: the six rows must have one length, got "
-            + ", ".join(f"{n}={r.size}" for n, r in zip(names, rows))
+            + ", ".join(f"{n}={r.size}" for n, r in zip(_PR_ROWS, rows))
         )
     if isinstance(num_thresholds, bool) or not isinstance(num_thresholds, numbers.Integral) or num_thresholds < 2:
         raise ValueError(f"pr_curve_raw {tag!r}: num_thresholds must be an int >= 2, got {num_thresholds!r}")
