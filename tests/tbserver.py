@@ -66,6 +66,21 @@ class TensorBoard:
                 )
             time.sleep(0.25)
 
+    def session_groups(self, count: int) -> list:
+        """The hparams plugin's session groups (with metrics), once there are `count` of them."""
+        body = {
+            "experimentName": "",
+            "startIndex": 0,
+            "sliceSize": 100,
+            "includeMetrics": True,
+            "colParams": [],
+            "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
+        }
+        return self.wait_for(
+            lambda: self.post_json("/data/plugin/hparams/session_groups", body),
+            lambda r: len(r.get("sessionGroups", [])) == count,
+        )["sessionGroups"]
+
     def runs(self) -> list:
         """The runs TensorBoard lists."""
         return self.json("/data/runs")

@@ -272,15 +272,7 @@ def test_same_audio_samples(tb, peer):
 
 @pytest.mark.parametrize("peer", BOTH)
 def test_same_hparams_session(tb, peer):
-    body = {
-        "experimentName": "",
-        "startIndex": 0,
-        "sliceSize": 100,
-        "includeMetrics": True,
-        "colParams": [],
-        "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
-    }
-    groups = tb.post_json("/data/plugin/hparams/session_groups", body)["sessionGroups"]
+    groups = tb.session_groups(1 + len(PEERS))
     by_writer = {}
     for g in groups:
         (session,) = g["sessions"]

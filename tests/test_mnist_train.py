@@ -520,19 +520,7 @@ def test_tensorboard_serves_the_run(real_run):
         assert [h[1] for h in hist] == [0, steps]
         images = tb.wait_for(lambda: tb.json("/data/plugin/images/tags"), lambda r: len(r.get("mlp", {})) == 2)
         assert images["mlp"]["misclassified"]["description"].startswith("<p>Predicted: ")
-        body = {
-            "experimentName": "",
-            "startIndex": 0,
-            "sliceSize": 10,
-            "includeMetrics": True,
-            "colParams": [],
-            "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
-        }
-        groups = tb.wait_for(
-            lambda: tb.post_json("/data/plugin/hparams/session_groups", body),
-            lambda r: len(r.get("sessionGroups", [])) == 1,
-        )["sessionGroups"]
-        (group,) = groups
+        (group,) = tb.session_groups(1)
         assert group["hparams"]["model"] == "mlp" and group["hparams"]["lr"] == 0.001
         assert group["hparams"]["batch_size"] == 100 and group["hparams"]["train_images"] == REAL_LIMIT
         metrics = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}

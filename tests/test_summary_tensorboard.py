@@ -146,18 +146,7 @@ def test_hparams_served_with_types(tb):
         "act": "DATA_TYPE_STRING",
         "dropout": "DATA_TYPE_BOOL",
     }
-    body = {
-        "experimentName": "",
-        "startIndex": 0,
-        "sliceSize": 10,
-        "includeMetrics": True,
-        "colParams": [],
-        "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
-    }
-    groups = tb.wait_for(
-        lambda: tb.post_json("/data/plugin/hparams/session_groups", body), lambda r: bool(r.get("sessionGroups"))
-    )["sessionGroups"]
-    (group,) = groups
+    (group,) = tb.session_groups(1)
     assert group["name"] == "g1"
     assert group["hparams"] == {"lr": 0.5, "layers": 2.0, "bn": True, "act": "relu", "dropout": False}
     (session,) = group["sessions"]

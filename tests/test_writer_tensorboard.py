@@ -216,18 +216,7 @@ def test_hparams(tb):
     assert infos["opt"]["type"] == "DATA_TYPE_STRING"
     assert infos["lr"]["type"] == "DATA_TYPE_FLOAT64"
     assert {"hp/acc", "hp/loss"} <= {m["name"]["tag"] for m in exp["metricInfos"]}
-    body = {
-        "experimentName": "",
-        "startIndex": 0,
-        "sliceSize": 100,
-        "includeMetrics": True,
-        "colParams": [],
-        "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
-    }
-    groups = tb.wait_for(
-        lambda: tb.post_json("/data/plugin/hparams/session_groups", body),
-        lambda r: len(r.get("sessionGroups", [])) == 2,
-    )["sessionGroups"]
+    groups = tb.session_groups(2)
     by_run = {g["sessions"][0]["name"]: g for g in groups}
     main, other = by_run["main"], by_run["other"]
     assert main["hparams"] == {"lr": 0.1, "opt": "sgd", "bn": True}

@@ -15,7 +15,6 @@ from npnn import xor
 STEPS = 300
 LRS = ("0.1", "0.01")
 HISTOGRAMS = {"Layer1/W1", "Layer1/B1", "Layer1/Layer1", "Layer2/W2", "Layer2/B2", "Layer2/Hypothesis"}
-ALL_STATUSES = ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]
 
 
 @pytest.fixture(scope="module")
@@ -108,11 +107,7 @@ def test_graph_has_the_labs_scopes(tb):
 
 
 def test_hparams_list_the_learning_rate_per_run(tb):
-    body = {"experimentName": "", "allowedStatuses": ALL_STATUSES, "colParams": [], "startIndex": 0, "sliceSize": 100}
-    groups = tb.wait_for(
-        lambda: tb.post_json("/data/plugin/hparams/session_groups", body),
-        lambda r: len(r.get("sessionGroups", [])) == 2,
-    )["sessionGroups"]
+    groups = tb.session_groups(2)
     by_run = {g["sessions"][0]["name"]: g for g in groups}
     assert set(by_run) == {f"lr_{lr}" for lr in LRS}
     for lr in LRS:
@@ -169,12 +164,8 @@ def test_rerun_starts_a_new_run_and_hparams_stay_with_their_run(tmp_path):
     assert sorted(os.listdir(logdir)) == ["lr_0.01", "lr_0.01_run2", "lr_0.3"]
     for run in os.listdir(logdir):  # one file, one run, 50 steps each: nothing appended
         assert len(list((logdir / run).glob("*tfevents*"))) == 1
-    body = {"experimentName": "", "allowedStatuses": ALL_STATUSES, "colParams": [], "startIndex": 0, "sliceSize": 100}
     with tensorboard(logdir, load_fast=True) as server:
-        groups = server.wait_for(
-            lambda: server.post_json("/data/plugin/hparams/session_groups", body),
-            lambda r: len(r.get("sessionGroups", [])) == 3,
-        )["sessionGroups"]
+        groups = server.session_groups(3)
     for g in groups:
         (session,) = g["sessions"]
         run = session["name"]
