@@ -77,6 +77,12 @@ def checkpoint(path: Path) -> dict:
 RUN = "mlp_seed_3"  # the run directory npnn.mnist names after the flags that differ (--seed 3)
 
 
+def same_run(root) -> list:
+    """The flags the one- and two-process runs and the resumed run share."""
+    flags = ["--data", str(root), "--limit", "100", "--batch-size", "100", "--epochs", str(STEPS)]
+    return flags + ["--log-every", "1", "--seed", "3"]
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """One process and two processes, same flags, no dropout: their logdirs and checkpoints."""
@@ -85,23 +91,9 @@ def runs(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         root = fake_data(tmp / "data", mp, n_train=100, n_test=100)
         sha = {n: data.SHA256[n] for n in data.FILES}
-        common = [
-            "--data",
-            str(root),
-            "--limit",
-            "100",
-            "--batch-size",
-            "100",
-            "--epochs",
-            str(STEPS),
-            "--log-every",
-            "1",
-            "--seed",
-            "3",
-        ]
         out = {}
         for n in (1, 2):
-            flags = common + ["--logdir", str(tmp / f"run{n}"), "--save", str(tmp / f"ck{n}")]
+            flags = same_run(root) + ["--logdir", str(tmp / f"run{n}"), "--save", str(tmp / f"ck{n}")]
             done = launch(
                 flags + (["--distributed", "--rank-scalars"] if n > 1 else []),
                 tmp,
@@ -166,19 +158,8 @@ def test_resume_broadcasts_rank_0s_checkpoint_and_continues_exactly(runs):
     # Rank 0 alone reads ck2.3; if rank 1 kept fresh Adam moments its update, and so the next
     # step's averaged gradient, would differ from the straight run's.
     done = launch(
-        [
-            "--data",
-            str(root),
-            "--limit",
-            "100",
-            "--batch-size",
-            "100",
-            "--epochs",
-            str(STEPS),
-            "--log-every",
-            "1",
-            "--seed",
-            "3",
+        same_run(root)
+        + [
             "--logdir",
             str(tmp / "resumed_run"),
             "--distributed",
