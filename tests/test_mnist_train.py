@@ -89,6 +89,23 @@ def run(argv) -> dict:
     return program.train(program.build_parser().parse_args(argv + ["--no-progress"]))
 
 
+def quick_run(root, logdir, *more: str) -> list:
+    """Flags for one epoch on 100 training and 40 test images of root, logging to logdir."""
+    return [
+        "--data",
+        str(root),
+        "--epochs",
+        "1",
+        "--limit",
+        "100",
+        "--test-limit",
+        "40",
+        "--logdir",
+        str(logdir),
+        *more,
+    ]
+
+
 # -- command line ----------------------------------------------------------------------------
 
 
@@ -305,28 +322,8 @@ def test_resume_continues_exactly(tmp_path, monkeypatch):
 
 def test_cnn_logs_its_layers(tmp_path, monkeypatch):
     root = fake_data(tmp_path / "data", monkeypatch)
-    result = run(
-        [
-            "--model",
-            "cnn",
-            "--data",
-            str(root),
-            "--epochs",
-            "1",
-            "--limit",
-            "100",
-            "--test-limit",
-            "40",
-            "--batch-size",
-            "50",
-            "--log-every",
-            "1",
-            "--logdir",
-            str(tmp_path / "cnn"),
-            "--save",
-            str(tmp_path / "cnn.npz"),
-        ]
-    )
+    more = ["--model", "cnn", "--batch-size", "50", "--log-every", "1", "--save", str(tmp_path / "cnn.npz")]
+    result = run(quick_run(root, tmp_path / "cnn", *more))
     assert result["step"] == 2 and 0 <= result["accuracy"] <= 1
     assert result["logdir"] == str(tmp_path / "cnn" / "cnn_bs_50")
     ea = accumulator(result["logdir"])
@@ -347,18 +344,7 @@ def test_rerun_is_a_new_run_with_its_own_hparams(tmp_path, monkeypatch, capsys):
     from tensorboard.plugins.hparams import metadata as hp_metadata
 
     root = fake_data(tmp_path / "data", monkeypatch)
-    common = [
-        "--data",
-        str(root),
-        "--epochs",
-        "1",
-        "--limit",
-        "100",
-        "--test-limit",
-        "40",
-        "--logdir",
-        str(tmp_path / "logs"),
-    ]
+    common = quick_run(root, tmp_path / "logs")
     first = run(common)
     second = run(common + ["--seed", "3"])
     third = run(common)
@@ -380,22 +366,7 @@ def test_rerun_is_a_new_run_with_its_own_hparams(tmp_path, monkeypatch, capsys):
 def test_digit_grids_have_stable_tags_and_the_labels_in_their_descriptions(tmp_path, monkeypatch):
     root = fake_data(tmp_path / "data", monkeypatch)
     d = data.load_mnist(root, download=False)
-    r = run(
-        [
-            "--data",
-            str(root),
-            "--epochs",
-            "1",
-            "--limit",
-            "100",
-            "--test-limit",
-            "40",
-            "--logdir",
-            str(tmp_path / "logs"),
-            "--save",
-            str(tmp_path / "m.npz"),
-        ]
-    )
+    r = run(quick_run(root, tmp_path / "logs", "--save", str(tmp_path / "m.npz")))
     model = program.MLP()
     with np.load(tmp_path / "m.npz") as z:
         model.load_state_dict({k[6:]: z[k] for k in z.files if k.startswith("model/")})
