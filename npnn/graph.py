@@ -157,6 +157,12 @@ class Graph:
         self._keep.append(out)
         out.name = name
 
+    def record_summary(self, op, collections: tuple) -> None:
+        """Add a recorded summary as a node fed by its tensor, as TF1's graph shows "Layer1/W1" (HistogramSummary)."""
+        if isinstance(op.tensor, Tensor):
+            src = self._input_node(op.tensor, op.tag, 0, op.tensor.data.dtype)  # a leaf if not traced yet
+            self.add_node(op.tag, op.kind, [src])
+
     def record_backward(self, loss: Tensor) -> None:
         """Note loss.backward() while tracing: the next optimizer step draws gradients from it."""
         self._loss = loss

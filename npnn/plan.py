@@ -12,15 +12,20 @@ whole step becomes one list of NumPy calls (see Plan._program): the VJPs write w
 a buffer per node, the parameters' gradients go straight into Adam's flat gradient buffer,
 and the parameters' .grad arrays, like the loss, are the same arrays at every replay.
 
+Summaries loss_fn records (npnn.summary) read the replayed tensors: merge_all() between
+`loss = step.forward_backward(*inputs)` and `step.update()` (the two halves of a call) sees
+this step's values before the update, as the eager loop that merges before optimizer.step().
+
 Replaying is refused, and the step runs eagerly, when it could be wrong:
 - an input's shape or dtype differs from the recorded call (or their number): eager for that
   call (a changed shape stays eager; the plan is kept for calls that match again);
 - loss_fn read a tensor's value into Python while recorded (bool(), item(), float(), int(),
   numpy(), np.asarray(): the control flow may depend on data), made a Tensor() or used a
-  constant tensor other than its inputs and parameters, used an op the plan has no kernel for
-  (MatMul of matrices, AddV2, Sub, Mul, division by a number, Neg, Log, Exp, Sigmoid and the
-  full float32 Mean have one),
-  or did anything else the tape's tracing hook sees (summaries, backward): eager from then on.
+  constant tensor other than its inputs and parameters (in an op or a summary), used an op the
+  plan has no kernel for (MatMul of matrices, AddV2, Sub, Mul, division by a number, Neg, Log,
+  Exp, Sigmoid, comparisons, Cast and the full float32 Mean have one), recorded a summary of a
+  non-Tensor value, or did anything else the tape's tracing hook sees (backward, the
+  optimizer's step): eager from then on.
 Reading `.data` directly inside loss_fn is not seen: control flow must not depend on it.
 The returned loss Tensor is the same object at every replay (its data updated in place).
 """
@@ -44,13 +49,20 @@ class _Unsupported(Exception):
 
 
 class _Recorder:
-    """Stands in for npnn.trace's graph while loss_fn runs once: collects (op, inputs, output)."""
+    """Stands in for npnn.trace's graph while loss_fn runs once: collects (op, inputs, output)
+    and the summaries recorded (op, the tensor it reads, its collections)."""
 
     def __init__(self):
         self.ops = []
+        self.summaries = []
 
     def record(self, op: str, inputs, out: Tensor) -> None:
         self.ops.append((op, tuple(inputs), out))
+
+    def record_summary(self, op, collections: tuple) -> None:
+        if not isinstance(op.tensor, Tensor):
+            raise _Unsupported(f"summary {op.tag!r} of a value that is not a Tensor (it is not replayed)")
+        self.summaries.append((op, op.tensor, collections))
 
     def record_backward(self, root):
         raise _Unsupported("backward() inside loss_fn (the plan runs backward itself)")
@@ -58,8 +70,8 @@ class _Recorder:
     def record_step(self, optimizer):
         raise _Unsupported("optimizer.step() inside loss_fn (the plan runs the step itself)")
 
-    def __getattr__(self, name):  # summaries and graph helpers look for more: not replayable
-        raise _Unsupported(f"loss_fn used {name} while recorded (summaries are not replayed)")
+    def __getattr__(self, name):  # graph helpers look for more: not replayable
+        raise _Unsupported(f"loss_fn used {name} while recorded")
 
 
 # Tensor methods that hand data to Python (control flow may follow) or make tensors the
@@ -80,6 +92,15 @@ _UFUNCS = {
     "Log": np.log,
     "Exp": np.exp,
 }
+_COMPARISONS = {
+    "Less": np.less,
+    "LessEqual": np.less_equal,
+    "Greater": np.greater,
+    "GreaterEqual": np.greater_equal,
+    "Equal": np.equal,
+    "NotEqual": np.not_equal,
+}
+_NUMBERS = (int, float)
 
 
 def _kernel(op: str, inputs: tuple, out: Tensor) -> list:
@@ -101,17 +122,29 @@ def _kernel(op: str, inputs: tuple, out: Tensor) -> list:
         ]  # minimum: out= only by keyword
     if (
         op == "Mean"
-        and out._backward is _ops._mean_vjp
+        and (out._backward is _ops._mean_vjp or out._backward is None)
         and dst.ndim == 0
         and dst.dtype == np.float32
         and inputs[0].data.dtype == np.float32
     ):
-        (x,), exact = inputs, float(out._ctx.inv_n)  # as ops.mean's full float32 mean
+        (x,) = inputs
+        exact = float(_ops._scalar(1 / x.data.size, dst.dtype))  # as ops.mean's full float32 mean
 
         def scale():
             dst[()] = dst.item() * exact
 
         return [(np.add.reduce, (x.data, None, None, dst)), (scale, ())]
+    if op == "Cast":  # astype's cast loop, into the recorded array
+        return [(functools.partial(np.copyto, casting="unsafe"), (dst, inputs[0].data))]
+    if op in _COMPARISONS:  # as ops._compare: a Python number as a 0-d array of a's dtype
+        a, b = inputs
+        if type(b) in _NUMBERS:
+            b = _ops._scalar(b, a.data.dtype)
+        elif isinstance(b, Tensor):
+            b = b.data
+        else:
+            raise _Unsupported(f"{op} with a {type(b).__name__} operand (a constant the plan cannot follow)")
+        return [(_COMPARISONS[op], (a.data, b, dst))]
     f = _UFUNCS.get(op)
     if f is None or (op == "RealDiv" and out._backward is not _ops._div_scalar_vjp):  # others' VJPs keep arrays
         raise _Unsupported(f"no replay kernel for op {op!r}")
@@ -147,15 +180,27 @@ class Plan:
         self.program = None  # the whole step as NumPy calls into buffers (see _program)
         self.tried = False
         self.unbuffered = None  # why the step replays without the buffered backward, if it does
+        self.summaries = ()  # (SummaryOp, the tensor it reads, collections) recorded by loss_fn
+        self.fused_update = None  # with the program: Adam's update of the gradients it left
+        self.pending = None  # what update() is to do: None (nothing), "program", "replayed" or "eager"
 
     def __call__(self, *inputs) -> Tensor:
         """One step: the loss (before the update), gradients in .grad, parameters updated."""
+        loss = self.forward_backward(*inputs)
+        self.update()
+        return loss
+
+    def forward_backward(self, *inputs) -> Tensor:
+        """The step up to the update: the loss, gradients in .grad, summaries recorded by loss_fn
+        bound to this step's values; the parameters are not updated yet (see update())."""
         program = self.program
         if program is not None and self._matches(inputs):
             for p, x in zip(self.placeholders, inputs):
                 p.data[...] = x.data
             for f, args in program:
                 f(*args)
+            self._bind_summaries()
+            self.pending = "program"
             return self.loss
         signature = _signature(inputs)
         if self.refused is None and self.kernels is not None:
@@ -165,6 +210,7 @@ class Plan:
                 p.data[...] = x.data
             for f, args in self.kernels:
                 f(*args)
+            self._bind_summaries()
             loss = self.loss
         elif self.refused is None and self.kernels is None and signature is not None:
             loss = self._record(inputs, signature)
@@ -173,16 +219,36 @@ class Plan:
         self.optimizer.zero_grad()
         if loss is self.loss:
             self._backward()
+            self.pending = "replayed"
         else:
             loss.backward()
+            self.pending = "eager"
+        return loss
+
+    def update(self) -> None:
+        """The optimizer's step from the gradients the last forward_backward() left (once per call)."""
+        pending, self.pending = self.pending, None
+        if pending is None:
+            raise RuntimeError("update(): no gradients to apply; call forward_backward(*inputs) first, once per update")
+        if pending == "program":
+            self.fused_update()
+            return
         self.optimizer.step()
-        if loss is self.loss and self.program is None and not self.tried:
+        if pending == "replayed" and self.program is None and not self.tried:
             self.tried = True
             try:
                 self.program = self._program()
             except _Unsupported as e:
                 self.unbuffered = str(e)
-        return loss
+
+    def _bind_summaries(self) -> None:
+        """Point each summary recorded by loss_fn at its replayed tensor again, as the eager call
+        would record it (eager calls in between may have bound other tensors to the tags)."""
+        if self.summaries:
+            from npnn.summary import bind  # imported already: loss_fn recorded summaries
+
+            for op, tensor, collections in self.summaries:
+                bind(op, tensor, collections)
 
     def _matches(self, inputs: tuple) -> bool:
         """The program's guard: inputs of the recorded number, shapes, dtypes and requires_grad,
@@ -238,13 +304,16 @@ class Plan:
         grads = [(e.param, e.g) for e in fused.entries]
         step_fused = opt._step_fused
 
-        def set_grads_and_step():
+        def set_grads():
             for p, g in grads:
                 p.grad = g
+
+        def fused_update():
             if not step_fused(group):  # the group changed (state loaded, options, shapes): eager Adam
                 opt.step()
 
-        return [*self.kernels, *backward, (set_grads_and_step, ())]
+        self.fused_update = fused_update
+        return [*self.kernels, *backward, (set_grads, ())]
 
     def _backward(self) -> None:
         """loss.backward() over the recorded tape in its fixed order: the engine's VJP calls and
@@ -307,10 +376,10 @@ class Plan:
         if reads:
             self.refused = f"loss_fn read tensor values into Python ({', '.join(sorted(set(reads)))}) while recorded"
             return loss
-        if not isinstance(loss, Tensor) or not recorder.ops or recorder.ops[-1][2] is not loss:
-            self.refused = "loss_fn must return the Tensor its last op made"
-            return loss
         made = {id(out) for _, _, out in recorder.ops}
+        if not isinstance(loss, Tensor) or id(loss) not in made or not loss.requires_grad:
+            self.refused = "loss_fn must return a Tensor it computed from the parameters"
+            return loss
         known = {id(p) for p in placeholders}
         for _, ins, _ in recorder.ops:
             for x in ins:
@@ -320,7 +389,12 @@ class Plan:
                         "(it could change between steps unseen): pass it as an input"
                     )
                     return loss
+        for op, t, _ in recorder.summaries:
+            if id(t) not in made and id(t) not in known and not t.requires_grad:
+                self.refused = f"summary {op.tag!r} reads a constant tensor made outside loss_fn: pass it as an input"
+                return loss
         self.ops = recorder.ops
+        self.summaries = recorder.summaries
         self.leaves = list(
             {
                 id(x): x
@@ -337,14 +411,12 @@ class Plan:
             self.refused = str(e)
             self.kernels = None
             return loss
-        order = [out for _, _, out in recorder.ops if out.requires_grad]
+        # Nodes made after the loss (for summaries) are not behind it: backward never sees them.
+        order = [out for _, _, out in recorder.ops if out.requires_grad and out._seq <= loss._seq]
         if any(t.data.dtype != loss.data.dtype for t in order) or loss.data.size != 1:
             self.refused = "the replayed backward needs one float dtype throughout and a one-element loss"
             return loss
         order.sort(key=lambda t: -t._seq)  # what the engine's heap pops: newest node first
-        if order[0] is not loss:
-            self.refused = "loss_fn must return the Tensor its last op made"
-            return loss
         index = {id(t): i for i, t in enumerate(order)}
         if any(p.requires_grad and p._backward is not None and id(p) not in index for t in order for p in t._parents):
             self.refused = "loss_fn used a tensor computed outside it with a graph behind it: pass its leaves"

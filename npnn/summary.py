@@ -80,18 +80,22 @@ def _record(name: str, kind: str, tensor, collections, options: tuple = ()) -> S
     if tensor is None:
         raise TypeError(f"summary {name!r}: tensor must be a Tensor, array-like or callable, got None")
     op = SummaryOp(_t._scope + name.strip("/"), kind, tensor, options)
-    for c in collections or (_DEFAULT,):
-        _collections.setdefault(c, {})[op.tag] = op
-    tracer = _t._tracer
-    if tracer is not None and isinstance(tensor, Tensor):
-        _trace_node(tracer, op)
+    collections = tuple(collections or (_DEFAULT,))
+    bind(op, tensor, collections)
+    if _t._tracer is not None:  # npnn.trace draws it; npnn.plan rebinds it at every replay
+        _t._tracer.record_summary(op, collections)
     return op
 
 
-def _trace_node(graph, op: SummaryOp) -> None:
-    """Add the summary as a node fed by its tensor, as TF1's graph shows "Layer1/W1" (HistogramSummary)."""
-    src = graph._input_node(op.tensor, op.tag, 0, op.tensor.data.dtype)  # a leaf if not traced yet
-    graph.add_node(op.tag, op.kind, [src])
+def bind(op: SummaryOp, tensor, collections: tuple) -> None:
+    """Make op, reading tensor, the entry of its tag in each collection (what recording it does)."""
+    op.tensor = tensor
+    for c in collections:
+        coll = _collections.get(c)
+        if coll is None:
+            coll = _collections[c] = {}
+        if coll.get(op.tag) is not op:
+            coll[op.tag] = op
 
 
 def scalar(name: str, tensor, collections=None) -> SummaryOp:

@@ -14,7 +14,7 @@ import shlex
 import numpy as np
 
 import npnn
-from npnn import Parameter, Tensor, cli, init, name_scope, optim, summary
+from npnn import Parameter, Tensor, cli, init, name_scope, optim, plan, summary
 from tbwriter import FileWriter
 
 
@@ -66,13 +66,14 @@ def lab(
 
     writer = FileWriter(logdir)  # Step 3: the writer and the graph
     writer.add_graph(npnn.trace(train_step, X, Y))
+    # Like TF1's graph, the step is recorded once and replayed (npnn.plan), bit-identical to
+    # calling forward, cost.backward() and train.step(); its summaries read the replayed values.
+    run = plan.compile(lambda X, Y: forward(X, Y)[1], train)
     for step in range(steps):  # Step 4: train, writing the merged summary (Step 2) every step
-        hypothesis, cost, accuracy = forward(X, Y)
+        cost = run.forward_backward(X, Y)
         if step % log_every == 0:  # before the update, as sess.run([merged, train]) evaluates it
             writer.add_summary(summary.merge_all(), global_step=step)
-        train.zero_grad()
-        cost.backward()
-        train.step()
+        run.update()
         if not quiet and step % 100 == 0:
             print(step, cost.item())
     with npnn.no_grad():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import npnn
-from npnn import init, optim, plan
+from npnn import init, optim, plan, summary
 
 X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
 Y = np.array([[0], [1], [1], [0]], np.float32)
@@ -217,3 +217,80 @@ def test_a_parameter_changing_its_graph_runs_eager_from_then_on(change):
             assert bits(a.data) == bits(b.data)
             assert (a.grad is None and b.grad is None) or bits(a.grad) == bits(b.grad)
     assert not step.replaying and "changed" in step.refused
+
+
+def xor_with_summaries(seed: int, const=None):
+    """xor_setup's net whose loss_fn also records histograms and scalars (the lab's kinds), an
+    accuracy made of comparisons and casts, and, given const, a summary of it."""
+    params, opt, _ = xor_setup(seed)
+    W1, b1, W2, b2 = params
+
+    def loss_fn(x, y):
+        layer1 = npnn.sigmoid(x @ W1 + b1)
+        summary.histogram("W1", W1), summary.histogram("Layer1", layer1)
+        h = npnn.sigmoid(layer1 @ W2 + b2)
+        cost = -(y * npnn.log(h) + (1 - y) * npnn.log(1 - h)).mean()
+        summary.scalar("Cost", cost)
+        summary.scalar("accuracy", ((h > 0.5).float() == y).float().mean())  # made after the cost
+        if const is not None:
+            summary.histogram("const", const)
+        return cost
+
+    return params, opt, loss_fn
+
+
+def test_summaries_recorded_by_loss_fn_merge_this_steps_values_before_the_update():
+    summary.clear()
+    ep, eopt, efn = xor_with_summaries(8)
+    pp, popt, pfn = xor_with_summaries(8)
+    step = plan.compile(pfn, popt)
+    x, y = npnn.Tensor(X), npnn.Tensor(Y)
+    accuracies = set()
+    for i in range(400):
+        if i == 150:
+            summary.clear()  # forgotten, as after a new TF graph: the next step records them again
+        loss = efn(x, y)
+        eopt.zero_grad()
+        loss.backward()
+        eager = summary.merge_all().SerializeToString()  # binds the eager tensors to the tags
+        eopt.step()
+        p = step.forward_backward(x, y)
+        replayed = summary.merge_all()
+        step.update()
+        assert replayed.SerializeToString() == eager
+        assert_twins(ep, pp, loss, p)
+        accuracies.add(replayed.value[-1].simple_value)
+    assert step.replaying and step.program is not None
+    assert {v.tag for v in replayed.value} == {"W1", "Layer1", "Cost", "accuracy"}
+    assert len(accuracies) >= 2  # the comparisons behind the accuracy changed their results while replayed
+
+
+@pytest.mark.parametrize("const", ["constant tensor", "ndarray"])
+def test_a_summary_the_plan_cannot_follow_runs_eager(const):
+    summary.clear()
+    value = np.ones(3, np.float32)
+    made = npnn.Tensor(value) if const == "constant tensor" else value
+    ep, eopt, efn = xor_with_summaries(9, made)
+    pp, popt, pfn = xor_with_summaries(9, made)
+    step = plan.compile(pfn, popt)
+    x, y = npnn.Tensor(X), npnn.Tensor(Y)
+    for _ in range(5):
+        assert_twins(ep, pp, eager_step(efn, eopt, x, y), step(x, y))
+    assert not step.replaying and "const" in step.refused
+
+
+def test_update_applies_the_gradients_of_one_forward_backward():
+    pp, popt, pfn = xor_setup(10)
+    step = plan.compile(pfn, popt)
+    x, y = npnn.Tensor(X), npnn.Tensor(Y)
+    with pytest.raises(RuntimeError, match="forward_backward"):
+        step.update()
+    for _ in range(3):  # eager (recording), replayed, then the buffered program
+        before = [p.data.copy() for p in pp]
+        step.forward_backward(x, y)
+        assert all(bits(b) == bits(p.data) for b, p in zip(before, pp))  # not updated yet
+        step.update()
+        assert all(bits(b) != bits(p.data) for b, p in zip(before, pp))
+        with pytest.raises(RuntimeError, match="once per update"):
+            step.update()
+    assert step.program is not None

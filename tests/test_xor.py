@@ -228,3 +228,45 @@ def test_logdir_errors_through_the_command_line(tmp_path):
         )
         assert proc.returncode == 2 and proc.stdout == ""
         assert proc.stderr.splitlines() == [f"python -m npnn.xor: error: argument --logdir: {message}"]
+
+
+def _series(run_dir) -> dict:
+    """Every scalar and histogram the real TensorBoard reads from a run, wall times aside."""
+    ea = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "histograms": 0})
+    ea.Reload()
+    out = {tag: [(e.step, e.value) for e in ea.Scalars(tag)] for tag in ea.Tags()["scalars"]}
+    for tag in ea.Tags()["histograms"]:
+        out[tag] = [(e.step, e.histogram_value) for e in ea.Histograms(tag)]
+    return out
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_replayed_lab_writes_what_the_eager_loop_writes(tmp_path, monkeypatch, optimizer):
+    """The lab replays its step (npnn.plan); the same lab with the plan refused runs every step
+    eagerly (forward, merge_all, backward, step): both runs hold the same values bit for bit."""
+    made = []
+    real_compile = xor.plan.compile
+
+    def compile_and_keep(loss_fn, opt):
+        made.append(real_compile(loss_fn, opt))
+        return made[-1]
+
+    monkeypatch.setattr(xor.plan, "compile", compile_and_keep)
+    replayed = xor.lab(str(tmp_path / "replayed"), 0.05, steps=400, optimizer=optimizer, quiet=True)
+    assert made[-1].replaying and made[-1].refused is None
+    assert (made[-1].program is not None) == (optimizer == "adam")  # the fused program is Adam's
+
+    def compile_refused(loss_fn, opt):
+        p = real_compile(loss_fn, opt)
+        p.refused = "eager reference"
+        made.append(p)
+        return p
+
+    monkeypatch.setattr(xor.plan, "compile", compile_refused)
+    eager = xor.lab(str(tmp_path / "eager"), 0.05, steps=400, optimizer=optimizer, quiet=True)
+    assert made[-1].kernels is None  # never recorded: every step ran eagerly
+    a, b = _series(tmp_path / "replayed"), _series(tmp_path / "eager")
+    assert set(a) == HISTOGRAMS | {"Cost/Cost", "accuracy"} and a == b
+    assert all(len(points) == 400 for points in a.values())
+    assert replayed["cost"] == eager["cost"] and replayed["accuracy"] == eager["accuracy"]
+    assert a["Cost/Cost"][-1][1] < a["Cost/Cost"][0][1]  # it trained
