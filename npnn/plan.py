@@ -181,6 +181,7 @@ class Plan:
         self.tried = False
         self.unbuffered = None  # why the step replays without the buffered backward, if it does
         self.summaries = ()  # (SummaryOp, the tensor it reads, collections) recorded by loss_fn
+        self.rebind = None  # binds them again (npnn.summary.bind over self.summaries)
         self.fused_update = None  # with the program: Adam's update of the gradients it left
         self.pending = None  # what update() is to do: None (nothing), "program", "replayed" or "eager"
 
@@ -199,7 +200,8 @@ class Plan:
                 p.data[...] = x.data
             for f, args in program:
                 f(*args)
-            self._bind_summaries()
+            if self.rebind is not None:  # eager calls in between may have bound other tensors to the tags
+                self.rebind()
             self.pending = "program"
             return self.loss
         signature = _signature(inputs)
@@ -210,7 +212,8 @@ class Plan:
                 p.data[...] = x.data
             for f, args in self.kernels:
                 f(*args)
-            self._bind_summaries()
+            if self.rebind is not None:  # eager calls in between may have bound other tensors to the tags
+                self.rebind()
             loss = self.loss
         elif self.refused is None and self.kernels is None and signature is not None:
             loss = self._record(inputs, signature)
@@ -240,15 +243,6 @@ class Plan:
                 self.program = self._program()
             except _Unsupported as e:
                 self.unbuffered = str(e)
-
-    def _bind_summaries(self) -> None:
-        """Point each summary recorded by loss_fn at its replayed tensor again, as the eager call
-        would record it (eager calls in between may have bound other tensors to the tags)."""
-        if self.summaries:
-            from npnn.summary import bind  # imported already: loss_fn recorded summaries
-
-            for op, tensor, collections in self.summaries:
-                bind(op, tensor, collections)
 
     def _matches(self, inputs: tuple) -> bool:
         """The program's guard: inputs of the recorded number, shapes, dtypes and requires_grad,
@@ -394,7 +388,11 @@ class Plan:
                 self.refused = f"summary {op.tag!r} reads a constant tensor made outside loss_fn: pass it as an input"
                 return loss
         self.ops = recorder.ops
-        self.summaries = recorder.summaries
+        if recorder.summaries:
+            from npnn.summary import bind  # imported already: loss_fn recorded summaries
+
+            self.summaries = recorder.summaries
+            self.rebind = functools.partial(bind, self.summaries)  # as the eager call records them
         self.leaves = list(
             {
                 id(x): x

@@ -81,21 +81,23 @@ def _record(name: str, kind: str, tensor, collections, options: tuple = ()) -> S
         raise TypeError(f"summary {name!r}: tensor must be a Tensor, array-like or callable, got None")
     op = SummaryOp(_t._scope + name.strip("/"), kind, tensor, options)
     collections = tuple(collections or (_DEFAULT,))
-    bind(op, tensor, collections)
+    bind([(op, tensor, collections)])
     if _t._tracer is not None:  # npnn.trace draws it; npnn.plan rebinds it at every replay
         _t._tracer.record_summary(op, collections)
     return op
 
 
-def bind(op: SummaryOp, tensor, collections: tuple) -> None:
-    """Make op, reading tensor, the entry of its tag in each collection (what recording it does)."""
-    op.tensor = tensor
-    for c in collections:
-        coll = _collections.get(c)
-        if coll is None:
-            coll = _collections[c] = {}
-        if coll.get(op.tag) is not op:
-            coll[op.tag] = op
+def bind(entries) -> None:
+    """For each (op, tensor, collections): op, reading tensor, becomes its tag's entry in each
+    collection (what recording it does)."""
+    for op, tensor, collections in entries:
+        op.tensor = tensor
+        for c in collections:
+            coll = _collections.get(c)
+            if coll is None:
+                coll = _collections[c] = {}
+            if coll.get(op.tag) is not op:
+                coll[op.tag] = op
 
 
 def scalar(name: str, tensor, collections=None) -> SummaryOp:
