@@ -21,7 +21,8 @@ Replaying is refused, and the step runs eagerly, when it could be wrong:
   call (a changed shape stays eager; the plan is kept for calls that match again);
 - loss_fn read a tensor's value into Python while recorded (bool(), item(), float(), int(),
   numpy(), np.asarray(): the control flow may depend on data), made a Tensor() or used a
-  constant tensor other than its inputs and parameters (in an op or a summary), used an op the
+  constant tensor other than its inputs and parameters (in an op or a summary), was given an
+  input that requires grad (its gradient belongs to the caller's tensor), used an op the
   plan has no kernel for (MatMul of matrices, AddV2, Sub, Mul, division by a number, Neg, Log,
   Exp, Sigmoid, comparisons, Cast and the full float32 Mean have one), recorded a summary of a
   non-Tensor value, or did anything else the tape's tracing hook sees (backward, the
@@ -337,7 +338,10 @@ class Plan:
 
     def _record(self, inputs: tuple, signature: tuple) -> Tensor:
         """Run loss_fn once eagerly through placeholders, recording its ops; build the kernels."""
-        placeholders = [Tensor(x.data, requires_grad=x.requires_grad, name=x.name) for x in inputs]
+        if any(x.requires_grad for x in inputs):  # its gradient must reach the caller's tensor, summed as eager sums it
+            self.refused = "an input requires grad (the plan's gradients go to parameters only)"
+            return self.loss_fn(*inputs)
+        placeholders = [Tensor(x.data, name=x.name) for x in inputs]
         recorder = _Recorder()
         reads = []
         saved = {name: getattr(Tensor, name) for name in _READS}

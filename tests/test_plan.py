@@ -294,3 +294,15 @@ def test_update_applies_the_gradients_of_one_forward_backward():
         with pytest.raises(RuntimeError, match="once per update"):
             step.update()
     assert step.program is not None
+
+
+def test_an_input_that_requires_grad_gets_its_gradient_eagerly():
+    ep, eopt, efn = xor_setup(11)
+    pp, popt, pfn = xor_setup(11)
+    step = plan.compile(pfn, popt)
+    ex, px = npnn.Tensor(X, requires_grad=True), npnn.Tensor(X, requires_grad=True)
+    y = npnn.Tensor(Y)
+    for _ in range(4):  # the input's gradient accumulates over the steps, as in eager
+        assert_twins(ep, pp, eager_step(efn, eopt, ex, y), step(px, y))
+        assert bits(ex.grad) == bits(px.grad)
+    assert np.abs(px.grad).sum() > 0 and not step.replaying and "input" in step.refused
