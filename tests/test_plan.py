@@ -232,6 +232,7 @@ def xor_with_summaries(seed: int, const=None):
         cost = -(y * npnn.log(h) + (1 - y) * npnn.log(1 - h)).mean()
         summary.scalar("Cost", cost)
         summary.scalar("accuracy", ((h > 0.5).float() == y).float().mean())  # made after the cost
+        summary.histogram("Hypothesis", h, collections=["outputs"])
         if const is not None:
             summary.histogram("const", const)
         return cost
@@ -253,11 +254,13 @@ def test_summaries_recorded_by_loss_fn_merge_this_steps_values_before_the_update
         eopt.zero_grad()
         loss.backward()
         eager = summary.merge_all().SerializeToString()  # binds the eager tensors to the tags
+        eager_outputs = summary.merge_all("outputs").SerializeToString()
         eopt.step()
         p = step.forward_backward(x, y)
         replayed = summary.merge_all()
+        replayed_outputs = summary.merge_all("outputs").SerializeToString()
         step.update()
-        assert replayed.SerializeToString() == eager
+        assert replayed.SerializeToString() == eager and replayed_outputs == eager_outputs
         assert_twins(ep, pp, loss, p)
         accuracies.add(replayed.value[-1].simple_value)
     assert step.replaying and step.program is not None
