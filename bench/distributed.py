@@ -39,12 +39,12 @@ def worker(args) -> None:
     import npnn
     from npnn import distributed as dist
     from npnn import functional as F
-    from npnn import optim
+    from npnn import optim, parallel
     from npnn.datasets import load_mnist
     from npnn.mnist import MODELS
 
     dist.init()
-    optim.NUM_THREADS = args.threads
+    parallel.NUM_THREADS = args.threads
     d = load_mnist(args.data, flatten=args.model == "mlp", progress=False)
     npnn.manual_seed(0)
     model = MODELS[args.model]()

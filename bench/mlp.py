@@ -19,7 +19,7 @@ import time
 import npnn  # before NumPy, so npnn's OPENBLAS_THREAD_TIMEOUT applies (see npnn/__init__.py)
 import numpy as np
 from npnn import functional as F
-from npnn import nn, optim
+from npnn import nn, optim, parallel
 
 SIZES = [784, 512, 512, 512, 512, 10]
 BATCH = 100
@@ -83,7 +83,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    optim.NUM_THREADS = min(args.threads, 2)  # npnn's optimizer threads, like torch's intra-op ones
+    parallel.NUM_THREADS = min(args.threads, 2)  # npnn's op threads, like torch's intra-op ones
     npnn.manual_seed(0)
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
@@ -145,7 +145,8 @@ def main() -> None:
     print(
         f"MLP 784-512x4-10, batch {BATCH}, dropout keep {1 - DROP}, Adam; {args.steps} steps each, "
         f"medians; torch {torch.__version__} threads={torch.get_num_threads()}, numpy {np.__version__} "
-        f"BLAS threads: {blas_threads()}, npnn.optim threads={optim.NUM_THREADS}; load average {os.getloadavg()[0]:.2f}"
+        f"BLAS threads: {blas_threads()}, npnn.parallel threads={parallel.NUM_THREADS}; "
+        f"load average {os.getloadavg()[0]:.2f}"
     )
     print(f"initial loss without dropout: npnn {same[0]:.6f}, torch {same[1]:.6f}")
     print("npnn phases: " + ", ".join(f"{k} {1e3 * float(np.median(v)):.2f} ms" for k, v in phases.items()))

@@ -12,6 +12,7 @@ from typing import NamedTuple
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from npnn import parallel
 from npnn import random as _random
 from npnn.ops import log_softmax, relu, sigmoid, softmax, tanh  # re-exported, as torch's F does
 from npnn.tensor import Tensor, _binary, _const, _nary, _unary
@@ -310,7 +311,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0) -> Tensor:
     for kernels with few rows (_FEW_ROWS: MNIST's first conv has 9). Backward: one matmul per
     gradient, then the input gradient is scattered back in a loop over the kh*kw kernel
     offsets (never over pixels, never np.add.at); stride-1 "same" convolutions take
-    _conv2d_same_input_grad's flat shifts.
+    _conv2d_same_input_grad's flat shifts. The copies (im2col, layout swaps, the scatter) are
+    split over npnn's two threads (npnn.parallel).
     """
     x = _tensor(x, "x")
     X, W = x.data, weight.data
@@ -351,7 +353,12 @@ def conv2d(x, weight, bias=None, stride=1, padding=0) -> Tensor:
     # adds it and the weight gradient's product sums g for it, each saving a pass over the output.
     kb = k + (bias is not None)
     cols = np.empty((kb, n, ho * wo), X.dtype)
-    cols[:k].reshape(c, kh, kw, n, ho, wo)[...] = win.transpose(1, 4, 5, 0, 2, 3)
+    cols6 = cols[:k].reshape(c, kh, kw, n, ho, wo)
+
+    def im2col(first: int, stop: int) -> None:
+        cols6[:, :, :, first:stop] = win[first:stop].transpose(1, 4, 5, 0, 2, 3)
+
+    parallel.rows(im2col, n, cols6.size)
     wmat = W.reshape(o, k)
     wb = wmat
     if bias is not None:
@@ -361,10 +368,17 @@ def conv2d(x, weight, bias=None, stride=1, padding=0) -> Tensor:
     if few:  # image i's columns cols[:, i] are a strided matrix that BLAS reads in place
         out = np.matmul(wb, cols.transpose(1, 0, 2)).reshape(n, o, ho, wo)  # NCHW already
     else:
-        out = wb @ cols.reshape(kb, n * ho * wo)  # [o, n*ho*wo]
-        out = np.ascontiguousarray(out.reshape(o, n, ho, wo).transpose(1, 0, 2, 3))
+        out = _swap01((wb @ cols.reshape(kb, n * ho * wo)).reshape(o, n, ho, wo))
     parents = (x, weight) if bias is None else (x, weight, bias)
     return _nary(out, parents, _conv2d_vjp, "Conv2D", None, _Conv2dCtx(cols, wmat, (sh, sw), (ph, pw)))
+
+
+def _swap01(a: np.ndarray) -> np.ndarray:
+    """a with its first two axes swapped ([c, n, ...] <-> [n, c, ...]) as a contiguous array,
+    the copy split over npnn's threads."""
+    out = np.empty((a.shape[1], a.shape[0], *a.shape[2:]), a.dtype)
+    parallel.rows(lambda first, stop: np.copyto(out[first:stop], a[:, first:stop].swapaxes(0, 1)), len(out), a.size)
+    return out
 
 
 class _Conv2dCtx(NamedTuple):
@@ -384,7 +398,7 @@ def _conv2d_vjp(g, node):
     ho, wo = g.shape[2:]
     kb, k = cols.shape[0], wmat.shape[1]
     few = kb <= _FEW_ROWS
-    g_o = None if few else g.transpose(1, 0, 2, 3).reshape(o, n * ho * wo)  # a small copy
+    g_o = None if few else _swap01(g).reshape(o, n * ho * wo)
     gwb = None  # [o, kb]: the weight gradient, then the bias gradient in column k
     if (weight.requires_grad or kb > k and bias.requires_grad) and few:
         g3 = g.reshape(n, o, ho * wo).transpose(0, 2, 1)  # one small product per image
@@ -394,7 +408,7 @@ def _conv2d_vjp(g, node):
     gw = gwb[:, :k].reshape(W.shape) if weight.requires_grad else None
     gx = None
     if x.requires_grad and g_o is None:
-        g_o = g.transpose(1, 0, 2, 3).reshape(o, n * ho * wo)
+        g_o = _swap01(g).reshape(o, n * ho * wo)
     if x.requires_grad and (sh, sw) == (1, 1) and (ho, wo) == (h, w):
         gx = _conv2d_same_input_grad(W, g_o, n, h, w, ph, pw)
     elif x.requires_grad:
@@ -405,7 +419,7 @@ def _conv2d_vjp(g, node):
             rows = slice(i, i + sh * (ho - 1) + 1, sh)
             for j in range(kw):
                 gxp[:, :, rows, j : j + sw * (wo - 1) + 1 : sw] += gcols[:, i, j]
-        gx = np.ascontiguousarray(gxp[:, :, ph : ph + h, pw : pw + w].transpose(1, 0, 2, 3))
+        gx = _swap01(gxp[:, :, ph : ph + h, pw : pw + w])
     if bias is None:
         return gx, gw
     return gx, gw, (gwb[:, k].astype(bias.data.dtype) if bias.requires_grad else None)
@@ -423,29 +437,32 @@ def _conv2d_same_input_grad(W: np.ndarray, g_o: np.ndarray, n: int, h: int, w: i
     o, c, kh, kw = W.shape
     wmat = W.transpose(2, 3, 1, 0).reshape(kh * kw * c, o)
     gcols = (wmat @ g_o).reshape(kh, kw, c, n, h, w)
-    gx = np.zeros((c, n, h, w), dtype=gcols.dtype)
-    flat = gx.reshape(-1)
-    size = flat.size
-    for i in range(kh):
-        di = i - ph
-        if abs(di) >= h:
-            continue  # every row of this block lands in the padding
-        for j in range(kw):
-            dj = j - pw
-            if abs(dj) >= w:
-                continue
-            block = gcols[i, j]  # zero what would land outside the image (in the padding)
+    # Offsets with a row or column inside the image (the others land wholly in the padding).
+    offsets = [(i, j, i - ph, j - pw) for i in range(kh) for j in range(kw) if abs(i - ph) < h and abs(j - pw) < w]
+
+    def zero_outside(first: int, stop: int) -> None:  # zero what would land outside the image
+        for i, j, di, dj in offsets:
+            block = gcols[i, j, first:stop]
             block[:, :, : max(0, -di)] = 0
             block[:, :, h - max(0, di) :] = 0
             block[:, :, :, : max(0, -dj)] = 0
             block[:, :, :, w - max(0, dj) :] = 0
+
+    gx = np.zeros((c, n, h, w), dtype=gcols.dtype)
+    flat = gx.reshape(-1)
+    size, per = flat.size, n * h * w
+
+    def add_shifted(first: int, stop: int) -> None:  # channels [first, stop) of gx, all offsets in order
+        lo, hi = first * per, stop * per
+        for i, j, di, dj in offsets:
             shift = di * w + dj
-            src = block.reshape(-1)
-            if shift >= 0:
-                flat[shift:] += src[: size - shift]
-            else:
-                flat[: size + shift] += src[-shift:]
-    return np.ascontiguousarray(gx.transpose(1, 0, 2, 3))
+            t0, t1 = max(lo, shift, 0), min(hi, size + min(shift, 0))  # flat[t] += src[t - shift]
+            flat[t0:t1] += gcols[i, j].reshape(-1)[t0 - shift : t1 - shift]
+
+    # Zeroing first, everywhere: an add reads its source across the other thread's channels.
+    parallel.rows(zero_outside, c, gcols.size)
+    parallel.rows(add_shifted, c, gcols.size)
+    return _swap01(gx)
 
 
 _POOL_CHUNK = 1 << 18  # elements of input per batch chunk in _max_pool_2x2 (1 MB of float32)
@@ -457,7 +474,8 @@ def _max_pool_2x2(x: Tensor, ho: int, wo: int) -> Tensor:
     A window's max is the larger of its top and bottom rows' maxima; the forward keeps one
     byte per window, whether the top row won (ties go to the top). The backward routes g to
     the winning row with it, then to the winning column with a recomputed left >= right.
-    Both run over batch chunks of ~1 MB so the temporaries stay in cache (docs/performance.md).
+    Both run over batch chunks of ~1 MB so the temporaries stay in cache (docs/performance.md),
+    the batch's two halves on two threads (npnn.parallel).
     (A non-finite g turns into NaN beside the winner: g * 0.)
     """
     X = x.data
@@ -466,14 +484,19 @@ def _max_pool_2x2(x: Tensor, ho: int, wo: int) -> Tensor:
     step = max(1, _POOL_CHUNK // max(1, c * he * we))
     out = np.empty((n, c, ho, wo), X.dtype)
     top = np.empty((n, c, ho, wo), bool)
-    upper, lower = np.empty((2, min(step, n), c, ho, wo), X.dtype)
-    for s in range(0, n, step):
-        xs = X[s : s + step, :, :he, :we]
-        k = len(xs)
-        np.maximum(xs[:, :, 0::2, 0::2], xs[:, :, 0::2, 1::2], out=upper[:k])
-        np.maximum(xs[:, :, 1::2, 0::2], xs[:, :, 1::2, 1::2], out=lower[:k])
-        np.maximum(upper[:k], lower[:k], out=out[s : s + step])
-        np.greater_equal(upper[:k], lower[:k], out=top[s : s + step])
+
+    def images(first: int, stop: int) -> None:
+        upper, lower = np.empty((2, min(step, stop - first), c, ho, wo), X.dtype)
+        for s in range(first, stop, step):
+            e = min(s + step, stop)
+            xs = X[s:e, :, :he, :we]
+            k = e - s
+            np.maximum(xs[:, :, 0::2, 0::2], xs[:, :, 0::2, 1::2], out=upper[:k])
+            np.maximum(xs[:, :, 1::2, 0::2], xs[:, :, 1::2, 1::2], out=lower[:k])
+            np.maximum(upper[:k], lower[:k], out=out[s:e])
+            np.greater_equal(upper[:k], lower[:k], out=top[s:e])
+
+    parallel.rows(images, n, X.size)
     return _unary(out, x, _max_pool_2x2_vjp, "MaxPool", None, _MaxPool2x2Ctx(top, step))
 
 
@@ -488,18 +511,23 @@ def _max_pool_2x2_vjp(g, node):
     n, c, ho, wo = top.shape
     he, we = 2 * ho, 2 * wo
     gx = np.empty_like(X) if X.shape[2:] == (he, we) else np.zeros_like(X)
-    grow = np.empty((min(step, n), c, he, wo), X.dtype)  # g of each row's winner
-    left = np.empty(grow.shape, bool)
-    for s in range(0, n, step):
-        xs, gs = X[s : s + step, :, :he, :we], g[s : s + step]
-        k = len(xs)
-        g4 = grow[:k].reshape(k, c, ho, 2, wo)
-        np.multiply(gs, top[s : s + step], out=g4[:, :, :, 0])
-        np.subtract(gs, g4[:, :, :, 0], out=g4[:, :, :, 1])
-        np.greater_equal(xs[..., 0::2], xs[..., 1::2], out=left[:k])
-        gxs = gx[s : s + step, :, :he, :we]
-        np.multiply(grow[:k], left[:k], out=gxs[..., 0::2])
-        np.subtract(grow[:k], gxs[..., 0::2], out=gxs[..., 1::2])
+
+    def images(first: int, stop: int) -> None:
+        grow = np.empty((min(step, stop - first), c, he, wo), X.dtype)
+        left = np.empty(grow.shape, bool)
+        for s in range(first, stop, step):
+            e = min(s + step, stop)
+            xs, gs = X[s:e, :, :he, :we], g[s:e]
+            k = e - s
+            g4 = grow[:k].reshape(k, c, ho, 2, wo)
+            np.multiply(gs, top[s:e], out=g4[:, :, :, 0])
+            np.subtract(gs, g4[:, :, :, 0], out=g4[:, :, :, 1])
+            np.greater_equal(xs[..., 0::2], xs[..., 1::2], out=left[:k])
+            gxs = gx[s:e, :, :he, :we]
+            np.multiply(grow[:k], left[:k], out=gxs[..., 0::2])
+            np.subtract(grow[:k], gxs[..., 0::2], out=gxs[..., 1::2])
+
+    parallel.rows(images, n, X.size)
     return (gx,)
 
 

@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from npnn import parallel
 from npnn.tensor import Tensor, _add_reduce, _binary, _const, _nary, _result, _unary, unbroadcast
 
 __all__ = [
@@ -431,14 +432,30 @@ def tanh(x: Tensor) -> Tensor:
 
 def _relu_vjp(g, node):
     # g where the output is > 0 or NaN (PyTorch's threshold_backward passes NaN's gradient
-    # through); a one-byte mask is cheaper than a float one (docs/performance.md).
-    keep = _array(np.less_equal(node.data, _ZERO))
-    return (g * np.logical_not(keep, out=keep),)
+    # through); a one-byte mask is cheaper than a float one (docs/performance.md). Large
+    # batches in two halves on two threads (npnn.parallel).
+    y = node.data
+    if y.ndim == 0 or g.shape != y.shape:
+        keep = _array(np.less_equal(y, _ZERO))
+        return (g * np.logical_not(keep, out=keep),)
+    out = np.empty(g.shape, g.dtype)
+
+    def rows(first: int, stop: int) -> None:
+        keep = np.less_equal(y[first:stop], _ZERO)
+        np.multiply(g[first:stop], np.logical_not(keep, out=keep), out=out[first:stop])
+
+    parallel.rows(rows, len(y), y.size)
+    return (out,)
 
 
 def relu(x: Tensor) -> Tensor:
     """max(x, 0)."""
-    return _unary(np.maximum(x.data, _ZERO), x, _relu_vjp, "Relu")
+    X = x.data
+    if X.ndim == 0:
+        return _unary(_array(np.maximum(X, _ZERO)), x, _relu_vjp, "Relu")
+    out = np.empty(X.shape, np.result_type(X, _ZERO))
+    parallel.rows(lambda first, stop: np.maximum(X[first:stop], _ZERO, out=out[first:stop]), len(X), X.size)
+    return _unary(out, x, _relu_vjp, "Relu")
 
 
 def softmax(x: Tensor, axis: int = -1) -> Tensor:

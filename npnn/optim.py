@@ -4,8 +4,7 @@ Each optimizer is a ``_prepare`` (one parameter's arrays and this step's Python-
 hyperparameters, as two named tuples) and an ``_update`` (its update rule on those arrays
 through ``out=``, into its own state and scratch buffers). A step thus allocates nothing and
 never upcasts: Python floats keep float32 in NumPy 2. Large parameters are split in two halves
-updated by two threads (``NUM_THREADS``; NumPy's ufunc loops release the GIL), the way
-PyTorch's CPU kernels use their intra-op threads. Adam's groups of small parameters (XOR's)
+updated by two threads (npnn.parallel). Adam's groups of small parameters (XOR's)
 run the same ``_adam_direction`` once over flat buffers (``Adam._step_fused``), bit-identical
 to the per-parameter path. ``zero_grad()`` sets
 ``.grad`` to None (PyTorch's default): the next backward then hands its first gradient over
@@ -15,24 +14,17 @@ without a memset or an add.
 from __future__ import annotations
 
 import math
-import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
 
+from npnn import parallel
 from npnn import tensor as _t
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "NUM_THREADS"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop"]
 
-# Threads per step, at most the cores this process may use (mpiexec binds each rank to one);
-# set npnn.optim.NUM_THREADS = 1 to disable.
-NUM_THREADS = min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-_MIN_SPLIT = 1 << 16  # elements: below this a thread hand-off costs more than it saves
 _FUSE_MAX = 1 << 12  # elements: groups of parameters up to this size update as one flat array
-_pool: ThreadPoolExecutor | None = None
-_pool_pid = 0  # a forked child inherits _pool without its thread: it makes its own
 _scratch = threading.local()  # per-thread temporaries, grown on demand
 
 
@@ -55,14 +47,13 @@ def _run_all(tasks: list) -> None:
 
 def _execute(tasks: list) -> None:
     """Run the tasks; halves of large contiguous parameters go to a second thread."""
-    global _pool, _pool_pid
-    if NUM_THREADS < 2:
+    if parallel.NUM_THREADS < 2:
         _run_all(tasks)
         return
     mine, theirs = [], []
     for update, arrays, hyper in tasks:
         n = arrays.p.size
-        if n < _MIN_SPLIT or not all(a is None or a.flags.c_contiguous for a in arrays):
+        if n < parallel.MIN_SPLIT or not all(a is None or a.flags.c_contiguous for a in arrays):
             mine.append((update, arrays, hyper))
             continue
         h = n // 2
@@ -72,14 +63,7 @@ def _execute(tasks: list) -> None:
     if not theirs:
         _run_all(mine)
         return
-    if _pool is None or _pool_pid != os.getpid():
-        _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="npnn-optim")
-        _pool_pid = os.getpid()
-    future = _pool.submit(_run_all, theirs)
-    try:
-        _run_all(mine)
-    finally:
-        future.result()
+    parallel.both(lambda: _run_all(mine), lambda: _run_all(theirs))
 
 
 def _check(name: str, value, low: float = 0.0, high: float | None = None, closed_high: bool = False):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import npnn
-from npnn import optim
+from npnn import optim, parallel
 
 SHAPES = [(7, 5), (5,), (3, 2, 2)]
 STEPS = 6
@@ -315,7 +315,7 @@ def test_step_counts_and_bias_correction_scalars_are_python_floats():
 def test_two_thread_split_is_bit_identical(make, monkeypatch):
     # Large parameters are updated in two halves by two threads: elementwise, so no rounding changes.
     def run(threads):
-        monkeypatch.setattr(optim, "NUM_THREADS", threads)
+        monkeypatch.setattr(parallel, "NUM_THREADS", threads)
         rng = np.random.default_rng(0)
         big = npnn.Parameter(rng.standard_normal((301, 300)).astype(np.float32))  # above the split size
         small = npnn.Parameter(rng.standard_normal(5).astype(np.float32))
@@ -327,7 +327,7 @@ def test_two_thread_split_is_bit_identical(make, monkeypatch):
         return big.data, small.data
 
     (b1, s1), (b2, s2) = run(1), run(2)
-    assert b1.size >= optim._MIN_SPLIT and b1.dtype == np.float32
+    assert b1.size >= parallel.MIN_SPLIT and b1.dtype == np.float32
     np.testing.assert_array_equal(b1, b2)
     np.testing.assert_array_equal(s1, s2)
 
