@@ -45,6 +45,7 @@ def launch(argv: list, tmp_path: Path, sha: dict, processes: int = 0, **env) -> 
         OMPI_ALLOW_RUN_AS_ROOT="1",
         OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
         OPENBLAS_NUM_THREADS="1",  # --oversubscribe unbinds ranks: 2 BLAS threads each would crawl
+        OMP_NUM_THREADS="1",  # and npnn.parallel's second thread likewise
         NPNN_TEST_SHA256=json.dumps(sha),
         **env,
     )
