@@ -366,11 +366,24 @@ def conv2d(x, weight, bias=None, stride=1, padding=0) -> Tensor:
         wb = np.concatenate([wmat, bias.data[:, None].astype(W.dtype, copy=False)], axis=1)
     few = kb <= _FEW_ROWS
     if few:  # image i's columns cols[:, i] are a strided matrix that BLAS reads in place
-        out = np.matmul(wb, cols.transpose(1, 0, 2)).reshape(n, o, ho, wo)  # NCHW already
+        out = _per_image(wb, cols.transpose(1, 0, 2)).reshape(n, o, ho, wo)  # NCHW already
     else:
         out = _swap01((wb @ cols.reshape(kb, n * ho * wo)).reshape(o, n, ho, wo))
     parents = (x, weight) if bias is None else (x, weight, bias)
     return _nary(out, parents, _conv2d_vjp, "Conv2D", None, _Conv2dCtx(cols, wmat, (sh, sw), (ph, pw)))
+
+
+def _per_image(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """np.matmul(a, b) with b (and a, if 3-D) stacked over images: one small product per image,
+    each too small for BLAS's threads, so the images are split over npnn's threads instead."""
+    n = b.shape[0]
+    out = np.empty((n, a.shape[-2], b.shape[-1]), np.result_type(a, b))
+
+    def images(first: int, stop: int) -> None:
+        np.matmul(a if a.ndim == 2 else a[first:stop], b[first:stop], out=out[first:stop])
+
+    parallel.rows(images, n, out.size + b.size)
+    return out
 
 
 def _swap01(a: np.ndarray) -> np.ndarray:
@@ -402,7 +415,7 @@ def _conv2d_vjp(g, node):
     gwb = None  # [o, kb]: the weight gradient, then the bias gradient in column k
     if (weight.requires_grad or kb > k and bias.requires_grad) and few:
         g3 = g.reshape(n, o, ho * wo).transpose(0, 2, 1)  # one small product per image
-        gwb = np.matmul(cols.transpose(1, 0, 2), g3).sum(axis=0).T
+        gwb = _per_image(cols.transpose(1, 0, 2), g3).sum(axis=0).T
     elif weight.requires_grad or kb > k and bias.requires_grad:
         gwb = (cols.reshape(kb, n * ho * wo) @ g_o.T).T  # not g @ cols.T: slow in OpenBLAS (docs/performance.md)
     gw = gwb[:, :k].reshape(W.shape) if weight.requires_grad else None
