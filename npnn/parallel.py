@@ -9,6 +9,7 @@ turns it off (npnn.distributed runs one thread per rank: it counts the cores the
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 __all__ = ["NUM_THREADS", "MIN_SPLIT", "both", "rows"]
@@ -28,15 +29,25 @@ NUM_THREADS = _threads()
 MIN_SPLIT = 1 << 16  # elements: below this a hand-off to the other thread costs more than it saves
 _pool: ThreadPoolExecutor | None = None
 _pool_pid = 0  # a forked child inherits _pool without its thread: it makes its own
+_local = threading.local()  # .worker is True on the worker thread
+
+
+def _as_worker(fn) -> None:
+    _local.worker = True
+    fn()
 
 
 def both(mine, theirs) -> None:
     """Call theirs() on npnn's worker thread and mine() on this one; return once both are done."""
     global _pool, _pool_pid
+    if getattr(_local, "worker", False):  # called from a half already on the worker: waiting on it would deadlock
+        mine()
+        theirs()
+        return
     if _pool is None or _pool_pid != os.getpid():
         _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="npnn")
         _pool_pid = os.getpid()
-    future = _pool.submit(theirs)
+    future = _pool.submit(_as_worker, theirs)
     try:
         mine()
     finally:

@@ -1,5 +1,7 @@
 """npnn.parallel: ops split over two threads give the bits one thread gives."""
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -74,3 +76,18 @@ def test_omp_num_threads_caps_the_threads(monkeypatch):
     assert parallel._threads() == 1
     monkeypatch.setenv("OMP_NUM_THREADS", "not a number")
     assert parallel._threads() == min(2, len(parallel.os.sched_getaffinity(0)))
+
+
+def test_a_split_inside_a_half_runs_inline_instead_of_waiting_for_itself(monkeypatch):
+    monkeypatch.setattr(parallel, "NUM_THREADS", 2)
+    monkeypatch.setattr(parallel, "MIN_SPLIT", 1)
+    done = []
+
+    def outer(first, stop):
+        parallel.rows(lambda a, b: done.append((first, a, b)), 4, 4)  # nested: the worker's half too
+
+    runner = threading.Thread(target=parallel.rows, args=(outer, 2, 2), daemon=True)
+    runner.start()
+    runner.join(timeout=30)
+    assert not runner.is_alive(), "the nested split deadlocked"
+    assert sorted(done) == [(0, 0, 2), (0, 2, 4), (1, 0, 2), (1, 2, 4)]
