@@ -8,9 +8,10 @@ first call records loss_fn's ops through the tape's tracing hook, later calls re
 backward runs over the recorded tape in the engine's order (same VJPs, same sums; no heap),
 and the optimizer's step as usual. After the first replayed step, when the optimizer is
 Adam updating one group of small parameters as one flat buffer (optim.Adam._step_fused), the
-whole step becomes one list of NumPy calls (see Plan._program): the VJPs write with out= into
-a buffer per node, the parameters' gradients go straight into Adam's flat gradient buffer,
-and the parameters' .grad arrays, like the loss, are the same arrays at every replay.
+step up to Adam's fused update becomes one list of NumPy calls (see Plan._program): the VJPs
+write with out= into a buffer per node, the parameters' gradients go straight into Adam's flat
+gradient buffer, and the parameters' .grad arrays, like the loss, are the same arrays at every
+replay.
 
 Summaries loss_fn records (npnn.summary) read the replayed tensors: merge_all() between
 `loss = step.forward_backward(*inputs)` and `step.update()` (the two halves of a call) sees
@@ -179,26 +180,14 @@ class Plan:
         self.ones = None  # d loss / d loss
         self.refused = None  # why the plan runs eagerly for good, once known
         self.program = None  # the step up to the update as NumPy calls into buffers (see _program)
-        self.whole = None  # the program, then Adam's update: what a call that matches runs
         self.tried = False
         self.unbuffered = None  # why the step replays without the buffered backward, if it does
-        self.summaries = ()  # (SummaryOp, the tensor it reads, collections) recorded by loss_fn
-        self.rebind = None  # binds them again (npnn.summary.bind over self.summaries)
+        self.rebind = None  # binds the summaries loss_fn recorded to their replayed tensors again
         self.fused_update = None  # with the program: Adam's update of the gradients it left
         self.pending = None  # what update() is to do: None (nothing), "program", "replayed" or "eager"
 
     def __call__(self, *inputs) -> Tensor:
         """One step: the loss (before the update), gradients in .grad, parameters updated."""
-        whole = self.whole
-        if whole is not None and self._matches(inputs):
-            for p, x in zip(self.placeholders, inputs):
-                p.data[...] = x.data
-            for f, args in whole:
-                f(*args)
-            if self.rebind is not None:
-                self.rebind()
-            self.pending = None
-            return self.loss
         loss = self.forward_backward(*inputs)
         self.update()
         return loss
@@ -206,26 +195,15 @@ class Plan:
     def forward_backward(self, *inputs) -> Tensor:
         """The step up to the update: the loss, gradients in .grad, summaries recorded by loss_fn
         bound to this step's values; the parameters are not updated yet (see update())."""
-        program = self.program
-        if program is not None and self._matches(inputs):
-            for p, x in zip(self.placeholders, inputs):
-                p.data[...] = x.data
-            for f, args in program:
-                f(*args)
-            if self.rebind is not None:  # eager calls in between may have bound other tensors to the tags
-                self.rebind()
+        if self.program is not None and self._matches(inputs):
+            self._replay(inputs, self.program)
             self.pending = "program"
             return self.loss
         signature = _signature(inputs)
         if self.refused is None and self.kernels is not None:
             self._check_leaves()
         if self.refused is None and self.kernels is not None and signature == self.signature:
-            for p, x in zip(self.placeholders, inputs):
-                p.data[...] = x.data
-            for f, args in self.kernels:
-                f(*args)
-            if self.rebind is not None:  # eager calls in between may have bound other tensors to the tags
-                self.rebind()
+            self._replay(inputs, self.kernels)
             loss = self.loss
         elif self.refused is None and self.kernels is None and signature is not None:
             loss = self._record(inputs, signature)
@@ -240,6 +218,16 @@ class Plan:
             self.pending = "eager"
         return loss
 
+    def _replay(self, inputs: tuple, calls: list) -> None:
+        """Copy the inputs into the plan's arrays, run the recorded calls, and bind loss_fn's
+        summaries to the replayed tensors (eager calls in between may have bound others)."""
+        for p, x in zip(self.placeholders, inputs):
+            p.data[...] = x.data
+        for f, args in calls:
+            f(*args)
+        if self.rebind is not None:
+            self.rebind()
+
     def update(self) -> None:
         """The optimizer's step from the gradients the last forward_backward() left (once per call)."""
         pending, self.pending = self.pending, None
@@ -253,7 +241,6 @@ class Plan:
             self.tried = True
             try:
                 self.program = self._program()
-                self.whole = [*self.program, (self.fused_update, ())]
             except _Unsupported as e:
                 self.unbuffered = str(e)
 
@@ -277,7 +264,7 @@ class Plan:
         """The forward's calls with the arrays they read and write; a new program after this step."""
         self.kernels = [c for op, ins, out in self.ops for c in _kernel(op, ins, out)]
         self.bound = [(t, t.data, t.data.shape, t.data.dtype, t.requires_grad) for t in self.leaves]
-        self.program, self.whole, self.tried = None, None, False
+        self.program, self.tried = None, False
 
     def _check_leaves(self) -> None:
         """A parameter given a new array of the same shape and dtype: bake again. Another shape,
@@ -287,16 +274,17 @@ class Plan:
                 continue
             if t.data.shape != shape or t.data.dtype != dtype or t.requires_grad is not grad:
                 self.refused = "a parameter's shape, dtype or requires_grad changed since the step was recorded"
-                self.program = self.whole = None
+                self.program = None
                 return
             self._bake()
             return
 
     def _program(self) -> list:
-        """The whole step as one list of NumPy calls into preallocated buffers: the forward kernels,
-        the backward's VJPs writing with out= (shares summed in the engine's order), the leaves'
-        .grad set to their buffers, and Adam's fused update. Built after the first replayable step,
-        when the optimizer's own buffers exist; _Unsupported keeps the step-by-step replay."""
+        """The step up to the update as one list of NumPy calls into preallocated buffers: the
+        forward kernels, the backward's VJPs writing with out= (shares summed in the engine's
+        order), the leaves' .grad set to their buffers; self.fused_update is Adam's update of them.
+        Built after the first replayable step, when the optimizer's own buffers exist;
+        _Unsupported keeps the step-by-step replay."""
         opt = self.optimizer
         if type(opt) is not _optim.Adam or len(opt.param_groups) != 1:
             raise _Unsupported("the fused replay needs one torch-style Adam parameter group")
@@ -407,8 +395,7 @@ class Plan:
         if recorder.summaries:
             from npnn.summary import bind  # imported already: loss_fn recorded summaries
 
-            self.summaries = recorder.summaries
-            self.rebind = functools.partial(bind, self.summaries)  # as the eager call records them
+            self.rebind = functools.partial(bind, recorder.summaries)  # as the eager call records them
         self.leaves = list(
             {
                 id(x): x
