@@ -79,15 +79,27 @@ class Counter:
         return self.app(environ, start_response)
 
 
-def start_server() -> tuple:
-    """A moto S3 server on a free loopback port, counting uploads; return (endpoint, counter, server)."""
+def serve_s3(middleware, bucket: str) -> tuple:
+    """A moto S3 server on a free loopback port behind middleware(app), this process's AWS
+    settings pointed at it and `bucket` created; return (endpoint, the middleware, server)."""
     from moto.server import DomainDispatcherApplication, create_backend_app
     from werkzeug.serving import make_server
 
-    counter = Counter(DomainDispatcherApplication(create_backend_app))
-    server = make_server("127.0.0.1", 0, counter, threaded=True)
+    app = middleware(DomainDispatcherApplication(create_backend_app))
+    server = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{server.server_port}", counter, server
+    endpoint = f"http://127.0.0.1:{server.server_port}"
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_ENDPOINT_URL=endpoint,
+        S3_ENDPOINT=endpoint,  # tensorboardX's
+    )
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    return endpoint, app, server
 
 
 def check(logdir: str, steps: int) -> int:
@@ -129,17 +141,7 @@ def main():
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--steps", type=int, default=20_000)
     args = p.parse_args()
-    endpoint, counter, server = start_server()
-    os.environ.update(
-        AWS_ACCESS_KEY_ID="bench",
-        AWS_SECRET_ACCESS_KEY="bench",
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_ENDPOINT_URL=endpoint,
-        S3_ENDPOINT=endpoint,
-    )  # S3_ENDPOINT: tensorboardX's
-    import boto3
-
-    boto3.client("s3").create_bucket(Bucket="bench")
+    endpoint, counter, server = serve_s3(Counter, "bench")
     results = {"tbwriter": [], "tensorboardX": []}
     try:
         for r in range(args.repeats):

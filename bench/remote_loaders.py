@@ -20,13 +20,13 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [REPO, os.path.join(REPO, "tests")]
 import tbwriter  # noqa: E402
+from remote import serve_s3  # noqa: E402  (bench/remote.py, beside this file)
 from tbserver import free_port  # noqa: E402
 
 
@@ -56,16 +56,6 @@ class RequestLog:
             )
         )
         return [body]
-
-
-def start_s3():
-    from moto.server import DomainDispatcherApplication, create_backend_app
-    from werkzeug.serving import make_server
-
-    log = RequestLog(DomainDispatcherApplication(create_backend_app))
-    server = make_server("127.0.0.1", 0, log, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{server.server_port}", log, server
 
 
 def start_tensorboard(logdir: str, load_fast: bool, nofile=None, log=os.devnull):
@@ -145,17 +135,7 @@ def write_round(writer, start: int, objects: int) -> int:
 
 
 def python_loader_on_s3(rounds: int, per_round: int):
-    endpoint, log, server = start_s3()
-    os.environ.update(
-        AWS_ACCESS_KEY_ID="bench",
-        AWS_SECRET_ACCESS_KEY="bench",
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_ENDPOINT_URL=endpoint,
-        S3_ENDPOINT=endpoint,
-    )
-    import boto3
-
-    boto3.client("s3").create_bucket(Bucket="loaders")
+    endpoint, log, server = serve_s3(RequestLog, "loaders")
     w = tbwriter.FileWriter("s3://loaders/run")
     proc, base = start_tensorboard("s3://loaders/run", load_fast=False)
     print("Python loader, s3:// (moto):")

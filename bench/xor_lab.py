@@ -144,30 +144,20 @@ def child_tf1(logdir: str, steps: int, seed: int = 777) -> None:
 
 def child_npnn_train(steps: int) -> None:
     """npnn's lab training loop alone (no summaries, no writer): the 'training alone' figure."""
-    import numpy as np
+    from xor_step import npnn_forward, npnn_setup  # bench/xor_step.py: the same net, seed and Adam
 
     import npnn
-    from npnn import init, optim
 
-    npnn.manual_seed(777)
-    x = npnn.Tensor(np.array(X_DATA, dtype=np.float32))
-    y = npnn.Tensor(np.array(Y_DATA, dtype=np.float32))
-    W1 = npnn.Parameter(init.normal([2, 2]))
-    b1 = npnn.Parameter(init.normal([2]))
-    W2 = npnn.Parameter(init.normal([2, 1]))
-    b2 = npnn.Parameter(init.normal([1]))
-    opt = optim.Adam([W1, b1, W2, b2], lr=0.01)
+    x, y, W1, b1, W2, b2, opt = npnn_setup()
     t0 = time.perf_counter()
     for _ in range(steps):
-        h = npnn.sigmoid(npnn.sigmoid(x @ W1 + b1) @ W2 + b2)
-        cost = -(y * npnn.log(h) + (1 - y) * npnn.log(1 - h)).mean()
+        cost = npnn_forward(x, y, W1, b1, W2, b2)[1]
         opt.zero_grad()
         cost.backward()
         opt.step()
     loop = time.perf_counter() - t0
     with npnn.no_grad():
-        h = npnn.sigmoid(npnn.sigmoid(x @ W1 + b1) @ W2 + b2)
-        cost = -(y * npnn.log(h) + (1 - y) * npnn.log(1 - h)).mean()
+        h, cost = npnn_forward(x, y, W1, b1, W2, b2)
     accuracy = float(((h.data > 0.5) == y.data).mean())
     _report(loop, accuracy, cost.item())
 
