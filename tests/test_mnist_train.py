@@ -258,19 +258,7 @@ def test_bad_data_exits_1_naming_the_file(tmp_path, monkeypatch, capsys):
 
 def test_resume_errors_exit_1(tmp_path, monkeypatch, capsys):
     root = fake_data(tmp_path / "data", monkeypatch)
-    common = [
-        "--data",
-        str(root),
-        "--epochs",
-        "1",
-        "--limit",
-        "100",
-        "--test-limit",
-        "20",
-        "--no-progress",
-        "--logdir",
-        str(tmp_path / "logs"),
-    ]
+    common = quick_run(root, tmp_path / "logs", "--no-progress")
     assert program.main(common + ["--resume", str(tmp_path / "none.npz")]) == 1
     assert f"error: --resume {tmp_path / 'none.npz'}: " in capsys.readouterr().err
     assert program.main(common + ["--save", str(tmp_path / "mlp.npz")]) == 0
