@@ -435,7 +435,7 @@ def _relu_vjp(g, node):
     # through); a one-byte mask is cheaper than a float one (docs/performance.md). Large
     # batches in two halves on two threads (npnn.parallel).
     y = node.data
-    if y.ndim == 0 or g.shape != y.shape:
+    if y.ndim == 0 or g.shape != y.shape or not parallel.worth(len(y), y.size):
         keep = _array(np.less_equal(y, _ZERO))
         return (g * np.logical_not(keep, out=keep),)
     out = np.empty(g.shape, g.dtype)
@@ -451,7 +451,7 @@ def _relu_vjp(g, node):
 def relu(x: Tensor) -> Tensor:
     """max(x, 0)."""
     X = x.data
-    if X.ndim == 0:
+    if X.ndim == 0 or not parallel.worth(len(X), X.size):
         return _unary(_array(np.maximum(X, _ZERO)), x, _relu_vjp, "Relu")
     out = np.empty(X.shape, np.result_type(X, _ZERO))
     parallel.rows(lambda first, stop: np.maximum(X[first:stop], _ZERO, out=out[first:stop]), len(X), X.size)

@@ -12,7 +12,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["NUM_THREADS", "MIN_SPLIT", "both", "rows"]
+__all__ = ["NUM_THREADS", "MIN_SPLIT", "both", "worth", "rows"]
 
 
 def _threads() -> int:
@@ -54,10 +54,15 @@ def both(mine, theirs) -> None:
         future.result()
 
 
+def worth(n: int, size: int) -> bool:
+    """Whether rows(fn, n, size) splits: two threads, two rows or more, size elements >= MIN_SPLIT."""
+    return NUM_THREADS > 1 and n > 1 and size >= MIN_SPLIT
+
+
 def rows(fn, n: int, size: int) -> None:
     """fn(start, stop) over the rows [0, n): two halves on two threads when the work (size
     elements in all) is worth the hand-off, else one call fn(0, n)."""
-    if NUM_THREADS < 2 or n < 2 or size < MIN_SPLIT:
+    if not worth(n, size):
         fn(0, n)
         return
     half = n // 2
