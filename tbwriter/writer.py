@@ -289,6 +289,7 @@ class SummaryWriter:
         logdir=None,
         comet_config={"disabled": True},  # noqa: B006 (tensorboardX's default, never mutated)
         storage_options=None,
+        keep_scalars_for_json: bool = False,
     ):
         if log_dir is None:
             log_dir = logdir
@@ -309,7 +310,9 @@ class SummaryWriter:
         self._lock = threading.Lock()  # two threads must not both create one (sub-)run's writer
         self._start_time = time.time()
         self._defaults = None  # (global_step, walltime) inside use_metadata()
-        self._scalars_for_json = {}  # add_scalars values since the last export_scalars_to_json
+        # add_scalars values since the last export_scalars_to_json, kept only when asked for:
+        # tensorboardX keeps them all for the writer's life (27 MB after 100,000 calls), torch none.
+        self._scalars_for_json = {} if keep_scalars_for_json else None
         self.file_writer = None
         self.all_writers = None
         self._closing = []  # file writers taken out of all_writers by close() and not closed yet
@@ -428,14 +431,25 @@ class SummaryWriter:
         for key, v in values.items():
             sub = self._logdir + "/" + main_tag.replace("/", "_") + "_" + key
             self._sub_writer(sub)._add_scalar(main_tag, v, step, wt)
-            self._scalars_for_json.setdefault(sub, []).append([wt, step, v])
+            if self._scalars_for_json is not None:
+                self._scalars_for_json.setdefault(sub, []).append([wt, step, v])
 
     def export_scalars_to_json(self, path) -> None:
-        """Write {sub-run: [[walltime, step, value], ...]} of add_scalars since the last export (tensorboardX)."""
+        """Write {sub-run: [[walltime, step, value], ...]} of add_scalars since the last export (tensorboardX).
+
+        Needs SummaryWriter(..., keep_scalars_for_json=True). path is written whole or not at
+        all (see tbwriter.output: a FIFO or a device is written into as a stream).
+        """
         import json
 
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(self._scalars_for_json, f)
+        from tbwriter.output import write_output
+
+        if self._scalars_for_json is None:
+            raise WriterStateError(
+                "export_scalars_to_json: this writer keeps no add_scalars values; "
+                "create it with SummaryWriter(..., keep_scalars_for_json=True)"
+            )
+        write_output(path, lambda f: json.dump(self._scalars_for_json, f), text=True)
         self._scalars_for_json = {}
 
     def add_histogram(
