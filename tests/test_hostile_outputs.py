@@ -12,13 +12,17 @@ one line naming the file or argument.
 import io
 import json
 import os
+import re
+import shutil
 import stat
+import subprocess
 import threading
 import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tbserver import tensorboard
 from test_hostile_cli import run_cli, run_main
 
 import tbwriter
@@ -224,3 +228,170 @@ def test_add_scalars_keeps_nothing_unless_asked(tmp_path):
     w.export_scalars_to_json(tmp_path / "all.json")
     data = json.loads((tmp_path / "all.json").read_text())
     assert [v for _, _, v in data[f"{tmp_path / 'keepTrue'}/m_a"]] == [0.0] + [float(i) for i in range(5000)]
+
+
+# --- the projector: hostile tags and labels, read back by the real projector ---------------------
+
+
+def projector_parse_metadata():
+    """The projector front end's metadata parser, cut from TensorBoard's bundle, as a function of the served text.
+
+    Its stream reader and status calls are replaced by one synchronous split on newlines, as the
+    bundle's reader splits the whole text; everything else runs as the browser runs it.
+    """
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is needed to run the projector's own metadata parser")
+    import tensorboard.plugins.projector as projector_plugin
+
+    bundle = Path(projector_plugin.__file__).parent / "tf_projector_plugin" / "projector_binary.js"
+    src = bundle.read_text(encoding="utf-8")
+    start = src.rindex("function ", 0, src.index('"Parsing metadata..."'))
+    depth, opening = 0, src.index("{", start)
+    for end in range(opening, len(src)):
+        depth += {"{": 1, "}": -1}.get(src[end], 0)
+        if depth == 0:
+            break
+    fn = src[start : end + 1]
+    name = re.match(r"function (\w+)\(", fn).group(1)
+    status, token = re.search(r'return (\w+)\("Parsing metadata\.\.\.",(\w+)\)', fn).groups()
+    stream = re.search(r"(\w+)\(n,a=>", fn).group(1)
+    stats = re.search(r"stats:(\w+)\(", fn).group(1)
+    harness = (
+        f"const {status} = () => {{}}; const {token} = 0; const {stats} = () => null;\n"
+        f"function {stream}(buf, line) {{ new TextDecoder().decode(buf).split('\\n').forEach(line); "
+        "return Promise.resolve(); }\n"
+        f"{fn}\n"
+        "const chunks = []; process.stdin.on('data', c => chunks.push(c));\n"
+        f"process.stdin.on('end', () => {name}(new Uint8Array(Buffer.concat(chunks)).buffer)"
+        ".then(r => process.stdout.write(JSON.stringify(r.pointsInfo))));\n"
+    )
+
+    def parse(served: bytes) -> list:
+        out = subprocess.run([node, "-e", harness], input=served, capture_output=True, timeout=60, check=True)
+        return json.loads(out.stdout)
+
+    return parse
+
+
+POINTS = np.random.default_rng(3).standard_normal((5, 3)).astype(np.float32)
+LABELS = [" lead", "trail ", 'q"uote', "back\\slash", "ü 0"]  # kept as they are, spaces included
+ROWS = [["a", ""], ["", "b"], ["c", "d"], ["#", "1"], ["\\", '"']]  # one empty cell is not a blank line
+TAGS = ["good", 'q"uote', "back\\slash", "new\nline", "tab\tin", "before/after"]
+
+
+@pytest.fixture(scope="module")
+def projector_run(tmp_path_factory):
+    """A run holding a good embedding, then ones with hostile tags, then one after the refused calls."""
+    run = tmp_path_factory.mktemp("projector") / "run"
+    with tbwriter.SummaryWriter(run) as w:
+        w.add_scalar("s", 1.0, 0)  # TensorBoard lists a run by its event file
+        for step, tag in enumerate(TAGS):
+            w.add_embedding(POINTS * (step + 1), metadata=LABELS, global_step=step, tag=tag)
+        w.add_embedding(POINTS, metadata=ROWS, metadata_header=["name", "other"], global_step=9, tag="two")
+    return run
+
+
+@pytest.fixture(scope="module")
+def tb(projector_run):
+    with tensorboard(projector_run.parent, load_fast=False) as server:
+        server.wait_for(lambda: server.json("/data/plugin/projector/runs"), lambda r: "run" in r)
+        yield server
+
+
+def test_hostile_tags_and_labels_read_back_through_the_projector(tb):
+    parse = projector_parse_metadata()
+    info = tb.json("/data/plugin/projector/info", run="run")
+    names = [e["tensorName"] for e in info["embeddings"]]
+    assert names == [f"{tag}:{step:05d}" for step, tag in enumerate(TAGS)] + ["two:00009"]
+    for step, name in enumerate(names[:-1]):
+        got = np.frombuffer(tb.get("/data/plugin/projector/tensor", run="run", name=name), "<f4")
+        np.testing.assert_array_equal(got.reshape(5, 3), POINTS * (step + 1), err_msg=name)
+        served = tb.get("/data/plugin/projector/metadata", run="run", name=name)
+        assert parse(served) == [{"label": label} for label in LABELS], name  # label i on point i
+    served = tb.get("/data/plugin/projector/metadata", run="run", name="two:00009")
+    assert parse(served) == [{"name": a or None, "other": b or None} for a, b in ROWS]  # the parser's "" -> null
+
+
+@pytest.mark.parametrize(
+    "metadata, header, message",
+    [
+        (["a", "b\tc", "d"], None, r"metadata\[1\] holds a tab"),
+        (["a\tb", "c", "d"], None, r"metadata\[0\] holds a tab"),  # would have been read as a header
+        (["a", "b\rc", "d"], None, r"metadata\[1\] holds a carriage return"),
+        (["a", "b\nc", "d"], None, r"metadata\[1\] holds a newline"),
+        (["a", "", "d"], None, r"metadata\[1\] is blank"),
+        (["a", " \u3000\ufeff", "d"], None, r"metadata\[1\] is blank"),  # JavaScript's trim() removes all three
+        ([["a"], ["b"], ["c"]], ["label"], r"metadata_header: the projector reads a header only with two or more"),
+        ([["a", "x"], [" ", ""], ["c", "y"]], ["n", "m"], r"metadata\[1\] is blank"),
+        ([["a", "x"], ["b", "y\tz"], ["c", "y"]], ["n", "m"], r"metadata\[1\]\[1\] holds a tab"),
+        ([["a", "x"], ["b", "y"], ["c", "y"]], ["n", "n"], r"metadata_header: column names repeat"),
+        ([["a", "x"], ["b", "y"], ["c", "y"]], ["", " "], r"metadata_header is blank"),
+    ],
+)
+def test_labels_the_projector_cannot_map_are_refused_before_anything_is_written(tmp_path, metadata, header, message):
+    with tbwriter.SummaryWriter(tmp_path) as w:
+        w.add_embedding(np.eye(3), metadata=["x", "y", "z"], tag="kept")
+        config = (tmp_path / "projector_config.pbtxt").read_bytes()
+        before = sorted(p for p in tmp_path.rglob("*") if "tfevents" not in p.name)
+        with pytest.raises(ValueError, match=message) as e:
+            w.add_embedding(np.eye(3), metadata=metadata, metadata_header=header, global_step=1)
+    assert "\n" not in str(e.value)
+    assert (tmp_path / "projector_config.pbtxt").read_bytes() == config
+    assert sorted(p for p in tmp_path.rglob("*") if "tfevents" not in p.name) == before
+
+
+# --- the projector: nothing planted in the run is followed ----------------------------------------
+
+
+@pytest.fixture()
+def run_and_outside(tmp_path):
+    """A run with an event file, and a folder beside it with a file the attacker wants written."""
+    run, outside = tmp_path / "run", tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim").write_text("precious")
+    tbwriter.SummaryWriter(run).close()
+    return run, outside
+
+
+def unchanged(outside: Path) -> bool:
+    return sorted(p.name for p in outside.iterdir()) == ["victim"] and (outside / "victim").read_text() == "precious"
+
+
+@pytest.mark.parametrize("plant", ["symlink", "fifo", "hardlink"])
+def test_a_planted_config_is_refused_and_nothing_is_created(run_and_outside, plant):
+    run, outside = run_and_outside
+    config = run / "projector_config.pbtxt"
+    kind = {"symlink": "a symlink", "fifo": "a FIFO", "hardlink": "a file with 2 hard links"}[plant]
+    if plant == "symlink":
+        config.symlink_to(outside / "victim")
+    elif plant == "fifo":
+        os.mkfifo(config)
+    else:
+        os.link(outside / "victim", config)
+    with tbwriter.SummaryWriter(run) as w:
+        e = refused_in_a_thread(lambda: w.add_embedding(np.eye(2), global_step=7))  # a FIFO: never waited on
+    assert isinstance(e, OSError) and e.filename == str(config) and kind in str(e)
+    assert unchanged(outside)
+    assert not (run / "00007").exists()
+
+
+def test_a_planted_step_folder_link_is_refused(run_and_outside):
+    run, outside = run_and_outside
+    (run / "00007").symlink_to(outside, target_is_directory=True)
+    with tbwriter.SummaryWriter(run) as w, pytest.raises(NotADirectoryError) as e:
+        w.add_embedding(np.eye(2), global_step=7)
+    assert str(e.value).endswith(f"a symlink, not a directory; not followed: '{run / '00007'}'")
+    assert unchanged(outside)
+    assert (run / "projector_config.pbtxt").read_text() == ""
+
+
+def test_a_planted_tag_folder_link_only_takes_its_name(run_and_outside):
+    run, outside = run_and_outside
+    (run / "00007").mkdir()
+    (run / "00007" / "default").symlink_to(outside, target_is_directory=True)
+    with tbwriter.SummaryWriter(run) as w:
+        w.add_embedding(np.eye(2), global_step=7)
+    assert unchanged(outside)
+    assert (run / "00007" / "default_1" / "tensors.tsv").read_text() == "1.0\t0.0\n0.0\t1.0\n"
+    assert 'tensor_path: "00007/default_1/tensors.tsv"' in (run / "projector_config.pbtxt").read_text()
