@@ -395,3 +395,68 @@ def test_a_planted_tag_folder_link_only_takes_its_name(run_and_outside):
     assert unchanged(outside)
     assert (run / "00007" / "default_1" / "tensors.tsv").read_text() == "1.0\t0.0\n0.0\t1.0\n"
     assert 'tensor_path: "00007/default_1/tensors.tsv"' in (run / "projector_config.pbtxt").read_text()
+
+
+# --- sub-runs stay inside the log dir -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["/../../../x", "a/../../b", "/.."])
+def test_add_scalars_keys_cannot_leave_the_log_dir(tmp_path, key):
+    logdir = tmp_path / "logs" / "run"
+    with tbwriter.SummaryWriter(logdir) as w:
+        with pytest.raises(ValueError, match=re.escape(f"tag_scalar_dict key {key!r}: a sub-run must stay inside")):
+            w.add_scalars("m", {"ok": 1.0, key: 2.0}, 0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["logs"]
+    assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == ["run"]
+    assert [p.name for p in logdir.iterdir() if p.is_dir()] == []  # not even the good key's sub-run
+
+
+def test_a_dotdot_inside_a_key_name_is_fine(tmp_path):
+    with tbwriter.SummaryWriter(tmp_path) as w:
+        w.add_scalars("m", {"..": 1.0, "a..b": 2.0}, 0)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["m_..", "m_a..b"]
+
+
+@pytest.mark.parametrize("name", ["ABSOLUTE", "../escaped", "a/../../escaped"])
+def test_add_hparams_run_name_cannot_leave_the_log_dir(tmp_path, name):
+    name = str(tmp_path / "escaped") if name == "ABSOLUTE" else name
+    logdir = tmp_path / "logs"
+    with tbwriter.SummaryWriter(logdir) as w:
+        with pytest.raises(ValueError, match=re.escape(f"run_name {name!r}: a sub-run must stay inside")):
+            w.add_hparams({"lr": 0.1}, {"m": 1.0}, run_name=name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["logs"]
+
+
+# --- model files: regular files only, size first ----------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["add_onnx_graph", "add_openvino_graph"])
+@pytest.mark.parametrize("kind", ["FIFO", "zero"])
+def test_model_files_that_are_fifos_or_devices_are_refused(tmp_path, method, kind):
+    if method == "add_onnx_graph":
+        pytest.importorskip("onnx")
+    if kind == "FIFO":
+        path = tmp_path / "model.fifo"
+        os.mkfifo(path)
+    else:
+        path = tmp_path / "model.link"
+        path.symlink_to(char_device(tmp_path / "zero", 5))
+    with tbwriter.SummaryWriter(tmp_path / "run") as w:
+        e = refused_in_a_thread(lambda: getattr(w, method)(str(path)))
+    expected = "a FIFO" if kind == "FIFO" else "a character device"
+    assert isinstance(e, OSError) and f"{expected}, not a regular file" in str(e) and e.filename == str(path)
+
+
+def test_a_model_file_over_protobufs_limit_is_refused_before_reading(tmp_path):
+    big = tmp_path / "big.xml"
+    with open(big, "wb") as f:
+        f.truncate(2**31)  # sparse: no disk used
+    tracemalloc.start()
+    try:
+        with tbwriter.SummaryWriter(tmp_path / "run") as w, pytest.raises(ValueError) as e:
+            w.add_openvino_graph(big)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(e.value) == f"xmlname: {big} holds 2147483648 bytes, more than protobuf's 2 GiB limit"
+    assert peak < 1 << 20
