@@ -146,7 +146,7 @@ def save_checkpoint(path: str, model: nn.Module, opt: optim.Optimizer, meta: dic
     )
     arrays["meta"] = np.array(json.dumps(meta))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    nn._save_npz(path, arrays, prefix=".ckpt-")
+    nn._save_npz(path, arrays)
 
 
 _META_MAX_CHARS = 1 << 20  # the JSON metadata is a few kB; a header may not claim gigabytes

@@ -399,7 +399,8 @@ def test_export_output_has_normal_permissions_and_unwritable_target_exits_2(logd
     umask = os.umask(0)
     os.umask(umask)
     assert code == 0 and os.stat(tmp_path / "o.csv").st_mode & 0o777 == 0o666 & ~umask
-    (tmp_path / "taken").mkdir()  # a directory where the output file should go: rename fails
+    (tmp_path / "taken").mkdir()  # a directory where the output file should go: refused before any temp file
     code, out, err = run_main("export", logdir / "eval", "--csv", tmp_path / "taken")
-    assert err == f"tbwriter export: error: cannot write {tmp_path / 'taken'}: Is a directory\n" and code == 2
+    why = "a directory, not a regular file, a FIFO or a character device"
+    assert err == f"tbwriter export: error: cannot write {tmp_path / 'taken'}: {why}\n" and code == 2
     assert sorted(os.listdir(tmp_path)) == ["o.csv", "taken"]  # temp file removed

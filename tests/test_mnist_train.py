@@ -300,7 +300,7 @@ def test_resume_continues_exactly(tmp_path, monkeypatch):
                 assert meta_a == meta_b
             else:
                 np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".ckpt-")] == []  # no temp files
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []  # no temp files
     # The resumed run's log continues the first one's: test/accuracy at both epochs.
     assert os.listdir(tmp_path / "b") == ["mlp_bs_50"]  # the resumed run continues its own directory
     ea = accumulator(tmp_path / "b" / "mlp_bs_50")
