@@ -34,7 +34,11 @@ The returned loss Tensor is the same object at every replay (its data updated in
 
 from __future__ import annotations
 
+import bisect
+import dis
 import functools
+import sys
+import types
 
 import numpy as np
 
@@ -57,9 +61,15 @@ class _Recorder:
     def __init__(self):
         self.ops = []
         self.summaries = []
+        self.unseen = []  # the non-Tensor operands not written at the operator, as "Op took value"
 
     def record(self, op: str, inputs, out: Tensor) -> None:
         self.ops.append((op, tuple(inputs), out))
+        # A replay never runs loss_fn's Python again: a number or dtype it read from a variable
+        # would be baked in unseen, so only the ones the calling code spells out are replayed.
+        for x in (out.data.dtype,) if op == "Cast" else inputs:
+            if not isinstance(x, Tensor) and not _written_at_the_call(op, x):
+                self.unseen.append(f"{op} took {x!r}")
 
     def record_summary(self, op, collections: tuple) -> None:
         if not isinstance(op.tensor, Tensor):
@@ -161,6 +171,111 @@ def _kernel(op: str, inputs: tuple, out: Tensor) -> list:
     if isinstance(a, Tensor):
         return [(f, (a.data, _ops._scalar(b, dst.dtype), dst))]
     return [(f, (_ops._scalar(a, dst.dtype), b.data, dst))]
+
+
+# What each instruction pops and pushes, for the few that build an operator's operands in
+# straight-line code; anything else stops the walk (_producer), so the operand counts as unseen.
+_STACK = {
+    **dict.fromkeys(("NOP", "RESUME", "EXTENDED_ARG", "CACHE", "PRECALL", "KW_NAMES", "NOT_TAKEN"), (0, 0)),
+    **dict.fromkeys(("LOAD_CONST", "LOAD_SMALL_INT", "LOAD_NAME", "LOAD_DEREF", "LOAD_CLOSURE", "PUSH_NULL"), (0, 1)),
+    **dict.fromkeys(("LOAD_FAST", "LOAD_FAST_CHECK", "LOAD_FAST_BORROW"), (0, 1)),
+    **dict.fromkeys(("LOAD_FAST_LOAD_FAST", "LOAD_FAST_BORROW_LOAD_FAST_BORROW"), (0, 2)),
+    **dict.fromkeys(("UNARY_NEGATIVE", "UNARY_INVERT", "UNARY_NOT", "UNARY_POSITIVE"), (1, 1)),
+    **dict.fromkeys(("BINARY_OP", "BINARY_SUBSCR", "COMPARE_OP"), (2, 1)),
+    "LOAD_METHOD": (1, 2),
+}
+_LITERALS = ("LOAD_CONST", "LOAD_SMALL_INT")
+_OPERATORS = ("BINARY_OP", "COMPARE_OP")  # t * 0.5, 1 - t, t > 0.5: the number is one of two operands
+_CALLS = ("CALL", "CALL_KW")  # t.astype(np.float32): the dtype is the last argument
+_OP_FILES = frozenset((_ops.__file__, _t.__file__))  # frames of an op and of the tape, not the caller's
+_FLOAT = Tensor.float.__code__  # t.float(): npnn's own cast to float32
+
+
+def _stack(ins: dis.Instruction):
+    """(pops, pushes) of an instruction, or None for one the walk does not follow."""
+    name, arg = ins.opname, ins.arg or 0
+    if name == "LOAD_GLOBAL":  # 3.11 on: bit 0 pushes a NULL for a call as well
+        return 0, 1 + (arg & 1 if sys.version_info >= (3, 11) else 0)
+    if name == "LOAD_ATTR":  # 3.12 on: bit 0 is a method load (two slots)
+        return 1, 1 + (arg & 1 if sys.version_info >= (3, 12) else 0)
+    if name in _CALLS:  # the callable, self or NULL, the arguments (and CALL_KW's names)
+        return arg + 2 + (name == "CALL_KW"), 1
+    return _STACK.get(name)
+
+
+@functools.lru_cache(maxsize=256)
+def _instructions(code: types.CodeType) -> tuple:
+    """code's instructions and their offsets."""
+    instrs = list(dis.get_instructions(code))
+    return instrs, [ins.offset for ins in instrs]
+
+
+def _producer(instrs: list, i: int, depth: int):
+    """Index of the instruction that pushed the stack slot `depth` (0: the top) instrs[i] reads,
+    walking back through straight-line code; None where that cannot be told for sure."""
+    while i > 0:
+        if getattr(instrs[i], "is_jump_target", True):  # reached from elsewhere too
+            return None
+        i -= 1
+        effect = _stack(instrs[i])
+        if effect is None:
+            return None
+        pops, pushes = effect
+        if depth < pushes:
+            return i
+        depth += pops - pushes
+    return None
+
+
+def _spelled(instrs: list, j, frame: types.FrameType) -> tuple:
+    """(True, value) if instruction j pushes a literal or a module's attribute read through a
+    global (np.float32, math.pi), else (False, None)."""
+    if j is None:
+        return False, None
+    ins = instrs[j]
+    if ins.opname in _LITERALS:
+        return True, ins.argval
+    if ins.opname == "LOAD_ATTR" and _stack(ins) == (1, 1):
+        k = _producer(instrs, j, 0)
+        if k is not None and instrs[k].opname == "LOAD_GLOBAL" and _stack(instrs[k]) == (0, 1):
+            module = frame.f_globals.get(instrs[k].argval)
+            if isinstance(module, types.ModuleType):
+                return True, getattr(module, ins.argval, None)
+    return False, None
+
+
+def _same(op: str, written, value) -> bool:
+    """Whether the value written at the call is the one the op took (a dtype for Cast)."""
+    if op != "Cast":
+        return type(written) is type(value) and written == value
+    try:
+        return np.dtype(written) == value
+    except TypeError:
+        return False
+
+
+def _written_at_the_call(op: str, value) -> bool:
+    """Whether the non-Tensor operand an op took while recorded (a number; Cast's dtype) is spelled
+    out in the code that called the op, so that every call passes the same: a literal at an
+    operator (t * 0.5, 1 - t, t > 0.5), a literal or a module's dtype as the last argument of a
+    cast (t.astype(np.float32)), or t.float(). Read from the caller's bytecode; anything else
+    (a variable, a dict, an attribute, a call's result) could change between calls unseen."""
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_code.co_filename in _OP_FILES:
+        if op == "Cast" and frame.f_code is _FLOAT:
+            return True
+        frame = frame.f_back
+    if frame is None:
+        return False
+    instrs, offsets = _instructions(frame.f_code)
+    i = bisect.bisect_right(offsets, frame.f_lasti) - 1  # f_lasti may point into the instruction's caches
+    name = instrs[i].opname
+    slots = (0, 1) if op != "Cast" and name in _OPERATORS else (0,) if op == "Cast" and name in _CALLS else ()
+    for depth in slots:
+        ok, written = _spelled(instrs, _producer(instrs, i, depth), frame)
+        if ok and _same(op, written, value):
+            return True
+    return False
 
 
 class Plan:
@@ -373,6 +488,12 @@ class Plan:
             return self.loss_fn(*inputs)
         if reads:
             self.refused = f"loss_fn read tensor values into Python ({', '.join(sorted(set(reads)))}) while recorded"
+            return loss
+        if recorder.unseen:
+            self.refused = (
+                f"{', '.join(recorder.unseen[:3])} from a variable, not written at the operator: a replay does not "
+                "run loss_fn, so a new value would go unseen; write it as a literal or pass it as an input Tensor"
+            )
             return loss
         made = {id(out) for _, _, out in recorder.ops}
         if not isinstance(loss, Tensor) or id(loss) not in made or not loss.requires_grad:

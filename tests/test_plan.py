@@ -310,3 +310,23 @@ def test_an_input_that_requires_grad_gets_its_gradient_eagerly():
         assert_twins(ep, pp, eager_step(efn, eopt, ex, y), step(px, y))
         assert bits(ex.grad) == bits(px.grad)
     assert np.abs(px.grad).sum() > 0 and not step.replaying and "input" in step.refused
+
+
+def test_a_python_number_read_from_a_dict_that_changes_is_never_replayed_stale():
+    # The case: cost * cfg["w"], w from 1 to 100 at step 10; eager gives 72.1 there.
+    ep, eopt, efn = xor_setup(12)
+    pp, popt, pfn = xor_setup(12)
+    cfg = {"w": 1}
+
+    def weighted(fn):
+        return lambda x, y: fn(x, y) * cfg["w"]
+
+    step = plan.compile(weighted(pfn), popt)
+    x, y = npnn.Tensor(X), npnn.Tensor(Y)
+    for i in range(20):
+        cfg["w"] = 1 if i < 10 else 100
+        e = eager_step(weighted(efn), eopt, x, y)
+        assert_twins(ep, pp, e, step(x, y))
+        if i == 10:
+            assert e.item() > 50
+    assert not step.replaying and "Mul took 1 from a variable" in step.refused
