@@ -2,6 +2,9 @@
 
 import numpy as np
 import pytest
+from hypothesis import Phase, event, given, settings
+from hypothesis import strategies as st
+from hypothesis_settings import examples
 
 import npnn
 from npnn import init, optim, plan, summary
@@ -330,3 +333,133 @@ def test_a_python_number_read_from_a_dict_that_changes_is_never_replayed_stale()
         if i == 10:
             assert e.item() > 50
     assert not step.replaying and "Mul took 1 from a variable" in step.refused
+
+
+# -- differential: random programs through the plan and eagerly ---------------------------------
+# loss_fn is generated as source text, so its numbers are real literals or real reads of a dict
+# (the bytecode the plan inspects); the dict's values change between steps, and so do the
+# batch size and the dtype. Every step must give eager's bits, whether replayed or not.
+
+NUMBERS = (0.5, 2.0, -1.25, 3, 1, 0.1)
+# (template, whether the plan has a kernel for it): {a}, {b} name earlier values, {c} a number.
+TEMPLATES = (
+    ("npnn.sigmoid({a})", True),
+    ("npnn.exp(npnn.sigmoid({a}))", True),
+    ("npnn.log(npnn.sigmoid({a}))", True),
+    ("-{a}", True),
+    ("{a} @ V", True),
+    ("{a} + {b}", True),
+    ("{a} - {b}", True),
+    ("{a} * {b}", True),
+    ("{a} + b", True),
+    ("{a} * y", True),
+    ("{a} + {c}", True),
+    ("{c} + {a}", True),
+    ("{a} - {c}", True),
+    ("{c} - {a}", True),
+    ("{a} * {c}", True),
+    ("{c} * {a}", True),
+    ("{a} / {c}", True),
+    ("({a} > {c}).float() * {b}", True),
+    ("({a} <= {b}).astype(np.float32) * {a}", True),
+    ("npnn.tanh({a})", False),
+    ("{a} / ({b} * {b} + 1)", False),
+)
+
+
+@st.composite
+def programs(draw) -> dict:
+    """A loss_fn's source over x, y, parameters W, b, V and a dict cfg, with what it uses."""
+    lines, keys, supported = ["v0 = x @ W + b"], [], True
+
+    def number() -> str:
+        if draw(st.booleans()):
+            keys.append(f"c{len(keys)}")
+            return f'cfg["{keys[-1]}"]'
+        return repr(draw(st.sampled_from(NUMBERS)))
+
+    for i in range(1, draw(st.integers(1, 6)) + 1):
+        text, ok = draw(st.sampled_from(TEMPLATES))
+        a, b = (f"v{draw(st.integers(0, i - 1))}" for _ in range(2))
+        lines.append(f"v{i} = " + text.format(a=a, b=b, c=number() if "{c}" in text else ""))
+        supported &= ok
+    lines.append(f"return ((v{i} - y) * (v{i} - y)).mean()")
+    steps = draw(st.integers(2, 6))
+    return {
+        "source": "def make(cfg, W, b, V):\n    def loss_fn(x, y):\n"
+        + "".join(f"        {s}\n" for s in lines)
+        + "    return loss_fn\n",
+        "static": supported and not keys,
+        "reads_cfg": bool(keys),
+        "cfgs": [{k: draw(st.sampled_from(NUMBERS)) for k in keys} for _ in range(steps)],
+        "batches": [4] + [draw(st.sampled_from((4, 4, 3))) for _ in range(steps - 1)],
+        "float64": [False] + [draw(st.integers(0, 5)) == 0 for _ in range(steps - 1)],
+        "adam": draw(st.booleans()),
+        "seed": draw(st.integers(0, 2**16)),
+    }
+
+
+def run_against_eager(program: dict, refusals: bool = True) -> None:
+    """The program's steps through a plan and eagerly on a copy: the same bits every step; with
+    refusals, also that the plan replays exactly the programs of literals and kernels."""
+    namespace = {"npnn": npnn, "np": np}
+    exec(compile(program["source"], "<generated loss_fn>", "exec"), namespace)
+    rng = np.random.default_rng(program["seed"])
+    start = [(rng.standard_normal(s) * 0.5).astype(np.float32) for s in ((3, 2), (2,), (2, 2))]
+    cfg = {}
+    runs = []
+    for _ in range(2):
+        params = [npnn.Parameter(a.copy()) for a in start]
+        opt = optim.Adam(params, lr=0.01) if program["adam"] else optim.SGD(params, lr=0.01)
+        runs.append((params, opt, namespace["make"](cfg, *params)))
+    (ep, eopt, efn), (pp, popt, pfn) = runs
+    step = plan.compile(pfn, popt)
+    with np.errstate(all="ignore"):  # a program may overflow: eager's inf and NaN must come out too
+        for k, (values, n, wide) in enumerate(zip(program["cfgs"], program["batches"], program["float64"])):
+            cfg.update(values)
+            dtype = np.float64 if wide else np.float32
+            x = npnn.Tensor(rng.standard_normal((n, 3)).astype(dtype))
+            y = npnn.Tensor(rng.standard_normal((n, 2)).astype(dtype))
+            e, p = eager_step(efn, eopt, x, y), step(x, y)
+            differs = f"step {k} differs from eager:\n{program['source']}"
+            assert e.data.dtype == p.data.dtype and bits(e.data) == bits(p.data), differs
+            for a, b in zip(ep, pp):
+                assert bits(a.data) == bits(b.data), differs
+                assert (a.grad is None and b.grad is None) or bits(a.grad) == bits(b.grad), differs
+    why = step.refused or ""
+    event("replayed" if step.replaying else "eager: " + ("a number from cfg" if "variable" in why else why[:30]))
+    if refusals and program["static"]:  # literals and kernels only: replayed, not refused
+        assert step.replaying, (step.refused, program["source"])
+    if refusals and program["reads_cfg"]:  # a number from the dict: never replayed
+        assert not step.replaying, f"replays a number read from cfg:\n{program['source']}"
+
+
+@settings(max_examples=examples(40), deadline=None)
+@given(programs())
+def test_random_programs_replay_eagers_bits_or_run_eagerly(program):
+    run_against_eager(program)
+
+
+def caught(broken_examples: int) -> AssertionError:
+    """The AssertionError the bit-for-bit comparison raises on some generated program."""
+    search = settings(
+        max_examples=broken_examples, deadline=None, phases=[Phase.generate], database=None, derandomize=True
+    )
+    with pytest.raises(AssertionError) as failure:
+        search(given(programs())(lambda program: run_against_eager(program, refusals=False)))()
+    return failure.value
+
+
+def test_the_differential_catches_a_plan_that_bakes_numbers_read_from_a_dict(monkeypatch):
+    monkeypatch.setattr(plan, "_written_at_the_call", lambda op, value: True)  # every number baked
+    assert "differs from eager" in str(caught(examples(200)))  # a stale number from the dict
+
+
+def test_the_differential_catches_a_replay_kernel_off_by_one_ulp(monkeypatch):
+    def multiply(a, b, out):
+        np.multiply(a, b, out=out)
+        np.nextafter(out, np.inf, out=out)
+
+    multiply.nin = 2  # read by the plan as a ufunc's
+    monkeypatch.setitem(plan._UFUNCS, "Mul", multiply)
+    assert "differs from eager" in str(caught(examples(200)))
