@@ -27,8 +27,17 @@ Replaying is refused, and the step runs eagerly, when it could be wrong:
   plan has no kernel for (MatMul of matrices, AddV2, Sub, Mul, division by a number, Neg, Log,
   Exp, Sigmoid, comparisons, Cast and the full float32 Mean have one), recorded a summary of a
   non-Tensor value, or did anything else the tape's tracing hook sees (backward, the
-  optimizer's step): eager from then on.
-Reading `.data` directly inside loss_fn is not seen: control flow must not depend on it.
+  optimizer's step): eager from then on;
+- an op took a non-Tensor operand (a Python number; Cast's dtype, Mean's axis) that the calling
+  code does not spell out: a replay never runs loss_fn's Python, so only values every call
+  passes alike are baked: a literal at an operator (`t * 0.5`, `1 - t`, `t > 0.5`), literals
+  and modules' attributes as a cast's or a mean's arguments (`t.astype(np.float32)`,
+  `t.float()`, `t.mean()`), read from the caller's bytecode at record time
+  (_written_at_the_call). A number from a variable, a dict, an attribute, a call or a
+  conditional expression refuses the plan, naming the op and the value: eager from then on.
+Not seen, because a replay runs no Python of loss_fn: control flow on Python values (which
+ops and which tensors the recorded call used is fixed), module attributes rebound later, and
+`.data` read directly (control flow must not depend on it).
 The returned loss Tensor is the same object at every replay (its data updated in place).
 """
 
@@ -61,13 +70,17 @@ class _Recorder:
     def __init__(self):
         self.ops = []
         self.summaries = []
-        self.unseen = []  # the non-Tensor operands not written at the operator, as "Op took value"
+        self.unseen = []  # the non-Tensor operands not spelled out at the call, as "Op took value"
 
     def record(self, op: str, inputs, out: Tensor) -> None:
         self.ops.append((op, tuple(inputs), out))
-        # A replay never runs loss_fn's Python again: a number or dtype it read from a variable
-        # would be baked in unseen, so only the ones the calling code spells out are replayed.
-        for x in (out.data.dtype,) if op == "Cast" else inputs:
+        # A replay never runs loss_fn's Python again: a number, dtype or axis it read from a
+        # variable would be baked in unseen, so only the ones the calling code spells out replay.
+        if op in _BY_CALL:
+            if not _written_at_the_call(op):
+                self.unseen.append(f"{op} took its arguments")
+            return
+        for x in inputs:
             if not isinstance(x, Tensor) and not _written_at_the_call(op, x):
                 self.unseen.append(f"{op} took {x!r}")
 
@@ -186,9 +199,9 @@ _STACK = {
 }
 _LITERALS = ("LOAD_CONST", "LOAD_SMALL_INT")
 _OPERATORS = ("BINARY_OP", "COMPARE_OP")  # t * 0.5, 1 - t, t > 0.5: the number is one of two operands
-_CALLS = ("CALL", "CALL_KW")  # t.astype(np.float32): the dtype is the last argument
+_CALLS = ("CALL", "CALL_KW")
+_BY_CALL = ("Cast", "Mean")  # ops whose other arguments (dtype; axis, keepdims) are not among their inputs
 _OP_FILES = frozenset((_ops.__file__, _t.__file__))  # frames of an op and of the tape, not the caller's
-_FLOAT = Tensor.float.__code__  # t.float(): npnn's own cast to float32
 
 
 def _stack(ins: dis.Instruction):
@@ -228,52 +241,60 @@ def _producer(instrs: list, i: int, depth: int):
 
 
 def _spelled(instrs: list, j, frame: types.FrameType) -> tuple:
-    """(True, value) if instruction j pushes a literal or a module's attribute read through a
-    global (np.float32, math.pi), else (False, None)."""
-    if j is None:
+    """(True, value) if instruction j pushes a literal, a module named by a global, or a module's
+    attribute (np.float32, math.pi), else (False, None)."""
+    ins = None if j is None else instrs[j]
+    if ins is None or _stack(ins) not in ((0, 1), (1, 1)):
         return False, None
-    ins = instrs[j]
     if ins.opname in _LITERALS:
         return True, ins.argval
-    if ins.opname == "LOAD_ATTR" and _stack(ins) == (1, 1):
-        k = _producer(instrs, j, 0)
-        if k is not None and instrs[k].opname == "LOAD_GLOBAL" and _stack(instrs[k]) == (0, 1):
-            module = frame.f_globals.get(instrs[k].argval)
-            if isinstance(module, types.ModuleType):
-                return True, getattr(module, ins.argval, None)
+    if ins.opname == "LOAD_GLOBAL":
+        module = frame.f_globals.get(ins.argval)
+        return isinstance(module, types.ModuleType), module
+    if ins.opname == "LOAD_ATTR":
+        ok, module = _spelled(instrs, _producer(instrs, j, 0), frame)
+        if ok and isinstance(module, types.ModuleType):
+            return True, getattr(module, ins.argval, None)
     return False, None
 
 
-def _same(op: str, written, value) -> bool:
-    """Whether the value written at the call is the one the op took (a dtype for Cast)."""
-    if op != "Cast":
-        return type(written) is type(value) and written == value
-    try:
-        return np.dtype(written) == value
-    except TypeError:
+def _call_spelled(instrs: list, i: int, frame: types.FrameType) -> bool:
+    """Whether the call at instrs[i] passes only spelled-out values besides the tensor, which is
+    the receiver of a method (t.mean(), t.astype(np.float32), t.float()) or the first argument
+    of a function (npnn.ops.mean(t))."""
+    ins = instrs[i]
+    if ins.opname not in _CALLS:
         return False
+    names, argc = int(ins.opname == "CALL_KW"), ins.arg or 0  # 3.13's CALL_KW: keyword names on top
+    callee = _producer(instrs, i, names + argc)  # loads the callable and self (or NULL)
+    method = callee is not None and _stack(instrs[callee]) == (1, 2)  # t.mean: LOAD_METHOD or LOAD_ATTR
+    if method:  # an attribute of a module (npnn.ops.mean) is a function
+        method = not isinstance(_spelled(instrs, _producer(instrs, callee, 0), frame)[1], types.ModuleType)
+    first = names + argc - 1  # the first positional argument's slot
+    return all(_spelled(instrs, _producer(instrs, i, d), frame)[0] for d in range(names, first + method))
 
 
-def _written_at_the_call(op: str, value) -> bool:
-    """Whether the non-Tensor operand an op took while recorded (a number; Cast's dtype) is spelled
-    out in the code that called the op, so that every call passes the same: a literal at an
-    operator (t * 0.5, 1 - t, t > 0.5), a literal or a module's dtype as the last argument of a
-    cast (t.astype(np.float32)), or t.float(). Read from the caller's bytecode; anything else
-    (a variable, a dict, an attribute, a call's result) could change between calls unseen."""
+def _written_at_the_call(op: str, value=None) -> bool:
+    """Whether what an op took besides tensors while recorded is spelled out in the code that
+    called the op, so that every call passes the same: a number that is a literal at an operator
+    (t * 0.5, 1 - t, t > 0.5), or, for Cast and Mean (value None), only literals and modules'
+    attributes as arguments (t.astype(np.float32), t.float(), t.mean()). Read from the caller's
+    bytecode; anything else (a variable, a dict, an attribute, a call's result) could change
+    between calls unseen."""
     frame = sys._getframe(2)
     while frame is not None and frame.f_code.co_filename in _OP_FILES:
-        if op == "Cast" and frame.f_code is _FLOAT:
-            return True
         frame = frame.f_back
     if frame is None:
         return False
     instrs, offsets = _instructions(frame.f_code)
     i = bisect.bisect_right(offsets, frame.f_lasti) - 1  # f_lasti may point into the instruction's caches
-    name = instrs[i].opname
-    slots = (0, 1) if op != "Cast" and name in _OPERATORS else (0,) if op == "Cast" and name in _CALLS else ()
-    for depth in slots:
+    if op in _BY_CALL:
+        return _call_spelled(instrs, i, frame)
+    if instrs[i].opname not in _OPERATORS:
+        return False
+    for depth in (0, 1):  # the other operand is the Tensor, never a literal
         ok, written = _spelled(instrs, _producer(instrs, i, depth), frame)
-        if ok and _same(op, written, value):
+        if ok and type(written) is type(value) and written == value:
             return True
     return False
 
@@ -491,7 +512,7 @@ class Plan:
             return loss
         if recorder.unseen:
             self.refused = (
-                f"{', '.join(recorder.unseen[:3])} from a variable, not written at the operator: a replay does not "
+                f"{', '.join(recorder.unseen[:3])} from a variable, not spelled out at the call: a replay does not "
                 "run loss_fn, so a new value would go unseen; write it as a literal or pass it as an input Tensor"
             )
             return loss

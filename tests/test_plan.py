@@ -1,5 +1,7 @@
 """npnn.plan: a recorded step replays bit-identically to eager, and runs eager when replay could be wrong."""
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import Phase, event, given, settings
@@ -335,13 +337,77 @@ def test_a_python_number_read_from_a_dict_that_changes_is_never_replayed_stale()
     assert not step.replaying and "Mul took 1 from a variable" in step.refused
 
 
+class Scaled:
+    scale = 2.0
+
+
+CFG = {"w": 2.0, "dtype": np.float32, "axis": None}
+SCALED = Scaled()
+LAM = 2.0
+# loss_fn's last line, given the cost c, and whether the plan may bake its numbers and dtypes.
+WRITTEN = {
+    "c * 0.5": True,
+    "1 - c": True,
+    "c / 3": True,
+    "(c > 0.5).float() * c": True,
+    "(c > -0.5).astype(np.float32) * c": True,
+    "c * math.pi": True,
+    "c * -2": True,
+    "c.mean(axis=None)": True,
+    "npnn.ops.mean(c) + npnn.ops.cast(c, np.float32)": True,
+    'c * CFG["w"]': False,
+    "c * LAM": False,
+    "c * SCALED.scale": False,
+    "c * float(LAM)": False,
+    "c * (2.0 if LAM > 1 else 3.0)": False,
+    'c.astype(CFG["dtype"])': False,
+    'c.mean(axis=CFG["axis"])': False,
+    'npnn.ops.mean(c, CFG["axis"])': False,
+    "npnn.ops.mul(c, 2.0)": False,
+    "sum([c, c])": False,
+}
+
+
+@pytest.mark.parametrize("last", sorted(WRITTEN))
+def test_numbers_written_at_the_operator_replay_and_others_refuse_naming_the_op(last):
+    ep, eopt, efn = xor_setup(13)
+    pp, popt, pfn = xor_setup(13)
+
+    def variant(fn):
+        return eval(f"lambda x, y: (lambda c: {last})(fn(x, y))", {**globals(), "math": math, "fn": fn})
+
+    step = plan.compile(variant(pfn), popt)
+    x, y = npnn.Tensor(X), npnn.Tensor(Y)
+    for _ in range(4):
+        assert_twins(ep, pp, eager_step(variant(efn), eopt, x, y), step(x, y))
+    assert step.replaying is WRITTEN[last], step.refused
+    assert WRITTEN[last] or "from a variable" in step.refused
+
+
+def test_a_changing_factor_passed_as_a_0d_input_tensor_replays_with_each_calls_value():
+    ep, eopt, efn = xor_setup(14)
+    pp, popt, pfn = xor_setup(14)
+
+    def weighted(fn):
+        return lambda x, y, w: fn(x, y) * w
+
+    step = plan.compile(weighted(pfn), popt)
+    x, y = npnn.Tensor(X), npnn.Tensor(Y)
+    for i in range(20):
+        w = npnn.Tensor(np.float32(1 if i < 10 else 100))
+        assert_twins(ep, pp, eager_step(weighted(efn), eopt, x, y, w), step(x, y, w))
+    assert step.replaying and step.program is not None
+
+
 # -- differential: random programs through the plan and eagerly ---------------------------------
 # loss_fn is generated as source text, so its numbers are real literals or real reads of a dict
 # (the bytecode the plan inspects); the dict's values change between steps, and so do the
 # batch size and the dtype. Every step must give eager's bits, whether replayed or not.
 
 NUMBERS = (0.5, 2.0, -1.25, 3, 1, 0.1)
-# (template, whether the plan has a kernel for it): {a}, {b} name earlier values, {c} a number.
+AXES = (None, (0, 1), 0)  # a mean's: the plan replays the full ones
+# (template, whether the plan has a kernel for it): {a}, {b} name earlier values, {c} a number,
+# {m} a mean's axis.
 TEMPLATES = (
     ("npnn.sigmoid({a})", True),
     ("npnn.exp(npnn.sigmoid({a}))", True),
@@ -362,6 +428,7 @@ TEMPLATES = (
     ("{a} / {c}", True),
     ("({a} > {c}).float() * {b}", True),
     ("({a} <= {b}).astype(np.float32) * {a}", True),
+    ("{a} * {b}.mean(axis={m})", True),
     ("npnn.tanh({a})", False),
     ("{a} / ({b} * {b} + 1)", False),
 )
@@ -372,16 +439,19 @@ def programs(draw) -> dict:
     """A loss_fn's source over x, y, parameters W, b, V and a dict cfg, with what it uses."""
     lines, keys, supported = ["v0 = x @ W + b"], [], True
 
-    def number() -> str:
+    def value(choices: tuple, literals: tuple) -> str:
+        """A literal from literals, or a read of a new cfg key whose values are drawn from choices."""
         if draw(st.booleans()):
-            keys.append(f"c{len(keys)}")
-            return f'cfg["{keys[-1]}"]'
-        return repr(draw(st.sampled_from(NUMBERS)))
+            keys.append((f"k{len(keys)}", choices))
+            return f'cfg["{keys[-1][0]}"]'
+        return repr(draw(st.sampled_from(literals)))
 
     for i in range(1, draw(st.integers(1, 6)) + 1):
         text, ok = draw(st.sampled_from(TEMPLATES))
         a, b = (f"v{draw(st.integers(0, i - 1))}" for _ in range(2))
-        lines.append(f"v{i} = " + text.format(a=a, b=b, c=number() if "{c}" in text else ""))
+        c = value(NUMBERS, NUMBERS) if "{c}" in text else ""
+        m = value(AXES, AXES[:2]) if "{m}" in text else ""
+        lines.append(f"v{i} = " + text.format(a=a, b=b, c=c, m=m))
         supported &= ok
     lines.append(f"return ((v{i} - y) * (v{i} - y)).mean()")
     steps = draw(st.integers(2, 6))
@@ -391,7 +461,7 @@ def programs(draw) -> dict:
         + "    return loss_fn\n",
         "static": supported and not keys,
         "reads_cfg": bool(keys),
-        "cfgs": [{k: draw(st.sampled_from(NUMBERS)) for k in keys} for _ in range(steps)],
+        "cfgs": [{k: draw(st.sampled_from(choices)) for k, choices in keys} for _ in range(steps)],
         "batches": [4] + [draw(st.sampled_from((4, 4, 3))) for _ in range(steps - 1)],
         "float64": [False] + [draw(st.integers(0, 5)) == 0 for _ in range(steps - 1)],
         "adam": draw(st.booleans()),
@@ -451,7 +521,7 @@ def caught(broken_examples: int) -> AssertionError:
 
 
 def test_the_differential_catches_a_plan_that_bakes_numbers_read_from_a_dict(monkeypatch):
-    monkeypatch.setattr(plan, "_written_at_the_call", lambda op, value: True)  # every number baked
+    monkeypatch.setattr(plan, "_written_at_the_call", lambda op, value=None: True)  # every number baked
     assert "differs from eager" in str(caught(examples(200)))  # a stale number from the dict
 
 
