@@ -33,10 +33,11 @@ Replaying is refused, and the step runs eagerly, when it could be wrong:
   passes alike are baked: a literal at an operator (`t * 0.5`, `1 - t`, `t > 0.5`), literals
   and modules' attributes as a cast's or a mean's arguments (`t.astype(np.float32)`,
   `t.float()`, `t.mean()`), read from the caller's bytecode at record time
-  (_written_at_the_call). A number from a variable, a dict, an attribute, a call or a
-  conditional expression refuses the plan, naming the op and the value: eager from then on.
+  (_written_at_the_call). A number from a variable, a dict, an attribute or a call refuses the
+  plan, naming the op and the value: eager from then on.
 Not seen, because a replay runs no Python of loss_fn: control flow on Python values (which
-ops and which tensors the recorded call used is fixed), module attributes rebound later, and
+ops, tensors and literals the recorded call used is fixed: `t * (2 if a else 3)` is one
+operator per branch from Python 3.12 on), module attributes rebound later, and
 `.data` read directly (control flow must not depend on it).
 The returned loss Tensor is the same object at every replay (its data updated in place).
 """
@@ -194,12 +195,15 @@ _STACK = {
     **dict.fromkeys(("LOAD_FAST", "LOAD_FAST_CHECK", "LOAD_FAST_BORROW"), (0, 1)),
     **dict.fromkeys(("LOAD_FAST_LOAD_FAST", "LOAD_FAST_BORROW_LOAD_FAST_BORROW"), (0, 2)),
     **dict.fromkeys(("UNARY_NEGATIVE", "UNARY_INVERT", "UNARY_NOT", "UNARY_POSITIVE"), (1, 1)),
-    **dict.fromkeys(("BINARY_OP", "BINARY_SUBSCR", "COMPARE_OP"), (2, 1)),
+    **dict.fromkeys(("BINARY_SUBSCR", "BINARY_OP", "COMPARE_OP"), (2, 1)),
     "LOAD_METHOD": (1, 2),
 }
 _LITERALS = ("LOAD_CONST", "LOAD_SMALL_INT")
-_OPERATORS = ("BINARY_OP", "COMPARE_OP")  # t * 0.5, 1 - t, t > 0.5: the number is one of two operands
-_CALLS = ("CALL", "CALL_KW")
+# t * 0.5, 1 - t, t > 0.5: the number is one of two operands (3.10 has an opcode per operator).
+_OPERATORS = ("BINARY_OP", "COMPARE_OP", "BINARY_ADD", "BINARY_SUBTRACT", "BINARY_MULTIPLY", "BINARY_TRUE_DIVIDE")
+_STACK.update(dict.fromkeys(_OPERATORS, (2, 1)))
+# Calls: what they pop besides the arguments (callable, self or NULL; CALL_KW's keyword names).
+_CALLS = {"CALL": 2, "CALL_KW": 3, "CALL_METHOD": 2, "CALL_FUNCTION": 1, "CALL_FUNCTION_KW": 2}
 _BY_CALL = ("Cast", "Mean")  # ops whose other arguments (dtype; axis, keepdims) are not among their inputs
 _OP_FILES = frozenset((_ops.__file__, _t.__file__))  # frames of an op and of the tape, not the caller's
 
@@ -211,8 +215,8 @@ def _stack(ins: dis.Instruction):
         return 0, 1 + (arg & 1 if sys.version_info >= (3, 11) else 0)
     if name == "LOAD_ATTR":  # 3.12 on: bit 0 is a method load (two slots)
         return 1, 1 + (arg & 1 if sys.version_info >= (3, 12) else 0)
-    if name in _CALLS:  # the callable, self or NULL, the arguments (and CALL_KW's names)
-        return arg + 2 + (name == "CALL_KW"), 1
+    if name in _CALLS:
+        return arg + _CALLS[name], 1
     return _STACK.get(name)
 
 
@@ -258,20 +262,35 @@ def _spelled(instrs: list, j, frame: types.FrameType) -> tuple:
     return False, None
 
 
+def _callee(instrs: list, j, frame: types.FrameType):
+    """The function instruction j loads for a call if it is a global or a module's attribute
+    (npnn.ops.mean), else None."""
+    ins = None if j is None else instrs[j]
+    if ins is not None and ins.opname == "LOAD_GLOBAL":
+        return frame.f_globals.get(ins.argval)
+    if ins is not None and ins.opname in ("LOAD_ATTR", "LOAD_METHOD"):
+        ok, module = _spelled(instrs, _producer(instrs, j, 0), frame)
+        if ok and isinstance(module, types.ModuleType):
+            return getattr(module, ins.argval, None)
+    return None
+
+
 def _call_spelled(instrs: list, i: int, frame: types.FrameType) -> bool:
-    """Whether the call at instrs[i] passes only spelled-out values besides the tensor, which is
-    the receiver of a method (t.mean(), t.astype(np.float32), t.float()) or the first argument
-    of a function (npnn.ops.mean(t))."""
+    """Whether the call at instrs[i] passes only spelled-out values besides the tensor: every
+    argument of a method (t.mean(), t.astype(np.float32), t.float()), all but the first of a
+    plain function named by a global or a module's attribute (npnn.ops.mean(t)), called
+    without keywords."""
     ins = instrs[i]
     if ins.opname not in _CALLS:
         return False
-    names, argc = int(ins.opname == "CALL_KW"), ins.arg or 0  # 3.13's CALL_KW: keyword names on top
-    callee = _producer(instrs, i, names + argc)  # loads the callable and self (or NULL)
-    method = callee is not None and _stack(instrs[callee]) == (1, 2)  # t.mean: LOAD_METHOD or LOAD_ATTR
-    if method:  # an attribute of a module (npnn.ops.mean) is a function
-        method = not isinstance(_spelled(instrs, _producer(instrs, callee, 0), frame)[1], types.ModuleType)
-    first = names + argc - 1  # the first positional argument's slot
-    return all(_spelled(instrs, _producer(instrs, i, d), frame)[0] for d in range(names, first + method))
+    names, argc = int(ins.opname.endswith("_KW")), ins.arg or 0  # the keyword names' tuple on top
+    keywords = names or any(x.opname == "KW_NAMES" for x in instrs[max(0, i - 2) : i])
+    # The slot below the arguments holds the callable, or self or NULL beside it: loaded together.
+    function = isinstance(_callee(instrs, _producer(instrs, i, names + argc), frame), types.FunctionType)
+    first = names + argc - 1  # the first argument's slot
+    return all(
+        _spelled(instrs, _producer(instrs, i, d), frame)[0] for d in range(names, first + (keywords or not function))
+    )
 
 
 def _written_at_the_call(op: str, value=None) -> bool:
@@ -280,7 +299,7 @@ def _written_at_the_call(op: str, value=None) -> bool:
     (t * 0.5, 1 - t, t > 0.5), or, for Cast and Mean (value None), only literals and modules'
     attributes as arguments (t.astype(np.float32), t.float(), t.mean()). Read from the caller's
     bytecode; anything else (a variable, a dict, an attribute, a call's result) could change
-    between calls unseen."""
+    between calls unseen. Which branch ran is not seen (control flow: see the module doc)."""
     frame = sys._getframe(2)
     while frame is not None and frame.f_code.co_filename in _OP_FILES:
         frame = frame.f_back
