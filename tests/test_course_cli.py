@@ -83,27 +83,27 @@ def meta_of(path) -> dict:
 
 def test_mnist_ctrl_c_saves_a_checkpoint_that_resume_continues_exactly(tmp_path, mnist_data):
     root, sha = mnist_data
-    flags = ["--limit", "300", "--batch-size", "10", "--test-limit", "40", "--log-every", "1", "--no-progress"]
+    flags = ["--limit", "100", "--batch-size", "10", "--test-limit", "40", "--log-every", "1", "--no-progress"]
     flags += ["--data", root, "--logdir", tmp_path / "logs"]
-    run_dir = tmp_path / "logs" / "mlp_ep_200_bs_10_limit_300"
+    run_dir = tmp_path / "logs" / "mlp_ep_200_bs_10_limit_100"
 
     ckpt = tmp_path / "ck.npz"
     stopped = interrupt("mnist", flags + ["--epochs", "200", "--save", ckpt], ckpt.exists, sha)  # after epoch 1
     assert stopped.returncode == 130, stopped.stderr
     (line,) = stopped.stderr.splitlines()
     match = re.fullmatch(
-        rf"{MNIST}: interrupted: run {run_dir} stopped at step (\d+) \(epoch (\d+), batch (\d+)/30\); "
+        rf"{MNIST}: interrupted: run {run_dir} stopped at step (\d+) \(epoch (\d+), batch (\d+)/10\); "
         rf"checkpoint saved: --resume {ckpt} continues it",
         line,
     )
     assert match, line
     step, epoch, batch = map(int, match.groups())
-    assert step == (epoch - 1) * 30 + batch and meta_of(ckpt)["step"] == step
+    assert step == (epoch - 1) * 10 + batch and meta_of(ckpt)["step"] == step
     # Resumed without repeating the flags that define the run, to the end of the next epoch.
     again = ["--data", root, "--logdir", tmp_path / "logs", "--no-progress", "--resume", ckpt, "--epochs", epoch]
     resumed = run("mnist", again + ["--save", tmp_path / "resumed.npz"], sha)
     assert resumed.returncode == 0, resumed.stderr
-    assert f"after {epoch * 30} steps; in {run_dir};" in resumed.stdout
+    assert f"after {epoch * 10} steps; in {run_dir};" in resumed.stdout
     straight = run("mnist", flags + ["--epochs", epoch, "--logdir", tmp_path / "s", "--save", tmp_path / "s.npz"], sha)
     assert straight.returncode == 0, straight.stderr
     a, b = model_arrays(tmp_path / "resumed.npz"), model_arrays(tmp_path / "s.npz")
@@ -111,7 +111,7 @@ def test_mnist_ctrl_c_saves_a_checkpoint_that_resume_continues_exactly(tmp_path,
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     ea = accumulator(run_dir)  # one series: the steps before the interrupt, then the resumed ones
-    assert [e.step for e in ea.Scalars("train/loss")] == list(range(1, epoch * 30 + 1))
+    assert [e.step for e in ea.Scalars("train/loss")] == list(range(1, epoch * 10 + 1))
 
 
 def test_mnist_ctrl_c_without_save_says_nothing_can_resume(tmp_path, mnist_data):
@@ -203,8 +203,17 @@ def test_s3_rerun_goes_into_a_new_run_beside_the_old_one(s3):  # noqa: F811
             steps.setdefault(name, []).append(event.step)
     assert steps == {"lr_0.01": list(range(20)), "lr_0.01_run2": list(range(20))}  # not 40 points in one run
     client = boto3.client("s3", endpoint_url=s3.endpoint)
-    keys = [o["Key"] for o in client.list_objects_v2(Bucket="runs", Prefix=logdir[10:])["Contents"]]
-    assert not [k for k in keys if ".probe-" in k]  # the probes were removed
+
+    def keys() -> list:
+        return [o["Key"] for o in client.list_objects_v2(Bucket="runs", Prefix=logdir[10:])["Contents"]]
+
+    assert not [k for k in keys() if ".probe-" in k]  # the probes were removed
+    old = [k for k in keys() if "/lr_0.01/" in k]
+    out = run("xor", ["--logdir", logdir, "--steps", "5", "--quiet", "--overwrite"])
+    assert out.returncode == 0, out.stderr
+    replaced = [k for k in keys() if "/lr_0.01/" in k]
+    assert old and not set(old) & set(replaced)  # --overwrite removed the old run's objects
+    assert sorted({e.step for name, e in read_logdir(logdir) if name == "lr_0.01" and e.step}) == [1, 2, 3, 4]
 
 
 # -- --resume ----------------------------------------------------------------------------------
