@@ -118,7 +118,7 @@ def url_problem(url: str) -> str | None:
     except Exception as e:  # each store raises its own errors (botocore, aiohttp, OSError)
         reason = " ".join(str(e).split())[:300] or type(e).__name__  # one line, however the store words it
         userinfo = re.match(r"[^/]*://([^/@]*)@", url)
-        if userinfo:  # a store may quote it as a bucket name, outside any URL redact() would see
+        if userinfo and userinfo.group(1):  # a store may quote it as a bucket name, outside any URL redact() would see
             reason = reason.replace(userinfo.group(1), "***")
         return f"cannot write to {remote.redact(url)}: {remote.redact(reason)}"
     return None

@@ -374,8 +374,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="an existing directory holding the four MNIST files (default $NPNN_DATA, else "
         "~/.cache/npnn/mnist); missing files are downloaded there",
     )
-    p.add_argument("--save", default=None, metavar="PATH", help="write a checkpoint .npz after each epoch")
-    p.add_argument("--resume", default=None, metavar="PATH", help="continue from a checkpoint written by --save")
+    p.add_argument(
+        "--save",
+        default=None,
+        metavar="PATH",
+        help="write a checkpoint .npz after each epoch and at Ctrl-C (into an existing directory)",
+    )
+    p.add_argument(
+        "--resume",
+        default=None,
+        metavar="PATH",
+        help="continue from a checkpoint written by --save, with the run's flags unless given",
+    )
     p.add_argument(
         "--log-every", type=cli.integer(1), default=10, help="steps between train/loss scalars (default: 10)"
     )
