@@ -342,5 +342,19 @@ def main(argv: Optional[list[str]] = None, stdout: Optional[TextIO] = None, stde
     return 1 if problems.errors else 0
 
 
+def _program() -> int:
+    """main() as a program: a reader that closed the pipe (| head) or a Ctrl-C ends it quietly."""
+    try:
+        code = main()
+        sys.stdout.flush()  # here, where a closed pipe can still be caught, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's own flush must not fail
+        return 141  # 128 + SIGPIPE, as a program killed by it reports
+    except KeyboardInterrupt:
+        print("tbwriter: interrupted", file=sys.stderr)
+        return 130
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_program())

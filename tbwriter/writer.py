@@ -484,6 +484,8 @@ class SummaryWriter:
         fw = self._writer()
         if isinstance(img_tensor, (list, tuple)):
             img_tensor = np.stack([as_array(x, f"img_tensor[{i}]") for i, x in enumerate(img_tensor)])
+            if isinstance(dataformats, str) and len(dataformats) == img_tensor.ndim - 1:
+                dataformats = "N" + dataformats  # each item's format (CHW), as tensorboardX takes a list
         self._add(fw, _summary.images(tag, img_tensor, dataformats=dataformats), global_step, walltime)
 
     def add_image_with_boxes(

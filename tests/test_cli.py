@@ -18,6 +18,7 @@ import pytest
 from tensorboard.backend.event_processing import plugin_event_accumulator
 from tensorboard.util import tensor_util
 
+import tbwriter
 from tbwriter.__main__ import main
 from tbwriter.proto import event_pb2
 from test_reader import frame, rich_events, write_tb_file
@@ -404,3 +405,20 @@ def test_export_output_has_normal_permissions_and_unwritable_target_exits_2(logd
     why = "a directory, not a regular file, a FIFO or a character device"
     assert err == f"tbwriter export: error: cannot write {tmp_path / 'taken'}: {why}\n" and code == 2
     assert sorted(os.listdir(tmp_path)) == ["o.csv", "taken"]  # temp file removed
+
+
+def test_inspect_piped_into_head_ends_quietly(tmp_path):
+    with tbwriter.SummaryWriter(tmp_path) as w:  # ~150 kB of inspect output: more than a pipe holds
+        for i in range(3000):
+            w.add_scalar(f"tag_{i:04d}", 1.0, 0)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tbwriter", "inspect", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    first = proc.stdout.readline()
+    proc.stdout.close()  # what head -1 does after its line
+    err = proc.stderr.read()
+    proc.wait(timeout=60)
+    assert first.startswith("run ") and err == "" and proc.returncode == 141
