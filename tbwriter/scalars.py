@@ -142,9 +142,10 @@ class RunColumns:
 
     Unless as_written, restarts are purged as TensorBoard's EventAccumulator does
     (_MaybePurgeOrphanedData, purge_orphaned_data=True): once a file_version >= 2 was seen, a
-    SessionLog START at step N drops every earlier scalar with step >= N; before that (files of
-    writers that send no file_version), an event with a summary whose step is below the last
-    event's step drops its own tags' earlier scalars with step >= its step.
+    SessionLog START at step N drops every earlier simple_value with step >= N; before that (files
+    of writers that send no file_version), an event with a summary whose step is below that of
+    the last event that dropped nothing drops its own tags' earlier simple_values with step >= its
+    step. Tensor scalars are never dropped (EventAccumulator does not purge its tensors).
     """
 
     def __init__(
@@ -267,7 +268,7 @@ class RunColumns:
 
     def _event_tags(self, chunk: "_Chunk", rec: int, events: dict) -> Optional[set]:
         """The tags of a record's values; None for every tag (EventAccumulator filters all tags for an empty one)."""
-        event = events.get(rec) or _parse_event(_record(chunk, rec))
+        event = events[rec] if rec in events else _parse_event(_record(chunk, rec))
         tags = {value.tag for value in event.summary.value}
         return None if "" in tags else tags
 
