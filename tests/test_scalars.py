@@ -201,6 +201,11 @@ def test_to_dataframe_has_tbparse_columns_and_values(mixed_logdir):
     np.testing.assert_array_equal(a["value"].to_numpy(), b["value"].to_numpy())
 
 
+def _tensor_number(proto) -> float:
+    """The number in TensorBoard's copy of a one-element TensorProto."""
+    return float(reader.tensor_to_array(tensor_pb2.TensorProto.FromString(proto.SerializeToString())).reshape(()))
+
+
 def shown(run_dir, tags) -> dict:
     """{tag: (steps, walls, values)} as TensorBoard's EventAccumulator keeps them (simple_values and tensors)."""
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0})
@@ -211,18 +216,8 @@ def shown(run_dir, tags) -> dict:
         if tag in known["scalars"]:
             events = [(e.step, e.wall_time, e.value) for e in acc.Scalars(tag)]
         else:
-            events = [
-                (
-                    e.step,
-                    e.wall_time,
-                    float(
-                        reader.tensor_to_array(
-                            tensor_pb2.TensorProto.FromString(e.tensor_proto.SerializeToString())
-                        ).reshape(())
-                    ),
-                )
-                for e in (acc.Tensors(tag) if tag in known["tensors"] else [])
-            ]
+            tensors = acc.Tensors(tag) if tag in known["tensors"] else []
+            events = [(e.step, e.wall_time, _tensor_number(e.tensor_proto)) for e in tensors]
         out[tag] = tuple(map(list, zip(*events))) if events else ([], [], [])
     return out
 
