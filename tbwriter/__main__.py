@@ -163,10 +163,12 @@ def _json_number(number: float, text: str) -> str:
     return '"Infinity"' if number > 0 else '"-Infinity"'
 
 
-def _scalars(runs, problems: _Problems, tag_filter: Optional[re.Pattern]) -> Iterator[tuple]:
+def _scalars(runs, problems: _Problems, tag_filter: Optional[re.Pattern], as_written: bool) -> Iterator[tuple]:
     """Yield (run, tag, ScalarSeries) for every scalar tag, run by run, read by the columnar reader."""
     for run, paths in runs.items():
-        columns = RunColumns(run, on_bad_value=lambda r, step, e: problems.error(f"run {r}: step {step}: {e}"))
+        columns = RunColumns(
+            run, on_bad_value=lambda r, step, e: problems.error(f"run {r}: step {step}: {e}"), as_written=as_written
+        )
         for path in paths:
             with problems.reading(path):  # what came before a corrupt record is kept
                 columns.read_file(path, on_truncated=problems.truncated)
@@ -176,7 +178,13 @@ def _scalars(runs, problems: _Problems, tag_filter: Optional[re.Pattern]) -> Ite
 
 
 def _export(
-    runs, csv_path: Optional[str], json_path: Optional[str], tag_filter, problems: _Problems, stdout: TextIO
+    runs,
+    csv_path: Optional[str],
+    json_path: Optional[str],
+    tag_filter,
+    problems: _Problems,
+    stdout: TextIO,
+    as_written: bool = False,
 ) -> int:
     """Write every scalar as CSV and/or JSON Lines, streaming ("-" is stdout); return the number of rows."""
     pending = []
@@ -190,7 +198,7 @@ def _export(
             writer = csv.writer(csv_out.file, lineterminator="\n")
             writer.writerow(["run", "tag", "step", "wall_time", "value"])
         rows = 0
-        for run, tag, series in _scalars(runs, problems, tag_filter):
+        for run, tag, series in _scalars(runs, problems, tag_filter, as_written):
             texts = _texts(series.values)
             steps = series.steps.tolist()
             walls = series.wall_times.tolist()
@@ -258,7 +266,8 @@ def _parser() -> argparse.ArgumentParser:
         "export",
         help="write every scalar as CSV and/or JSON Lines",
         description="Write every scalar as rows run,tag,step,wall_time,value, grouped by run and tag (sorted), "
-        "each tag's rows in file order. CSV has a header line; "
+        "each tag's rows in file order, without the steps a restart orphaned (as TensorBoard shows them; "
+        "--as-written keeps every record). CSV has a header line; "
         "JSON is JSON Lines (one object per line). Values are written with the shortest text "
         "that reads back to the stored float32/float64; NaN and infinities are the strings "
         '"NaN", "Infinity", "-Infinity" in JSON. Outputs are written to a temp file and '
@@ -272,6 +281,12 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--csv", metavar="OUT.csv", help="write CSV here ('-': standard output)")
     exp.add_argument("--json", metavar="OUT.jsonl", help="write JSON Lines here ('-': standard output)")
     exp.add_argument("--tag", metavar="REGEX", help="only tags where this regular expression matches (re.search)")
+    exp.add_argument(
+        "--as-written",
+        action="store_true",
+        help="every scalar record as written, also the steps TensorBoard drops after a restart "
+        "(SessionLog START from purge_step, or steps going backwards in files without file_version)",
+    )
     return p
 
 
@@ -329,7 +344,7 @@ def main(argv: Optional[list[str]] = None, stdout: Optional[TextIO] = None, stde
                 print(f"tbwriter export: error: output directory does not exist: {out}", file=stderr)
                 return 2
         try:
-            rows = _export(runs, args.csv, args.json, tag_filter, problems, stdout)
+            rows = _export(runs, args.csv, args.json, tag_filter, problems, stdout, args.as_written)
         except OSError as e:  # the output side: the inputs' errors are reported per file
             target = e.filename or " / ".join(p for p in (args.csv, args.json) if p)
             print(f"tbwriter export: error: cannot write {target}: {e.strerror or e}", file=stderr)

@@ -27,7 +27,7 @@ from typing import Callable, Iterable, NamedTuple, Optional
 
 import numpy as np
 
-from tbwriter.proto import summary_pb2, types_pb2
+from tbwriter.proto import event_pb2, summary_pb2, types_pb2
 from tbwriter.reader import (
     CorruptRecordError,
     OnTruncated,
@@ -100,11 +100,17 @@ def read_scalars(
     tags: Optional[Iterable[str]] = None,
     on_truncated: OnTruncated = "warn",
     storage_options: "dict | None" = None,
+    as_written: bool = False,
+    chunk_size: Optional[int] = None,
 ) -> Scalars:
     """Every scalar under logdir (a path, URL or event file) as NumPy arrays per run and tag; `tags` keeps only those.
 
+    By default the steps TensorBoard's EventAccumulator shows: what a restart orphaned (steps >= N
+    before a SessionLog START at step N, or before a step that goes backwards in files without
+    file_version 2) is dropped; as_written=True returns every record as written.
     A corrupt record raises CorruptRecordError (file and byte offset); a truncated last record is
-    reported through on_truncated ("warn", "ignore" or a callable) and skipped.
+    reported through on_truncated ("warn", "ignore" or a callable) and skipped. chunk_size: bytes
+    handled at once (default 4 MiB; tests use tiny ones to reach chunk boundaries).
     """
     if tags is not None:
         if isinstance(tags, str):
@@ -112,9 +118,9 @@ def read_scalars(
         tags = set(tags)
     out = Scalars()
     for run, paths in event_files(logdir, storage_options).items():
-        columns = RunColumns(run, tags)
+        columns = RunColumns(run, tags, as_written=as_written)
         for path in paths:
-            columns.read_file(path, on_truncated, storage_options)
+            columns.read_file(path, on_truncated, storage_options, chunk_size)
         out[run] = columns.series()
     return out
 
@@ -123,30 +129,57 @@ def _raise(run: str, step: int, error: ValueError) -> None:
     raise error
 
 
+def _file_version(text: str) -> float:
+    """TensorBoard's event_util.ParseFileVersion: the number after 'brain.Event:', -1 if it is none."""
+    try:
+        return float(text.split("brain.Event:")[-1])
+    except ValueError:
+        return -1.0
+
+
 class RunColumns:
-    """Scalars of one run, gathered file by file into per-tag column chunks."""
+    """Scalars of one run, gathered file by file into per-tag column chunks.
+
+    Unless as_written, restarts are purged as TensorBoard's EventAccumulator does
+    (_MaybePurgeOrphanedData, purge_orphaned_data=True): once a file_version >= 2 was seen, a
+    SessionLog START at step N drops every earlier simple_value with step >= N; before that (files
+    of writers that send no file_version), an event with a summary whose step is below that of
+    the last event that dropped nothing drops its own tags' earlier simple_values with step >= its
+    step. Tensor scalars are never dropped (EventAccumulator does not purge its tensors).
+    """
 
     def __init__(
-        self, run: str, tags: Optional[set] = None, on_bad_value: Callable[[str, int, ValueError], object] = _raise
+        self,
+        run: str,
+        tags: Optional[set] = None,
+        on_bad_value: Callable[[str, int, ValueError], object] = _raise,
+        as_written: bool = False,
     ):
         self.run = run
         self.tags = tags
         self.kinds = TagKinds()
         self.on_bad_value = on_bad_value
+        self.as_written = as_written
         self.parts: dict[str, list] = {}
+        self.file_version: Optional[float] = None  # EventAccumulator's state, carried across the run's files
+        self.most_recent_step = -1
 
     def read_file(
-        self, path: "str | os.PathLike", on_truncated: OnTruncated = "warn", storage_options: "dict | None" = None
+        self,
+        path: "str | os.PathLike",
+        on_truncated: OnTruncated = "warn",
+        storage_options: "dict | None" = None,
+        chunk_size: Optional[int] = None,
     ) -> None:
         """Add the scalars of one event file or object URL; records before a corrupt one are kept, then it raises."""
-        for chunk in _chunks(os.fspath(path), on_truncated, storage_options):
+        for chunk in _chunks(os.fspath(path), on_truncated, storage_options, chunk_size):
             self._add_chunk(chunk)
 
     def series(self) -> dict[str, ScalarSeries]:
         """The run's {tag: ScalarSeries}, tags sorted."""
         result = {}
         for tag in sorted(self.parts):
-            steps, walls, values = zip(*self.parts[tag])
+            steps, walls, values, _ = zip(*self.parts[tag])
             dtype = np.float32 if all(v.dtype == np.float32 for v in values) else np.float64
             result[tag] = ScalarSeries(
                 np.concatenate(steps),
@@ -160,34 +193,102 @@ class RunColumns:
 
     def _add_chunk(self, chunk: "_Chunk") -> None:
         fast, slow = _walk(chunk)
-        found = []  # (order key, tag, step, wall, value array of one) from protobuf-parsed values
+        found = []  # (order key, tag, step, wall, value array of one, is a tensor) from protobuf-parsed values
+        events: dict[int, event_pb2.Event] = {}  # records parsed whole
         for rec, j, value_bytes in slow:
-            self._parse_slow(chunk, rec, j, value_bytes, found)
+            self._parse_slow(chunk, rec, j, value_bytes, found, events)
         per_tag: dict[str, list] = {}
         for tag, order, steps, walls, values in fast:
             if self.kinds.decided(tag) in (None, "scalar") and self._keep(tag):
-                per_tag[tag] = [(order, steps, walls, values)]
-        for key, tag, step, wall, value in found:
-            per_tag.setdefault(tag, []).append((np.array([key]), np.array([step], np.int64), np.array([wall]), value))
+                per_tag[tag] = [(order, steps, walls, values, None)]  # None: no tensors
+        for key, tag, step, wall, value, tensor in found:
+            per_tag.setdefault(tag, []).append(
+                (np.array([key]), np.array([step], np.int64), np.array([wall]), value, np.array([tensor]))
+            )
+        columns = {}  # tag: (order keys, steps, walls, values, tensor flags or None) in file order
         for tag, pieces in per_tag.items():
             if len(pieces) == 1:
-                _, steps, walls, values = pieces[0]
+                columns[tag] = pieces[0]
             else:  # fast and protobuf-parsed values of one tag: back into file order
                 keys = np.concatenate([p[0] for p in pieces])
                 dtype = np.float32 if all(p[3].dtype == np.float32 for p in pieces) else np.float64
                 o = np.argsort(keys, kind="stable")
-                steps = np.concatenate([p[1] for p in pieces])[o]
-                walls = np.concatenate([p[2] for p in pieces])[o]
-                values = np.concatenate([p[3].astype(dtype) for p in pieces])[o]
-            self.parts.setdefault(tag, []).append((steps, walls, values))
+                columns[tag] = (
+                    keys[o],
+                    np.concatenate([p[1] for p in pieces])[o],
+                    np.concatenate([p[2] for p in pieces])[o],
+                    np.concatenate([p[3].astype(dtype) for p in pieces])[o],
+                    np.concatenate([np.zeros(p[0].size, bool) if p[4] is None else p[4] for p in pieces])[o],
+                )
+        done = dict.fromkeys(columns, 0)  # rows of each tag already added
+        barriers = [] if self.as_written else self._purges(chunk, events)
+        for rec, purge_tags, step in barriers + [(chunk.starts.size, set(), 0)]:
+            for tag, (keys, steps, walls, values, tensor) in columns.items():
+                upto = int(np.searchsorted(keys, rec << 20))  # the rows of records before this one
+                if upto > done[tag]:
+                    rows = slice(done[tag], upto)
+                    flags = None if tensor is None else tensor[rows]
+                    self.parts.setdefault(tag, []).append((steps[rows], walls[rows], values[rows], flags))
+                    done[tag] = upto
+            self._purge(purge_tags, step)
 
-    def _parse_slow(self, chunk: "_Chunk", rec: int, j: int, value_bytes, found: list) -> None:
+    def _purges(self, chunk: "_Chunk", events: dict) -> list:
+        """[(record, tags or None for all, step)]: where EventAccumulator drops earlier scalars with step >= step."""
+        steps, summary = chunk.steps.copy(), chunk.summary.copy()
+        for r, event in events.items():
+            steps[r], summary[r] = event.step, event.HasField("summary")
+        versions = sorted(r for r, event in events.items() if event.HasField("file_version"))
+        bounds = [0] + versions + [steps.size]
+        out = []
+        for a, b in zip(bounds[:-1], bounds[1:]):  # stretches of one file_version
+            if a == b:
+                continue
+            if a in versions:
+                self.file_version = _file_version(events[a].file_version)
+            if self.file_version and self.file_version >= 2:  # restarts are SessionLog STARTs
+                starts = [r for r in events if a <= r < b and _is_start(events[r])]
+                out += [(r, None, int(steps[r])) for r in sorted(starts)]
+                continue
+            # no file_version: a summary whose step goes backwards (vectorized: the common case has none)
+            s = steps[a:b]
+            prev = np.concatenate(([self.most_recent_step], s[:-1]))
+            back = np.flatnonzero(summary[a:b] & (s < prev))
+            if not back.size:
+                self.most_recent_step = int(s[-1])
+                continue
+            last = int(prev[back[0]])
+            for r in range(a + int(back[0]), b):
+                step = int(steps[r])
+                if summary[r] and step < last:  # the last step stays: later events are compared with it too
+                    out.append((r, self._event_tags(chunk, r, events), step))
+                else:
+                    last = step
+            self.most_recent_step = last
+        return out
+
+    def _event_tags(self, chunk: "_Chunk", rec: int, events: dict) -> Optional[set]:
+        """The tags of a record's values; None for every tag (EventAccumulator filters all tags for an empty one)."""
+        event = events[rec] if rec in events else _parse_event(_record(chunk, rec))
+        tags = {value.tag for value in event.summary.value}
+        return None if "" in tags else tags
+
+    def _purge(self, tags: Optional[set], step: int) -> None:
+        """Drop the simple_values of these tags (None: all) whose step is >= step, as EventAccumulator._Purge does.
+
+        Tensor scalars stay: EventAccumulator keeps them in its tensors reservoir, which it never purges.
+        """
+        for tag in self.parts if tags is None else tags & self.parts.keys():
+            parts = self.parts[tag]
+            tensor = np.concatenate([np.zeros(p[0].size, bool) if p[3] is None else p[3] for p in parts])
+            steps, walls, values = (np.concatenate(c) for c in list(zip(*parts))[:3])
+            keep = (steps < step) | tensor
+            self.parts[tag] = [(steps[keep], walls[keep], values[keep], tensor[keep])]
+
+    def _parse_slow(self, chunk: "_Chunk", rec: int, j: int, value_bytes, found: list, events: dict) -> None:
         """Values the vectorized walk does not handle: protobuf, as reader-based tools do."""
         if value_bytes is None:  # the whole record
-            start = int(chunk.starts[rec])
-            data = bytes(chunk.buf[start + 12 : start + 12 + int(chunk.lengths[rec])])
-            record = Record(chunk.path, chunk.base + start, data)
-            event = _parse_event(record)
+            event = _parse_event(_record(chunk, rec))
+            events[rec] = event
             if event.WhichOneof("what") != "summary":
                 return
             values = list(enumerate(event.summary.value))
@@ -196,7 +297,7 @@ class RunColumns:
             try:
                 value = summary_pb2.Summary.Value.FromString(value_bytes)
             except Exception:  # noqa: BLE001 - protobuf's DecodeError: re-parse the record to report it
-                self._parse_slow(chunk, rec, j, None, found)
+                self._parse_slow(chunk, rec, j, None, found, events)
                 return
             values = [(j, value)]
             step, wall = int(chunk.steps[rec]), float(chunk.walls[rec])
@@ -206,12 +307,23 @@ class RunColumns:
             try:
                 number = scalar_value(value)
             except ValueError as e:
-                self.on_bad_value(self.run, step, e)
+                offset = chunk.base + int(chunk.starts[rec])
+                self.on_bad_value(self.run, step, ValueError(f"{chunk.path}: record at byte offset {offset}: {e}"))
                 continue
             f32 = value.WhichOneof("value") == "simple_value" or value.tensor.dtype == types_pb2.DT_FLOAT
-            found.append(
-                ((rec << 20) + k, value.tag, step, wall, np.array([number], np.float32 if f32 else np.float64))
-            )
+            number = np.array([number], np.float32 if f32 else np.float64)
+            found.append(((rec << 20) + k, value.tag, step, wall, number, value.WhichOneof("value") == "tensor"))
+
+
+def _is_start(event: event_pb2.Event) -> bool:
+    """A SessionLog START event (EventAccumulator._CheckForRestartAndMaybePurge)."""
+    return event.HasField("session_log") and event.session_log.status == event_pb2.SessionLog.START
+
+
+def _record(chunk: "_Chunk", rec: int) -> Record:
+    """The chunk's record number rec, with its file and byte offset."""
+    start = int(chunk.starts[rec])
+    return Record(chunk.path, chunk.base + start, bytes(chunk.buf[start + 12 : start + 12 + int(chunk.lengths[rec])]))
 
 
 # --- CRC32C, vectorized over many equal-length byte strings -----------------------------------
@@ -251,7 +363,21 @@ def _masked_crcs(u8: np.ndarray, u32: np.ndarray, starts: np.ndarray, length: in
 class _Chunk:
     """Verified records of one chunk: buf (padded bytes), their starts in buf, data lengths; views."""
 
-    __slots__ = ("path", "base", "buf", "u8", "u32", "u64", "f32", "f64", "starts", "lengths", "steps", "walls")
+    __slots__ = (
+        "path",
+        "base",
+        "buf",
+        "u8",
+        "u32",
+        "u64",
+        "f32",
+        "f64",
+        "starts",
+        "lengths",
+        "steps",
+        "walls",
+        "summary",
+    )
 
     def __init__(self, path: str, base: int, buf: bytes, starts: np.ndarray, lengths: np.ndarray):
         self.path = path
@@ -265,25 +391,27 @@ class _Chunk:
         self.u64 = np.ndarray((n,), "<u8", buf, 0, (1,))
         self.starts = starts
         self.lengths = lengths
-        self.steps = None
+        self.steps = None  # per record, set by _walk (protobuf's values replace them for records parsed whole)
         self.walls = None
+        self.summary = None  # per record: has a summary field
 
 
-def _chunks(path: str, on_truncated: OnTruncated, storage_options: "dict | None"):
+def _chunks(path: str, on_truncated: OnTruncated, storage_options: "dict | None", chunk_size: Optional[int] = None):
     """Yield _Chunks of verified records of one file; report truncation, raise on corruption."""
     _check_on_truncated(on_truncated)
+    chunk_size = chunk_size or _CHUNK
     f, current_size = _open(path, storage_options)
     with f:
         carry, base, need = b"", 0, 12  # need: bytes the record at `base` needs at least
         while True:
-            if need > _CHUNK:  # one large record (its length checksum holds): alone, held once
+            if need > chunk_size:  # one large record (its length checksum holds): alone, held once
                 chunk = _large_record_chunk(f, path, base, need - 16, current_size(), on_truncated)
                 if chunk is None:
                     return
                 yield chunk
                 carry, base, need = b"", base + need, 12
                 continue
-            want = max(min(_CHUNK, current_size() - base - len(carry)), need - len(carry), 1)
+            want = max(min(chunk_size, current_size() - base - len(carry)), need - len(carry), 1)
             data = _read_exactly(f, want)
             at_end = len(data) < want  # fewer bytes only at the end of the file
             buf = carry + data
@@ -453,9 +581,12 @@ def _varints(u8: np.ndarray, pos: np.ndarray):
 # metadata, 9) is detected since the value would then not end right after this field.
 _SKIP_FIELDS = np.zeros(256, dtype=bool)
 _SKIP_FIELDS[[0x1A, 0x22, 0x2A, 0x32]] = True
-# Event fields other than summary: nothing to read for scalars
+# Event fields other than summary that say nothing about scalars or restarts: graph_def (4),
+# log_message (6), tagged_run_metadata (8), meta_graph_def (9), source_metadata (10). Such a
+# record is skipped when that field ends it; file_version (3) and session_log (7) records
+# decide what TensorBoard purges and are parsed by protobuf.
 _OTHER_EVENT = np.zeros(256, dtype=bool)
-_OTHER_EVENT[[0x1A, 0x22, 0x32, 0x3A, 0x42, 0x4A, 0x52]] = True
+_OTHER_EVENT[[0x22, 0x32, 0x42, 0x4A, 0x52]] = True
 
 
 def _walk(chunk: _Chunk):
@@ -473,11 +604,15 @@ def _walk(chunk: _Chunk):
     v, size, ok = _varints(u8, p[has] + 1)
     steps[has] = v.view(np.int64)
     p[has] += 1 + size
-    chunk.steps, chunk.walls = steps, walls
     whole_slow = np.zeros(n, dtype=bool)
     whole_slow[np.flatnonzero(has)[~ok]] = True
-    is_summary = (u8[p] == 0x2A) & (p < end) & ~whole_slow
-    other = (p < end) & ~is_summary & ~_OTHER_EVENT[u8[p]]
+    is_summary = (u8[p] == 0x2A) & (p < end)
+    chunk.steps, chunk.walls, chunk.summary = steps, walls, is_summary.copy()
+    is_summary &= ~whole_slow
+    skipped = np.flatnonzero((p < end) & ~is_summary & _OTHER_EVENT[u8[p]])
+    skipped = skipped[_value_ends_after_field(u8, p[skipped], end[skipped])]
+    other = (p < end) & ~is_summary
+    other[skipped] = False
     whole_slow |= other
     rec = np.flatnonzero(is_summary)
     length, size, ok = _varints(u8, p[rec] + 1)
@@ -500,6 +635,7 @@ def _walk(chunk: _Chunk):
         te = ts + tl.astype(np.int64)
         ok &= ok3 & (te <= ve)
         whole_slow[rec[~ok]] = True
+        te = np.where(ok, te, q)  # rows not ok (an empty tag is no field at all) are parsed whole: read in bounds
         field = u8[te]
         simple = ok & (te < ve) & (field == 0x15) & (te + 5 == ve)
         skip = ok & ((te == ve) | (_SKIP_FIELDS[field] & _value_ends_after_field(u8, te, ve)))
@@ -529,11 +665,16 @@ def _walk(chunk: _Chunk):
     if slow_recs.size:
         keep = ~whole_slow[rec]
         rec, j, ts, tl, values = rec[keep], j[keep], ts[keep], tl[keep], values[keep]
+    order = (rec << 20) + j
+    if rec.size == 0:
+        return [], slow
+    if j[-1] and np.any(order[1:] < order[:-1]):  # found value index by value index: back into file order
+        o = np.argsort(order, kind="stable")
+        rec, order, ts, tl, values = rec[o], order[o], ts[o], tl[o], values[o]
     named, bad = _tags(chunk.u64, chunk.buf, ts, tl)
     if bad.size:  # tags that are not UTF-8: protobuf decides (and reports the corruption)
         slow += [(r, 0, None) for r in np.unique(rec[bad]).tolist()]
         named = [(tag, rows[~np.isin(rec[rows], rec[bad])]) for tag, rows in named]
-    order = (rec << 20) + j
     return [(tag, order[rows], steps[rec[rows]], walls[rec[rows]], values[rows]) for tag, rows in named], slow
 
 
@@ -544,34 +685,48 @@ def _value_ends_after_field(u8: np.ndarray, te: np.ndarray, ve: np.ndarray) -> n
 
 
 _PEEL = 16  # up to this many distinct tags per chunk are split off one by one (no sort)
+_ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _word_mask(length: int, w: int) -> np.uint64:
+    """Mask of the bytes of an 8-byte word at offset w that lie inside a tag of `length` bytes."""
+    return _ALL if length - w >= 8 else np.uint64((1 << (8 * (length - w))) - 1)
 
 
 def _tags(u64: np.ndarray, buf: bytes, ts: np.ndarray, tl: np.ndarray):
-    """[(tag, row indices)] grouping the tags buf[ts:ts + tl] by equal bytes, and the rows whose tag is not UTF-8."""
-    words = []
-    for w in range(0, int(tl.max()) if tl.size else 0, 8):
-        rem = np.clip(tl - w, 0, 8).astype(np.uint64)
-        mask = np.where(
-            rem >= 8,
-            np.uint64(0xFFFFFFFFFFFFFFFF),
-            (np.uint64(1) << (np.uint64(8) * (rem & np.uint64(7)))) - np.uint64(1),
-        )
-        words.append(u64[ts + w] & mask)
+    """[(tag, row indices)] grouping the tags buf[ts:ts + tl] by equal bytes, and the rows whose tag is not UTF-8.
+
+    Words are read only inside each row's own tag, and only for rows of that tag's length, so
+    memory stays within the tags' bytes (one long tag must not cost its length for every row).
+    """
     groups = []
     rest = np.arange(ts.size)
     while rest.size and len(groups) < _PEEL:
-        r = rest[0]
-        same = tl[rest] == tl[r]
-        for word in words:
-            same &= word[rest] == word[r]
+        r = int(rest[0])
+        length, a = int(tl[r]), int(ts[r])
+        same = np.flatnonzero(tl[rest] == length)  # positions in rest
+        for w in range(0, length, 8):
+            m = _word_mask(length, w)
+            same = same[(u64[ts[rest[same]] + w] & m) == (u64[a + w] & m)]
         groups.append(rest[same])
-        rest = rest[~same]
-    if rest.size:  # many distinct tags: group the rest by sorting their bytes
-        keyed = np.stack([tl[rest].astype(np.uint64)] + [word[rest] for word in words], axis=1)
-        _, ids = np.unique(keyed, axis=0, return_inverse=True)
-        ids = ids.ravel()
-        order = np.argsort(ids, kind="stable")
-        groups += np.split(rest[order], np.flatnonzero(np.diff(ids[order])) + 1)
+        keep = np.ones(rest.size, dtype=bool)
+        keep[same] = False
+        rest = rest[keep]
+    if rest.size:  # many distinct tags: by length, then by sorting each length's words
+        by_length = rest[np.argsort(tl[rest], kind="stable")]
+        bounds = np.flatnonzero(np.diff(tl[by_length])) + 1
+        for rows in np.split(by_length, bounds):
+            length = int(tl[rows[0]])
+            if length == 0:
+                groups.append(rows)
+                continue
+            keyed = np.empty((rows.size, (length + 7) // 8), dtype=np.uint64)
+            for k, w in enumerate(range(0, length, 8)):
+                keyed[:, k] = u64[ts[rows] + w] & _word_mask(length, w)
+            _, ids = np.unique(keyed, axis=0, return_inverse=True)
+            ids = ids.ravel()
+            order = np.argsort(ids, kind="stable")
+            groups += np.split(rows[order], np.flatnonzero(np.diff(ids[order])) + 1)
     named, bad = [], []
     for rows in groups:
         a = int(ts[rows[0]])
