@@ -197,16 +197,16 @@ class FileWriter:
     ) -> None:
         """Hyperparameters and metrics of this run for the HPARAMS tab, the metrics as scalars.
 
-        The session is grouped under this writer's logdir (one row per run) and starts at
-        start_time_secs (default: when the writer was created). No experiment summary is
+        The session's group name is left empty, so TensorBoard names the row after the run's
+        path under its --logdir: one row per run directory, the same when the run is resumed,
+        never the path as typed (two runs typed alike would share a row; a URL's login would be
+        stored). It starts at start_time_secs (default: when the writer was created). No experiment summary is
         written unless hparam_domain_discrete is given: TensorBoard then builds the table's
         columns from every run's hparams, so runs with different hparam keys all show.
         """
         _check_hparams_args(metric_dict, hparam_domain_discrete)
         metrics = {k: _as_float(v, f"metric_dict[{k!r}]") for k, v in metric_dict.items()}
-        exp, ssi, sei = _summary.hparams(
-            hparam_dict, metric_dict, group_name=self._logdir, start_time_secs=start_time_secs or self._start_time
-        )
+        exp, ssi, sei = _summary.hparams(hparam_dict, metric_dict, start_time_secs=start_time_secs or self._start_time)
         step = _as_step(global_step)
         if hparam_domain_discrete:
             self._write_summary(_with_discrete_domains(exp, hparam_domain_discrete), step, None, True)
