@@ -673,13 +673,18 @@ class SummaryWriter:
             # Writers leave _closing only once closed: a retry after an interrupt closes the rest.
             self._closing += [fw for fw in (self.all_writers or {}).values() if fw not in self._closing]
             self.file_writer = self.all_writers = None
+        # A writer whose close raised stays in _closing: on a store that failed, its records
+        # are still queued, and the next close() retries them (a local file's error is final).
         errors = []
-        while self._closing:
+        i = 0
+        while i < len(self._closing):
             try:
-                self._closing[0].close()
+                self._closing[i].close()
             except OSError as e:
                 errors.append(e)
-            del self._closing[0]
+                i += 1
+                continue
+            del self._closing[i]
         if errors:
             raise errors[0]
 
