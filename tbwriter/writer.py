@@ -176,11 +176,12 @@ class FileWriter:
         self._check_open()
         data = summary.SerializeToString()
         seen = self._meta_tags
+        first = set()  # tags whose metadata this record carries
         changed = False
         for i, v in enumerate(summary.value):
             if v.HasField("metadata"):
-                if v.tag not in seen:
-                    seen.add(v.tag)
+                if v.tag not in seen and v.tag not in first:
+                    first.add(v.tag)
                     continue
                 if not owned:  # never modify the caller's message
                     summary = summary_pb2.Summary.FromString(data)
@@ -191,6 +192,7 @@ class FileWriter:
             data = summary.SerializeToString()
         wall_time = time.time() if walltime is None else _as_walltime(walltime)
         self.event_writer.write_serialized(wire.event(wall_time, step, wire.EVENT_SUMMARY, data))
+        seen |= first  # only once the record was taken: a refused one's metadata goes with the next
 
     def add_hparams(
         self, hparam_dict: dict, metric_dict: dict, hparam_domain_discrete=None, global_step=None, start_time_secs=None

@@ -257,6 +257,22 @@ def test_a_failed_background_upload_refuses_the_next_record_and_says_so(flaky):
     assert [e.step for _, e in read_logdir(url) if e.summary.value and e.summary.value[0].tag == "h"] == [3]
 
 
+def test_a_refused_records_tag_metadata_goes_with_the_next_record(flaky):
+    url = f"flaky://bucket/{uuid.uuid4().hex}"
+    w = tbwriter.SummaryWriter(url)
+    w.add_text("other", "queued", 0)
+    flaky.down = True
+    w.file_writer.event_writer._state.timer_flush()
+    flaky.down = False
+    with pytest.raises(EventFileError, match="did not queue this record"):
+        w.add_text("notes", "refused", 1)  # the tag's first record, which carries its metadata
+    w.add_text("notes", "taken", 2)
+    w.add_text("notes", "later", 3)
+    w.close()
+    values = [(e.step, v) for _, e in read_logdir(url) for v in e.summary.value]
+    assert [(step, v.metadata.plugin_data.plugin_name) for step, v in values] == [(0, "text"), (2, "text"), (3, "")]
+
+
 def test_hparams_store_no_group_name_so_no_logdir_and_no_login(flaky):
     from tensorboard.plugins.hparams import metadata as hp_metadata
 
