@@ -334,11 +334,11 @@ class _Redacted:
     """A text stream that removes URL logins and secret query parameters from what is written to it."""
 
     def __init__(self, stream: TextIO, url: str):
-        from tbwriter.remote import redact, secrets
+        from tbwriter.remote import redact, secret_strings
 
         self.stream = stream
         self.redact = redact
-        self.hidden = secrets(url)
+        self.hidden = secret_strings(url)
 
     def write(self, text: str) -> int:
         return self.stream.write(self.redact(text, self.hidden))

@@ -22,7 +22,7 @@ tries again, in order. While `MAX_PENDING` bytes wait, new records are refused w
 error, so memory stays bounded.
 
 Secrets: messages name URLs through `redact()`, which removes logins, secret-looking query
-parameters and the secret strings of the URL and storage_options (`secrets()`).
+parameters and the secret strings of the URL and storage_options (`secret_strings()`).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def is_url(path: str) -> bool:
     return "://" in path
 
 
-def secrets(url: str, storage_options: dict | None = None) -> tuple[str, ...]:
+def secret_strings(url: str, storage_options: dict | None = None) -> tuple[str, ...]:
     """The secret strings of url's userinfo and of storage_options (values under secret-like names), longest first."""
     found = set()
     match = re.match(r"[^:/]+://([^/?#@\s]*)@", url)
@@ -92,7 +92,7 @@ def secrets(url: str, storage_options: dict | None = None) -> tuple[str, ...]:
 
 
 def redact(text: str, hidden: tuple[str, ...] = ()) -> str:
-    """text without URL userinfo, secret-looking query parameters and the strings in hidden (see secrets())."""
+    """text without URL userinfo, secret-looking query parameters and the strings in hidden (see secret_strings())."""
     for secret in hidden:
         text = text.replace(secret, "***")
     text = _USERINFO.sub(r"\1***@", text)
@@ -111,7 +111,7 @@ def filesystem(url: str, storage_options: dict | None = None):
         raise UnsupportedURLError(
             f"logdir {redact(url)}: {scheme}:// URLs need fsspec: pip install 'npnn-tbwriter[remote]'"
         ) from None
-    hidden = secrets(url, storage_options)
+    hidden = secret_strings(url, storage_options)
     try:
         return fsspec.core.url_to_fs(url, **(storage_options or {}))
     except ImportError as e:
@@ -173,7 +173,7 @@ class ObjectState:
 
     def __init__(self, logdir: str, filename_suffix: str, storage_options: dict | None):
         self.fs, self.root = filesystem(logdir, storage_options)
-        self.hidden = secrets(logdir, storage_options)  # removed from every message
+        self.hidden = secret_strings(logdir, storage_options)  # removed from every message
         self.url = redact(logdir.rstrip("/"), self.hidden)  # for messages only: fs and root do the I/O
         if _SCHEME.match(logdir).group(1) not in _BUCKET_SCHEMES:
             try:
@@ -342,9 +342,8 @@ def event_files(url: str, storage_options: dict | None = None) -> dict[str, list
             return {".": [url]}
         found = fs.find(root)
     except Exception as e:
-        raise OSError(
-            errno.EIO, redact(" ".join(f"cannot list {url}: {e}".split()), secrets(url, storage_options))
-        ) from None
+        text = " ".join(f"cannot list {url}: {e}".split())  # one line
+        raise OSError(errno.EIO, redact(text, secret_strings(url, storage_options))) from None
     if not found:
         raise FileNotFoundError(f"logdir: no such file or directory: {redact(url)}")
     runs: dict[str, list[str]] = {}
@@ -365,4 +364,4 @@ def open_object(url: str, storage_options: dict | None = None):
     except FileNotFoundError:
         raise FileNotFoundError(errno.ENOENT, "no such object", redact(url)) from None
     except Exception as e:
-        raise _store_error(e, "cannot open", url, secrets(url, storage_options)) from None
+        raise _store_error(e, "cannot open", url, secret_strings(url, storage_options)) from None

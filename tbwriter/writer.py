@@ -202,9 +202,10 @@ class FileWriter:
         The session's group name is left empty, so TensorBoard names the row after the run's
         path under its --logdir: one row per run directory, the same when the run is resumed,
         never the path as typed (two runs typed alike would share a row; a URL's login would be
-        stored). It starts at start_time_secs (default: when the writer was created). No experiment summary is
-        written unless hparam_domain_discrete is given: TensorBoard then builds the table's
-        columns from every run's hparams, so runs with different hparam keys all show.
+        stored). It starts at start_time_secs (default: when the writer was created). No
+        experiment summary is written unless hparam_domain_discrete is given: TensorBoard then
+        builds the table's columns from every run's hparams, so runs with different hparam keys
+        all show.
         """
         _check_hparams_args(metric_dict, hparam_domain_discrete)
         metrics = {k: _as_float(v, f"metric_dict[{k!r}]") for k, v in metric_dict.items()}

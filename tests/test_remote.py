@@ -290,7 +290,7 @@ def test_hparams_store_no_group_name_so_no_logdir_and_no_login(flaky):
 
 def test_redact_removes_logins_secret_parameters_and_option_values():
     options = {"key": "AKIDEXAMPLE", "secret": "wJalr/XUtn", "client_kwargs": {"region_name": "us-east-1"}}
-    hidden = remote.secrets("ftp://bob:p%40ss%2Fw0rd@host:21/run", options)
+    hidden = remote.secret_strings("ftp://bob:p%40ss%2Fw0rd@host:21/run", options)
     text = (
         "ftp://bob:p%40ss%2Fw0rd@host:21/run failed for bob with p@ss/w0rd; "
         "https://h/o?X-Amz-Signature=abc123&x=1&access_token=t0k AKIDEXAMPLE wJalr/XUtn us-east-1"
