@@ -24,6 +24,7 @@ __all__ = [
     "broadcast",
     "broadcast_optimizer_state",
     "broadcast_parameters",
+    "first_difference",
     "init",
     "rank",
     "rank_seed",
@@ -93,6 +94,20 @@ def abort(message: str, code: int = 1) -> None:
 def broadcast(obj, root: int = 0):
     """Rank root's Python object (pickled), returned on every rank."""
     return obj if _comm is None else _comm.bcast(obj, root=root)
+
+
+def first_difference(values: dict) -> str | None:
+    """Where some rank's values differ from rank 0's ("rank 1 has --batch-size 50, rank 0 has 100"), the
+    same answer on every rank; None when all agree. A job whose ranks disagree would hang in a collective."""
+    if _comm is None:
+        return None
+    everyone = _comm.allgather(values)
+    ours = everyone[0]
+    for r, theirs in enumerate(everyone[1:], 1):
+        for key in [*ours, *(k for k in theirs if k not in ours)]:
+            if theirs.get(key) != ours.get(key):
+                return f"rank {r} has {key} {theirs.get(key)!r}, rank 0 has {ours.get(key)!r}"
+    return None
 
 
 def allreduce(value: float) -> float:

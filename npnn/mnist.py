@@ -20,9 +20,11 @@ step; rank 0 alone writes the run, checkpoints and progress (docs/distributed.md
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
+import posixpath
 import sys
 import time
 from pathlib import Path
@@ -95,7 +97,14 @@ MODELS = {"mlp": MLP, "cnn": CNN}
 
 
 class CheckpointError(Exception):
-    """A --resume file that cannot be read or does not fit the model."""
+    """A --resume file that cannot be read or does not fit the model or the flags."""
+
+
+class DisagreementError(Exception):
+    """Ranks of one --distributed job started with different arguments or data."""
+
+
+RUN_FLAGS = ("batch_size", "lr", "seed", "limit", "test_limit")  # what a resumed run keeps: its curves' meaning
 
 
 def evaluate(
@@ -145,8 +154,7 @@ def save_checkpoint(path: str, model: nn.Module, opt: optim.Optimizer, meta: dic
         meta, optim_groups=state["param_groups"], optim_scalars=steps, rng=npnn.random.generator().bit_generator.state
     )
     arrays["meta"] = np.array(json.dumps(meta))
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    nn._save_npz(path, arrays, prefix=".ckpt-")
+    nn._save_npz(path, arrays)
 
 
 _META_MAX_CHARS = 1 << 20  # the JSON metadata is a few kB; a header may not claim gigabytes
@@ -224,7 +232,24 @@ def _check_meta(meta, model_name: str) -> dict:
             raise ValueError(f"meta: {key!r} is {meta[key]}, expected an int >= 0")
     if not all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in meta["optim_groups"]):
         raise ValueError("meta: 'optim_groups' must be a list of objects with a 'params' list")
+    batch = meta.get("batch", 0)  # batches done in the epoch: an interrupted run's checkpoint
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 0:
+        raise ValueError(f"meta: 'batch' is {batch!r}, expected an int >= 0")
+    run = meta.get("run_dir")  # only its last name is used: the run goes under --logdir
+    if run is not None and not (isinstance(run, str) and _run_name_ok(posixpath.basename(run.rstrip("/")))):
+        raise ValueError(f"meta: 'run_dir' is {run!r}, expected a path ending in a run's name")
+    flags = meta.get("flags", {})
+    if not isinstance(flags, dict) or any(
+        k not in (*RUN_FLAGS, "epochs", "log_every") or not isinstance(v, (int, float)) or isinstance(v, bool)
+        for k, v in flags.items()
+    ):
+        raise ValueError(f"meta: 'flags' is {flags!r}, expected numbers for {', '.join(RUN_FLAGS)}")
     return meta
+
+
+def _run_name_ok(name: str) -> bool:
+    """Whether name can be a run directory's name: not empty, '.', '..', and no NUL or separator."""
+    return name not in ("", ".", "..") and not any(c in name for c in "\0/\\")
 
 
 # -- TensorBoard ----------------------------------------------------------------------------
@@ -282,9 +307,9 @@ class _NoWriter:
 
 
 def run_name(args: argparse.Namespace) -> str:
-    """The run directory's name: the model, then the flags that differ from the defaults."""
+    """The run directory's name: the model, then the flags that differ from the defaults (cnn_ep_1_limit_500)."""
     name = args.model
-    for flag, short in (("lr", "lr"), ("batch_size", "bs"), ("seed", "seed")):
+    for flag, short in (("epochs", "ep"), ("lr", "lr"), ("batch_size", "bs"), ("seed", "seed"), ("limit", "limit")):
         value = getattr(args, flag)
         if value != build_parser().get_default(flag):
             name += f"_{short}_{value:g}"
@@ -292,10 +317,11 @@ def run_name(args: argparse.Namespace) -> str:
 
 
 def run_dir(args: argparse.Namespace, meta: dict | None) -> str:
-    """This run's directory: the checkpoint's when resuming, else a new one under --logdir."""
+    """This run's directory under --logdir: named as the checkpoint's when resuming, else a new one."""
     name = os.path.join(args.logdir, run_name(args))
-    if meta is not None:
-        return meta.get("run_dir") or name
+    if meta is not None:  # the command line's --logdir wins over the directory the checkpoint names
+        recorded = meta.get("run_dir")
+        return os.path.join(args.logdir, posixpath.basename(recorded.rstrip("/"))) if recorded else name
     fresh = cli.new_run_dir(name)
     if fresh != name:
         print(f"{name} already holds a run: this one goes to {fresh}")
@@ -348,8 +374,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="an existing directory holding the four MNIST files (default $NPNN_DATA, else "
         "~/.cache/npnn/mnist); missing files are downloaded there",
     )
-    p.add_argument("--save", default=None, metavar="PATH", help="write a checkpoint .npz after each epoch")
-    p.add_argument("--resume", default=None, metavar="PATH", help="continue from a checkpoint written by --save")
+    p.add_argument(
+        "--save",
+        default=None,
+        metavar="PATH",
+        help="write a checkpoint .npz after each epoch and at Ctrl-C (into an existing directory)",
+    )
+    p.add_argument(
+        "--resume",
+        default=None,
+        metavar="PATH",
+        help="continue from a checkpoint written by --save, with the run's flags unless given",
+    )
     p.add_argument(
         "--log-every", type=cli.integer(1), default=10, help="steps between train/loss scalars (default: 10)"
     )
@@ -371,25 +407,92 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def restore_flags(args: argparse.Namespace, meta: dict, path: str) -> None:
+    """Take the run's flags from the checkpoint where the command line leaves them out.
+
+    A given flag that differs is a CheckpointError (a resumed run keeps what its curves mean),
+    as is an --epochs the checkpoint already reached: nothing to train, and the run is left as it is.
+    args.given (main() sets it) names the flags typed; without it every flag counts as typed.
+    """
+    given = getattr(args, "given", None)
+    flags = meta.get("flags", {})
+    for key in RUN_FLAGS:
+        if key not in flags:  # a checkpoint from before flags were recorded
+            continue
+        if given is None or key in given:
+            if getattr(args, key) != flags[key]:
+                flag = "--" + key.replace("_", "-")
+                raise CheckpointError(
+                    f"--resume {path}: the run was trained with {flag} {flags[key]}, not {getattr(args, key)}; "
+                    f"leave {flag} out to continue it"
+                )
+        else:
+            setattr(args, key, flags[key])
+    for key in ("epochs", "log_every"):  # the run's unless typed: these may change on resume
+        if key in flags and given is not None and key not in given:
+            setattr(args, key, flags[key])
+    if meta["epoch"] >= args.epochs:
+        raise CheckpointError(
+            f"--resume {path}: the checkpoint has {meta['epoch']} epochs done, so --epochs {args.epochs} trains "
+            f"nothing (give --epochs {meta['epoch'] + 1} or more to continue); the run is left as it is"
+        )
+
+
+def agree(what: str, values: dict) -> None:
+    """Every rank's values equal rank 0's, or DisagreementError naming the first difference."""
+    difference = distributed.first_difference(values)
+    if difference:
+        raise DisagreementError(f"the ranks disagree on {what}: {difference}")
+
+
+def digest(*arrays: np.ndarray) -> str:
+    """A hash of the arrays' shapes and bytes: ranks compare data without sending it."""
+    h = hashlib.blake2b(digest_size=16)
+    for a in arrays:
+        h.update(repr((a.shape, a.dtype.str)).encode())
+        h.update(np.ascontiguousarray(a).data)
+    return h.hexdigest()
+
+
 def train(args: argparse.Namespace) -> dict:
-    """Train as the parsed arguments say; return the final metrics."""
+    """Train as the parsed arguments say; return the final metrics.
+
+    Ctrl-C raises cli.Interrupted saying which run stopped where: the first one at the next step
+    boundary, after saving a checkpoint there when --save is given (not under --distributed,
+    where the ranks would stop at different steps); a second one at once.
+    """
+    where = {"run": None}  # what the interrupt message names, filled in as the run starts
+    try:
+        return _train(args, where)
+    except KeyboardInterrupt:
+        if where["run"] is None:
+            raise cli.Interrupted("before training started; nothing was written") from None
+        raise cli.Interrupted(f"run {where['run']} stopped mid-step, without a checkpoint of it") from None
+
+
+def _train(args: argparse.Namespace, where: dict) -> dict:
+    """train()'s work; where["run"] is set to the run directory once it is chosen."""
     from tqdm import tqdm
     from tbwriter import SummaryWriter
 
     if args.distributed:
         distributed.init()
+        skip = ("given", "data", "no_progress")  # the data is compared by its hash below
+        agree("the arguments", {"--" + k.replace("_", "-"): v for k, v in vars(args).items() if k not in skip})
     lead = distributed.rank() == 0  # the one process that logs, saves and prints
     npnn.manual_seed(args.seed)
     model = MODELS[args.model]()
     opt = optim.Adam(model.parameters(), lr=args.lr)
-    epoch, step = 0, 0
+    epoch, step, first_batch = 0, 0, 0
     if args.resume and lead:  # before the data: a bad checkpoint is reported before any long work
         meta = load_checkpoint(args.resume, model, opt, args.model)
-        epoch, step = meta["epoch"], meta["step"]
-    if args.distributed:  # every rank starts from rank 0's parameters, moments and step
+        restore_flags(args, meta, args.resume)
+        epoch, step, first_batch = meta["epoch"], meta["step"], meta.get("batch", 0)
+    if args.distributed:  # every rank starts from rank 0's parameters, moments, step and flags
         distributed.broadcast_parameters(model.parameters())
         distributed.broadcast_optimizer_state(opt)
-        epoch, step = distributed.broadcast((epoch, step))
+        epoch, step, first_batch = distributed.broadcast((epoch, step, first_batch))
+        vars(args).update(distributed.broadcast({k: getattr(args, k) for k in (*RUN_FLAGS, "epochs", "log_every")}))
     data = load_mnist(args.data, flatten=args.model == "mlp", progress=lead and not args.no_progress)
     x_train, y_train = data.train_images, data.train_labels
     x_test, y_test = data.test_images, data.test_labels
@@ -397,101 +500,127 @@ def train(args: argparse.Namespace) -> dict:
         x_train, y_train = x_train[: args.limit], y_train[: args.limit]
     if args.test_limit:
         x_test, y_test = x_test[: args.test_limit], y_test[: args.test_limit]
+    if args.distributed:
+        agree("the data", {"training set": digest(x_train, y_train), "test set": digest(x_test, y_test)})
     logdir = run_dir(args, meta if args.resume else None) if lead else None
     if args.distributed:  # rank 0 chose it: the other ranks' throughput goes into the same run
         logdir = distributed.broadcast(logdir)
-    # On resume, purge_step drops whatever a crashed run logged after the checkpoint (the
-    # checkpoint's own step keeps its epoch summaries: they were written before it).
-    writer = SummaryWriter(logdir, purge_step=step + 1 if args.resume else None) if lead else _NoWriter()
-    rank_writer = (
-        SummaryWriter(os.path.join(logdir, f"rank_{distributed.rank()}"))
-        if args.distributed and args.rank_scalars
-        else _NoWriter()
-    )
-    params = list(model.parameters())
-    n, bs = len(y_train), args.batch_size
-    batches = math.ceil(n / bs)
-    hparams = {
-        "model": args.model,
-        "epochs": args.epochs,
-        "batch_size": bs,
-        "lr": args.lr,
-        "seed": args.seed,
-        "keep_prob": 1 - DROP,
-        "train_images": n,
-    }
-    try:
-        if step == 0:
-            log_graph(writer, model, x_train[:bs], y_train[:bs])
-            log_parameters(writer, model, 0)
-        accuracy = test_loss = float("nan")
-        while epoch < args.epochs:
-            # The shuffle depends on (seed, epoch) only, so a resumed run sees the same batches.
-            order = np.random.default_rng([args.seed, epoch]).permutation(n)
-            if args.distributed:  # dropout masks differ per rank, and repeat on resume
-                npnn.manual_seed(distributed.rank_seed(args.seed, epoch))
-            bar = tqdm(
-                total=n,
-                desc=f"epoch {epoch + 1}/{args.epochs}",
-                unit="img",
-                disable=args.no_progress or not lead,
-                mininterval=0.5,
-                leave=True,
-                file=sys.stderr,
-            )
-            start = time.perf_counter()
-            images = reduce_time = 0.0
-            for b in range(batches):
-                idx = order[b * bs : (b + 1) * bs]
-                share = distributed.shard(idx) if args.distributed else idx
-                opt.zero_grad()
-                if len(share):  # a global batch smaller than the job leaves some ranks idle
-                    loss = F.cross_entropy(model(Tensor(x_train[share])), y_train[share])
-                    loss.backward()
-                if args.distributed:
-                    t = time.perf_counter()
-                    distributed.allreduce_gradients(params, weight=len(share) / len(idx))
-                    reduce_time += time.perf_counter() - t
-                    images += len(share)
-                opt.step()
-                step += 1
-                if step % args.log_every == 0:
-                    value = (
-                        loss.item()
-                        if not args.distributed
-                        else distributed.allreduce(loss.item() * len(share) / len(idx) if len(share) else 0.0)
+    where["run"] = logdir
+    # From here the first Ctrl-C stops the loop at the next step boundary (cli.StopOnInterrupt).
+    with cli.StopOnInterrupt(active=not args.distributed) as stop:
+        # On resume, purge_step drops whatever a crashed run logged after the checkpoint (the
+        # checkpoint's own step keeps its epoch summaries: they were written before it).
+        writer = SummaryWriter(logdir, purge_step=step + 1 if args.resume else None) if lead else _NoWriter()
+        rank_writer = (
+            SummaryWriter(os.path.join(logdir, f"rank_{distributed.rank()}"))
+            if args.distributed and args.rank_scalars
+            else _NoWriter()
+        )
+        params = list(model.parameters())
+        n, bs = len(y_train), args.batch_size
+        batches = math.ceil(n / bs)
+        hparams = {
+            "model": args.model,
+            "epochs": args.epochs,
+            "batch_size": bs,
+            "lr": args.lr,
+            "seed": args.seed,
+            "keep_prob": 1 - DROP,
+            "train_images": n,
+        }
+
+        def save(batch: int) -> None:
+            flags = {k: getattr(args, k) for k in (*RUN_FLAGS, "epochs", "log_every")}
+            meta = {
+                "model": args.model,
+                "epoch": epoch,
+                "step": step,
+                "batch": batch,
+                "run_dir": logdir,
+                "flags": flags,
+            }
+            save_checkpoint(args.save, model, opt, meta)
+
+        try:
+            if step == 0:
+                log_graph(writer, model, x_train[:bs], y_train[:bs])
+                log_parameters(writer, model, 0)
+            while epoch < args.epochs:
+                # The shuffle depends on (seed, epoch) only, so a resumed run sees the same batches.
+                order = np.random.default_rng([args.seed, epoch]).permutation(n)
+                if args.distributed:  # dropout masks differ per rank, and repeat on resume
+                    npnn.manual_seed(distributed.rank_seed(args.seed, epoch))
+                bar = tqdm(
+                    total=n,
+                    initial=min(n, first_batch * bs),
+                    desc=f"epoch {epoch + 1}/{args.epochs}",
+                    unit="img",
+                    disable=args.no_progress or not lead,
+                    mininterval=0.5,
+                    leave=True,
+                    file=sys.stderr,
+                )
+                start = time.perf_counter()
+                images = reduce_time = 0.0
+                trained = n - min(n, first_batch * bs)  # a resumed epoch trains only its rest
+                for b in range(first_batch, batches):
+                    if stop.requested:  # between steps: the model, Adam and the RNG are one whole state
+                        bar.close()
+                        if args.save:
+                            save(b)
+                        at = f"run {logdir} stopped at step {step} (epoch {epoch + 1}, batch {b}/{batches})"
+                        raise cli.Interrupted(
+                            f"{at}; checkpoint saved: --resume {args.save} continues it"
+                            if args.save
+                            else f"{at}; no checkpoint (--save PATH keeps one to --resume from)"
+                        )
+                    idx = order[b * bs : (b + 1) * bs]
+                    share = distributed.shard(idx) if args.distributed else idx
+                    opt.zero_grad()
+                    if len(share):  # a global batch smaller than the job leaves some ranks idle
+                        loss = F.cross_entropy(model(Tensor(x_train[share])), y_train[share])
+                        loss.backward()
+                    if args.distributed:
+                        t = time.perf_counter()
+                        distributed.allreduce_gradients(params, weight=len(share) / len(idx))
+                        reduce_time += time.perf_counter() - t
+                        images += len(share)
+                    opt.step()
+                    step += 1
+                    if step % args.log_every == 0:
+                        value = (
+                            loss.item()
+                            if not args.distributed
+                            else distributed.allreduce(loss.item() * len(share) / len(idx) if len(share) else 0.0)
+                        )
+                        writer.add_scalar("train/loss", value, step)
+                        bar.set_postfix(loss=f"{value:.4f}", refresh=False)
+                    bar.update(len(idx))
+                bar.close()
+                epoch, first_batch = epoch + 1, 0
+                seconds = time.perf_counter() - start
+                rank_writer.add_scalar("throughput/images_per_second", images / seconds, step)
+                rank_writer.add_scalar("throughput/allreduce_ms_per_step", 1e3 * reduce_time / batches, step)
+                accuracy, test_loss, preds = evaluate(model, x_test, y_test, progress=lead and not args.no_progress)
+                writer.add_scalar("test/accuracy", accuracy, step)
+                writer.add_scalar("test/loss", test_loss, step)
+                log_parameters(writer, model, step)
+                writer.flush()
+                if lead:
+                    print(
+                        f"epoch {epoch}/{args.epochs}: test accuracy {accuracy:.4f}, test loss {test_loss:.4f}, "
+                        f"{trained / seconds:.0f} images/s",
+                        flush=True,
                     )
-                    writer.add_scalar("train/loss", value, step)
-                    bar.set_postfix(loss=f"{value:.4f}", refresh=False)
-                bar.update(len(idx))
-            bar.close()
-            epoch += 1
-            seconds = time.perf_counter() - start
-            rank_writer.add_scalar("throughput/images_per_second", images / seconds, step)
-            rank_writer.add_scalar("throughput/allreduce_ms_per_step", 1e3 * reduce_time / batches, step)
-            accuracy, test_loss, preds = evaluate(model, x_test, y_test, progress=lead and not args.no_progress)
-            writer.add_scalar("test/accuracy", accuracy, step)
-            writer.add_scalar("test/loss", test_loss, step)
-            log_parameters(writer, model, step)
-            writer.flush()
-            if lead:
-                print(
-                    f"epoch {epoch}/{args.epochs}: test accuracy {accuracy:.4f}, test loss {test_loss:.4f}, "
-                    f"{n / seconds:.0f} images/s",
-                    flush=True,
-                )
-            if args.save and lead:
-                save_checkpoint(
-                    args.save, model, opt, {"model": args.model, "epoch": epoch, "step": step, "run_dir": logdir}
-                )
-        if math.isnan(accuracy):  # resumed at or past --epochs: evaluate what was loaded
-            accuracy, test_loss, preds = evaluate(model, x_test, y_test)
-        if lead:  # the grids go through the run's file writer, which only rank 0 has
-            log_digits(writer, x_test, y_test, preds, step)
-        writer.add_hparams(hparams, {"hparam/accuracy": accuracy, "hparam/test_loss": test_loss}, global_step=step)
-    finally:
-        writer.close()
-        rank_writer.close()
+                if args.save and lead:
+                    save(0)
+            if lead:  # the grids go through the run's file writer, which only rank 0 has
+                log_digits(writer, x_test, y_test, preds, step)
+            metrics = {"hparam/accuracy": accuracy, "hparam/test_loss": test_loss}
+            writer.add_hparams(hparams, metrics, global_step=step)
+        finally:
+            writer.close()
+            rank_writer.close()
     return {"accuracy": accuracy, "test_loss": test_loss, "step": step, "logdir": logdir}
 
 
@@ -499,9 +628,14 @@ def main(argv=None) -> int:
     """Entry point: parse flags, train, print the final accuracy; data problems exit 1."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.given = cli.given_flags(parser, argv)
     check_paths(parser, args)
     try:
         result = train(args)
+    except DisagreementError as e:  # every rank found it: each ends by itself, rank 0 says why
+        if distributed.rank() == 0:
+            print(f"error: {e}", file=sys.stderr)
+        return 1
     except (MissingDataError, DataError, CheckpointError, distributed.MPIUnavailableError) as e:
         if args.distributed and distributed.size() > 1:
             distributed.abort(f"error: {e}")  # the other ranks may be waiting for this one
@@ -516,5 +650,10 @@ def main(argv=None) -> int:
     return 0
 
 
+def command(argv=None) -> int:
+    """python -m npnn.mnist as a program: main(), with Ctrl-C as one line and exit 130."""
+    return cli.run_main("python -m npnn.mnist", main, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(command())

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 import stat
-import tempfile
 import zlib
 from collections import OrderedDict
 from typing import Iterator
@@ -178,7 +177,7 @@ class Module:
             p.data[...] = value
 
     def save(self, path) -> None:
-        """Write state_dict() as an .npz file atomically (temp file in the same folder, then rename)."""
+        """Write state_dict() as .npz, whole or not at all (a FIFO or device is written as a stream, not replaced)."""
         _save_npz(path, self.state_dict())
 
     def load(self, path) -> "Module":
@@ -211,23 +210,11 @@ class Module:
         return "\n".join(lines)
 
 
-def _save_npz(path, arrays: dict, prefix: str = ".tmp-") -> None:
-    """np.savez(path, **arrays) atomically: a temp file (prefix) in the same folder, fsynced, then renamed."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:  # a file object: np.savez adds no ".npz" to the name
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+def _save_npz(path, arrays: dict) -> None:
+    """np.savez(path, **arrays) through tbwriter.output: whole or not at all; a FIFO or device is streamed."""
+    from tbwriter.output import write_output
+
+    write_output(path, lambda f: np.savez(f, **arrays))  # a file object: np.savez adds no ".npz" to the name
 
 
 def _check_array(name: str, shape: tuple, dtype: np.dtype, expected_shape: tuple) -> "str | None":

@@ -27,14 +27,28 @@ Replaying is refused, and the step runs eagerly, when it could be wrong:
   plan has no kernel for (MatMul of matrices, AddV2, Sub, Mul, division by a number, Neg, Log,
   Exp, Sigmoid, comparisons, Cast and the full float32 Mean have one), recorded a summary of a
   non-Tensor value, or did anything else the tape's tracing hook sees (backward, the
-  optimizer's step): eager from then on.
-Reading `.data` directly inside loss_fn is not seen: control flow must not depend on it.
+  optimizer's step): eager from then on;
+- an op took a non-Tensor operand (a Python number; Cast's dtype, Mean's axis) that the calling
+  code does not spell out: a replay never runs loss_fn's Python, so only values every call
+  passes alike are baked: a literal at an operator (`t * 0.5`, `1 - t`, `t > 0.5`), literals
+  and modules' attributes as a cast's or a mean's arguments (`t.astype(np.float32)`,
+  `t.float()`, `t.mean()`), read from the caller's bytecode at record time
+  (_written_at_the_call). A number from a variable, a dict, an attribute or a call refuses the
+  plan, naming the op and the value: eager from then on.
+Not seen, because a replay runs no Python of loss_fn: control flow on Python values (which
+ops, tensors and literals the recorded call used is fixed: `t * (2 if a else 3)` is one
+operator per branch from Python 3.12 on), module attributes rebound later, and
+`.data` read directly (control flow must not depend on it).
 The returned loss Tensor is the same object at every replay (its data updated in place).
 """
 
 from __future__ import annotations
 
+import bisect
+import dis
 import functools
+import sys
+import types
 
 import numpy as np
 
@@ -57,9 +71,19 @@ class _Recorder:
     def __init__(self):
         self.ops = []
         self.summaries = []
+        self.unseen = []  # the non-Tensor operands not spelled out at the call, as "Op took value"
 
     def record(self, op: str, inputs, out: Tensor) -> None:
         self.ops.append((op, tuple(inputs), out))
+        # A replay never runs loss_fn's Python again: a number, dtype or axis it read from a
+        # variable would be baked in unseen, so only the ones the calling code spells out replay.
+        if op in _BY_CALL:
+            if not _written_at_the_call(op):
+                self.unseen.append(f"{op} took its arguments")
+            return
+        for x in inputs:
+            if not isinstance(x, Tensor) and not _written_at_the_call(op, x):
+                self.unseen.append(f"{op} took {x!r}")
 
     def record_summary(self, op, collections: tuple) -> None:
         if not isinstance(op.tensor, Tensor):
@@ -161,6 +185,137 @@ def _kernel(op: str, inputs: tuple, out: Tensor) -> list:
     if isinstance(a, Tensor):
         return [(f, (a.data, _ops._scalar(b, dst.dtype), dst))]
     return [(f, (_ops._scalar(a, dst.dtype), b.data, dst))]
+
+
+# What each instruction pops and pushes, for the few that build an operator's operands in
+# straight-line code; anything else stops the walk (_producer), so the operand counts as unseen.
+_STACK = {
+    **dict.fromkeys(("NOP", "RESUME", "EXTENDED_ARG", "CACHE", "PRECALL", "KW_NAMES", "NOT_TAKEN"), (0, 0)),
+    **dict.fromkeys(("LOAD_CONST", "LOAD_SMALL_INT", "LOAD_NAME", "LOAD_DEREF", "LOAD_CLOSURE", "PUSH_NULL"), (0, 1)),
+    **dict.fromkeys(("LOAD_FAST", "LOAD_FAST_CHECK", "LOAD_FAST_BORROW"), (0, 1)),
+    **dict.fromkeys(("LOAD_FAST_LOAD_FAST", "LOAD_FAST_BORROW_LOAD_FAST_BORROW"), (0, 2)),
+    **dict.fromkeys(("UNARY_NEGATIVE", "UNARY_INVERT", "UNARY_NOT", "UNARY_POSITIVE"), (1, 1)),
+    **dict.fromkeys(("BINARY_SUBSCR", "BINARY_OP", "COMPARE_OP"), (2, 1)),
+    "LOAD_METHOD": (1, 2),
+}
+_LITERALS = ("LOAD_CONST", "LOAD_SMALL_INT")
+# t * 0.5, 1 - t, t > 0.5: the number is one of two operands (3.10 has an opcode per operator).
+_OPERATORS = ("BINARY_OP", "COMPARE_OP", "BINARY_ADD", "BINARY_SUBTRACT", "BINARY_MULTIPLY", "BINARY_TRUE_DIVIDE")
+_STACK.update(dict.fromkeys(_OPERATORS, (2, 1)))
+# Calls: what they pop besides the arguments (callable, self or NULL; CALL_KW's keyword names).
+_CALLS = {"CALL": 2, "CALL_KW": 3, "CALL_METHOD": 2, "CALL_FUNCTION": 1, "CALL_FUNCTION_KW": 2}
+_BY_CALL = ("Cast", "Mean")  # ops whose other arguments (dtype; axis, keepdims) are not among their inputs
+_OP_FILES = frozenset((_ops.__file__, _t.__file__))  # frames of an op and of the tape, not the caller's
+
+
+def _stack(ins: dis.Instruction):
+    """(pops, pushes) of an instruction, or None for one the walk does not follow."""
+    name, arg = ins.opname, ins.arg or 0
+    if name == "LOAD_GLOBAL":  # 3.11 on: bit 0 pushes a NULL for a call as well
+        return 0, 1 + (arg & 1 if sys.version_info >= (3, 11) else 0)
+    if name == "LOAD_ATTR":  # 3.12 on: bit 0 is a method load (two slots)
+        return 1, 1 + (arg & 1 if sys.version_info >= (3, 12) else 0)
+    if name in _CALLS:
+        return arg + _CALLS[name], 1
+    return _STACK.get(name)
+
+
+@functools.lru_cache(maxsize=256)
+def _instructions(code: types.CodeType) -> tuple:
+    """code's instructions and their offsets."""
+    instrs = list(dis.get_instructions(code))
+    return instrs, [ins.offset for ins in instrs]
+
+
+def _producer(instrs: list, i: int, depth: int):
+    """Index of the instruction that pushed the stack slot `depth` (0: the top) instrs[i] reads,
+    walking back through straight-line code; None where that cannot be told for sure."""
+    while i > 0:
+        if getattr(instrs[i], "is_jump_target", True):  # reached from elsewhere too
+            return None
+        i -= 1
+        effect = _stack(instrs[i])
+        if effect is None:
+            return None
+        pops, pushes = effect
+        if depth < pushes:
+            return i
+        depth += pops - pushes
+    return None
+
+
+def _spelled(instrs: list, j, frame: types.FrameType) -> tuple:
+    """(True, value) if instruction j pushes a literal, a module named by a global, or a module's
+    attribute (np.float32, math.pi), else (False, None)."""
+    ins = None if j is None else instrs[j]
+    if ins is None or _stack(ins) not in ((0, 1), (1, 1)):
+        return False, None
+    if ins.opname in _LITERALS:
+        return True, ins.argval
+    if ins.opname == "LOAD_GLOBAL":
+        module = frame.f_globals.get(ins.argval)
+        return isinstance(module, types.ModuleType), module
+    if ins.opname == "LOAD_ATTR":
+        ok, module = _spelled(instrs, _producer(instrs, j, 0), frame)
+        if ok and isinstance(module, types.ModuleType):
+            return True, getattr(module, ins.argval, None)
+    return False, None
+
+
+def _callee(instrs: list, j, frame: types.FrameType):
+    """The function instruction j loads for a call if it is a global or a module's attribute
+    (npnn.ops.mean), else None."""
+    ins = None if j is None else instrs[j]
+    if ins is not None and ins.opname == "LOAD_GLOBAL":
+        return frame.f_globals.get(ins.argval)
+    if ins is not None and ins.opname in ("LOAD_ATTR", "LOAD_METHOD"):
+        ok, module = _spelled(instrs, _producer(instrs, j, 0), frame)
+        if ok and isinstance(module, types.ModuleType):
+            return getattr(module, ins.argval, None)
+    return None
+
+
+def _call_spelled(instrs: list, i: int, frame: types.FrameType) -> bool:
+    """Whether the call at instrs[i] passes only spelled-out values besides the tensor: every
+    argument of a method (t.mean(), t.astype(np.float32), t.float()), all but the first of a
+    plain function named by a global or a module's attribute (npnn.ops.mean(t)), called
+    without keywords."""
+    ins = instrs[i]
+    if ins.opname not in _CALLS:
+        return False
+    names, argc = int(ins.opname.endswith("_KW")), ins.arg or 0  # the keyword names' tuple on top
+    keywords = names or any(x.opname == "KW_NAMES" for x in instrs[max(0, i - 2) : i])
+    # The slot below the arguments holds the callable, or self or NULL beside it: loaded together.
+    function = isinstance(_callee(instrs, _producer(instrs, i, names + argc), frame), types.FunctionType)
+    first = names + argc - 1  # the first argument's slot
+    return all(
+        _spelled(instrs, _producer(instrs, i, d), frame)[0] for d in range(names, first + (keywords or not function))
+    )
+
+
+def _written_at_the_call(op: str, value=None) -> bool:
+    """Whether what an op took besides tensors while recorded is spelled out in the code that
+    called the op, so that every call passes the same: a number that is a literal at an operator
+    (t * 0.5, 1 - t, t > 0.5), or, for Cast and Mean (value None), only literals and modules'
+    attributes as arguments (t.astype(np.float32), t.float(), t.mean()). Read from the caller's
+    bytecode; anything else (a variable, a dict, an attribute, a call's result) could change
+    between calls unseen. Which branch ran is not seen (control flow: see the module doc)."""
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_code.co_filename in _OP_FILES:
+        frame = frame.f_back
+    if frame is None:
+        return False
+    instrs, offsets = _instructions(frame.f_code)
+    i = bisect.bisect_right(offsets, frame.f_lasti) - 1  # f_lasti may point into the instruction's caches
+    if op in _BY_CALL:
+        return _call_spelled(instrs, i, frame)
+    if instrs[i].opname not in _OPERATORS:
+        return False
+    for depth in (0, 1):  # the other operand is the Tensor, never a literal
+        ok, written = _spelled(instrs, _producer(instrs, i, depth), frame)
+        if ok and type(written) is type(value) and written == value:
+            return True
+    return False
 
 
 class Plan:
@@ -373,6 +528,12 @@ class Plan:
             return self.loss_fn(*inputs)
         if reads:
             self.refused = f"loss_fn read tensor values into Python ({', '.join(sorted(set(reads)))}) while recorded"
+            return loss
+        if recorder.unseen:
+            self.refused = (
+                f"{', '.join(recorder.unseen[:3])} from a variable, not spelled out at the call: a replay does not "
+                "run loss_fn, so a new value would go unseen; write it as a literal or pass it as an input Tensor"
+            )
             return loss
         made = {id(out) for _, _, out in recorder.ops}
         if not isinstance(loss, Tensor) or id(loss) not in made or not loss.requires_grad:

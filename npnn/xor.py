@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import sys
 
 import numpy as np
 
@@ -69,18 +70,20 @@ def lab(
     # Like TF1's graph, the step is recorded once and replayed (npnn.plan), bit-identical to
     # calling forward, cost.backward() and train.step(); its summaries read the replayed values.
     run = plan.compile(lambda X, Y: forward(X, Y)[1], train)
-    for step in range(steps):  # Step 4: train, writing the merged summary (Step 2) every step
-        cost = run.forward_backward(X, Y)
-        if step % log_every == 0:  # before the update, as sess.run([merged, train]) evaluates it
-            writer.add_summary(summary.merge_all(), global_step=step)
-        run.update()
-        if not quiet and step % 100 == 0:
-            print(step, cost.item())
-    with npnn.no_grad():
-        hypothesis, cost, accuracy = forward(X, Y)
-    # HPARAMS: this run's settings; its metrics are the last Cost/Cost and accuracy TensorBoard read.
-    writer.add_hparams({"lr": lr, "optimizer": optimizer, "steps": steps, "seed": seed}, {})
-    writer.close()
+    try:
+        for step in range(steps):  # Step 4: train, writing the merged summary (Step 2) every step
+            cost = run.forward_backward(X, Y)
+            if step % log_every == 0:  # before the update, as sess.run([merged, train]) evaluates it
+                writer.add_summary(summary.merge_all(), global_step=step)
+            run.update()
+            if not quiet and step % 100 == 0:
+                print(step, cost.item())
+        with npnn.no_grad():
+            hypothesis, cost, accuracy = forward(X, Y)
+        # HPARAMS: this run's settings; its metrics are the last Cost/Cost and accuracy TensorBoard read.
+        writer.add_hparams({"lr": lr, "optimizer": optimizer, "steps": steps, "seed": seed}, {})
+    finally:  # on Ctrl-C too: the steps written so far stay readable
+        writer.close()
     return {
         "logdir": logdir,
         "hypothesis": hypothesis.data,
@@ -141,8 +144,7 @@ def main(argv=None) -> list:
     for lr in dict.fromkeys(args.lr or [0.01]):
         run_dir = os.path.join(args.logdir, run_name(lr, args.optimizer))
         if args.overwrite:
-            for f in cli.event_files(run_dir):
-                os.remove(f)
+            cli.remove_files(cli.event_files(run_dir))
         else:
             fresh = cli.new_run_dir(run_dir)
             if fresh != run_dir:
@@ -153,7 +155,10 @@ def main(argv=None) -> list:
     for lr, run_dir in runs:
         if len(runs) > 1:
             print(f"== run {run_dir} (lr={lr:g}, {args.optimizer})")
-        r = lab(run_dir, lr, args.steps, args.seed, args.optimizer, args.log_every, args.quiet)
+        try:
+            r = lab(run_dir, lr, args.steps, args.seed, args.optimizer, args.log_every, args.quiet)
+        except KeyboardInterrupt:
+            raise cli.Interrupted(f"run {run_dir} holds the steps written before the interrupt") from None
         if not args.quiet:
             print(f"\nHypothesis:\n{r['hypothesis']}\nPredicted:\n{r['predicted']}")
         print(f"Accuracy: {r['accuracy']}")
@@ -166,5 +171,15 @@ def main(argv=None) -> list:
     return results
 
 
+def command(argv=None) -> int:
+    """python -m npnn.xor: main() as a program, exit 0; Ctrl-C is one line and exit 130."""
+
+    def program(argv) -> int:
+        main(argv)
+        return 0
+
+    return cli.run_main("python -m npnn.xor", program, argv)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(command())

@@ -2,7 +2,6 @@
 
 from tbwriter import summary
 from tbwriter.events import EventFileError, EventFileWriter, WriterStateError
-from tbwriter.scalars import read_scalars
 from tbwriter.writer import FileWriter, SummaryWriter
 
 __all__ = [
@@ -14,3 +13,12 @@ __all__ = [
     "read_scalars",
     "summary",
 ]
+
+
+def __getattr__(name: str):
+    """read_scalars, imported on first use: a program that only writes never loads the reader."""
+    if name == "read_scalars":
+        from tbwriter.scalars import read_scalars
+
+        return read_scalars
+    raise AttributeError(f"module 'tbwriter' has no attribute {name!r}")

@@ -16,7 +16,6 @@ import json
 import math
 import os
 import re
-import secrets
 import sys
 import warnings
 from typing import Iterator, Optional, TextIO
@@ -31,6 +30,7 @@ from tbwriter.reader import (
     event_files,
     read_events,
 )
+from tbwriter.output import Output
 from tbwriter.scalars import RunColumns
 
 
@@ -175,69 +175,14 @@ def _scalars(runs, problems: _Problems, tag_filter: Optional[re.Pattern]) -> Ite
                 yield run, tag, series
 
 
-class _AtomicOutput:
-    """A text file written under a fresh temp name beside the target and renamed over it on success.
-
-    The temp file is created with O_EXCL | O_NOFOLLOW under a random name, so a planted file or
-    symlink of any name is never opened or followed. OSErrors name the target path.
-    """
-
-    def __init__(self, path: str):
-        self.path = path
-        self.tmp = None
-        self.file = None
-
-    def open(self) -> None:
-        """Create the temp file (permissions as open() would give: 0666 minus the umask)."""
-        folder = os.path.dirname(os.path.abspath(self.path))
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        for _ in range(100):
-            # The name is kept before the file exists, so an interrupt at any point leaves
-            # discard() a name to remove (mkstemp's name arrives only after it has created the file).
-            self.tmp = os.path.join(folder, f".{os.path.basename(self.path)}.{secrets.token_hex(6)}.tmp")
-            try:
-                fd = os.open(self.tmp, flags, 0o666)
-                break
-            except FileExistsError:
-                continue
-            except OSError as e:
-                self.tmp = None
-                raise OSError(e.errno, e.strerror, self.path) from e
-        else:
-            self.tmp = None
-            raise OSError(f"{self.path}: no free temporary name beside it after 100 tries")
-        self.file = os.fdopen(fd, "w", newline="", encoding="utf-8")
-
-    def commit(self) -> None:
-        """Flush, fsync and rename over the target."""
-        try:
-            self.file.flush()
-            os.fsync(self.file.fileno())
-            self.file.close()
-            os.replace(self.tmp, self.path)
-        except OSError as e:
-            raise OSError(e.errno, e.strerror, self.path) from e
-
-    def discard(self) -> None:
-        """Close and remove the temp file, if it got that far."""
-        try:
-            if self.file is not None:
-                self.file.close()
-        except OSError:
-            pass  # e.g. the disk filled: the file goes anyway
-        try:
-            if self.tmp is not None:
-                os.unlink(self.tmp)
-        except FileNotFoundError:
-            pass
-
-
-def _export(runs, csv_path: Optional[str], json_path: Optional[str], tag_filter, problems: _Problems) -> int:
-    """Write every scalar as CSV and/or JSON Lines, streaming; return the number of rows."""
+def _export(
+    runs, csv_path: Optional[str], json_path: Optional[str], tag_filter, problems: _Problems, stdout: TextIO
+) -> int:
+    """Write every scalar as CSV and/or JSON Lines, streaming ("-" is stdout); return the number of rows."""
     pending = []
     try:
-        csv_out = _AtomicOutput(csv_path) if csv_path else None
-        json_out = _AtomicOutput(json_path) if json_path else None
+        csv_out = Output(csv_path, text=True, stdout=stdout) if csv_path else None
+        json_out = Output(json_path, text=True, stdout=stdout) if json_path else None
         pending = [out for out in (csv_out, json_out) if out]
         for out in pending:
             out.open()
@@ -317,15 +262,15 @@ def _parser() -> argparse.ArgumentParser:
         "JSON is JSON Lines (one object per line). Values are written with the shortest text "
         "that reads back to the stored float32/float64; NaN and infinities are the strings "
         '"NaN", "Infinity", "-Infinity" in JSON. Outputs are written to a temp file and '
-        "renamed into place when complete.",
+        "renamed into place when complete; a FIFO or a character device is written into as a stream.",
     )
     exp.add_argument(
         "path",
         metavar="LOGDIR_OR_FILE",
         help="a log directory (searched recursively) or one event file; a path or URL (s3://...)",
     )
-    exp.add_argument("--csv", metavar="OUT.csv", help="write CSV here")
-    exp.add_argument("--json", metavar="OUT.jsonl", help="write JSON Lines here")
+    exp.add_argument("--csv", metavar="OUT.csv", help="write CSV here ('-': standard output)")
+    exp.add_argument("--json", metavar="OUT.jsonl", help="write JSON Lines here ('-': standard output)")
     exp.add_argument("--tag", metavar="REGEX", help="only tags where this regular expression matches (re.search)")
     return p
 
@@ -403,15 +348,32 @@ def main(argv: Optional[list[str]] = None, stdout: Optional[TextIO] = None, stde
                 print(f"tbwriter export: error: output directory does not exist: {out}", file=stderr)
                 return 2
         try:
-            rows = _export(runs, args.csv, args.json, tag_filter, problems)
+            rows = _export(runs, args.csv, args.json, tag_filter, problems, stdout)
         except OSError as e:  # the output side: the inputs' errors are reported per file
             target = e.filename or " / ".join(p for p in (args.csv, args.json) if p)
             print(f"tbwriter export: error: cannot write {target}: {e.strerror or e}", file=stderr)
             return 2
-        written = " and ".join(p for p in (args.csv, args.json) if p)
-        print(f"{rows} scalars from {len(runs)} run{'s' * (len(runs) != 1)} written to {written}", file=stdout)
+        outs = [p for p in (args.csv, args.json) if p]
+        # An output streamed to stdout (or a FIFO or device, maybe the same) must not get the summary in it.
+        streamed = any(p == "-" or (os.path.exists(p) and not os.path.isfile(p)) for p in outs)
+        summary = f"{rows} scalars from {len(runs)} run{'s' * (len(runs) != 1)} written to {' and '.join(outs)}"
+        print(summary, file=stderr if streamed else stdout)
     return 1 if problems.errors else 0
 
 
+def _program() -> int:
+    """main() as a program: a reader that closed the pipe (| head) or a Ctrl-C ends it quietly."""
+    try:
+        code = main()
+        sys.stdout.flush()  # here, where a closed pipe can still be caught, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's own flush must not fail
+        return 141  # 128 + SIGPIPE, as a program killed by it reports
+    except KeyboardInterrupt:
+        print("tbwriter: interrupted", file=sys.stderr)
+        return 130
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_program())

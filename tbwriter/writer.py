@@ -292,6 +292,7 @@ class SummaryWriter:
         logdir=None,
         comet_config={"disabled": True},  # noqa: B006 (tensorboardX's default, never mutated)
         storage_options=None,
+        keep_scalars_for_json: bool = False,
     ):
         if log_dir is None:
             log_dir = logdir
@@ -312,7 +313,9 @@ class SummaryWriter:
         self._lock = threading.Lock()  # two threads must not both create one (sub-)run's writer
         self._start_time = time.time()
         self._defaults = None  # (global_step, walltime) inside use_metadata()
-        self._scalars_for_json = {}  # add_scalars values since the last export_scalars_to_json
+        # add_scalars values since the last export_scalars_to_json, kept only when asked for:
+        # tensorboardX keeps them all for the writer's life (28 MB after 100,000 two-key calls), torch none.
+        self._scalars_for_json = {} if keep_scalars_for_json else None
         self.file_writer = None
         self.all_writers = None
         self._closing = []  # file writers taken out of all_writers by close() and not closed yet
@@ -427,18 +430,32 @@ class SummaryWriter:
         step, wt = self._step_time(global_step, walltime)
         wt = time.time() if wt is None else wt
         values = {k: _as_float(v, f"tag_scalar_dict[{k!r}]") for k, v in tag_scalar_dict.items()}
+        subs = [main_tag.replace("/", "_") + "_" + key for key in values]
+        for key, sub in zip(values, subs):  # all checked before any is written
+            _check_inside(self._logdir, sub, f"tag_scalar_dict key {key!r}")
         self._writer()
-        for key, v in values.items():
-            sub = self._logdir + "/" + main_tag.replace("/", "_") + "_" + key
+        for sub, v in zip(subs, values.values()):
+            sub = self._logdir + "/" + sub
             self._sub_writer(sub)._add_scalar(main_tag, v, step, wt)
-            self._scalars_for_json.setdefault(sub, []).append([wt, step, v])
+            if self._scalars_for_json is not None:
+                self._scalars_for_json.setdefault(sub, []).append([wt, step, v])
 
     def export_scalars_to_json(self, path) -> None:
-        """Write {sub-run: [[walltime, step, value], ...]} of add_scalars since the last export (tensorboardX)."""
+        """Write {sub-run: [[walltime, step, value], ...]} of add_scalars since the last export (tensorboardX).
+
+        Needs SummaryWriter(..., keep_scalars_for_json=True). path is written whole or not at
+        all (see tbwriter.output: a FIFO or a device is written into as a stream).
+        """
         import json
 
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(self._scalars_for_json, f)
+        from tbwriter.output import write_output
+
+        if self._scalars_for_json is None:
+            raise WriterStateError(
+                "export_scalars_to_json: this writer keeps no add_scalars values; "
+                "create it with SummaryWriter(..., keep_scalars_for_json=True)"
+            )
+        write_output(path, lambda f: json.dump(self._scalars_for_json, f), text=True)
         self._scalars_for_json = {}
 
     def add_histogram(
@@ -470,6 +487,8 @@ class SummaryWriter:
         fw = self._writer()
         if isinstance(img_tensor, (list, tuple)):
             img_tensor = np.stack([as_array(x, f"img_tensor[{i}]") for i, x in enumerate(img_tensor)])
+            if isinstance(dataformats, str) and len(dataformats) == img_tensor.ndim - 1:
+                dataformats = "N" + dataformats  # each item's format (CHW), as tensorboardX takes a list
         self._add(fw, _summary.images(tag, img_tensor, dataformats=dataformats), global_step, walltime)
 
     def add_image_with_boxes(
@@ -662,6 +681,8 @@ class SummaryWriter:
             raise ValueError(f"add_hparams: name={name!r} and run_name={run_name!r} both name the sub-run; give one")
         run_name = name if run_name is None else run_name
         _check_hparams_args(metric_dict, hparam_domain_discrete)  # before a sub-run is created
+        if run_name is not None:
+            _check_inside(self._logdir, os.fspath(run_name), f"run_name {run_name!r}")
         fw = self._writer() if run_name is None else self._sub_writer(os.path.join(self._logdir, run_name))
         fw.add_hparams(hparam_dict, metric_dict, hparam_domain_discrete, global_step, start_time_secs=self._start_time)
 
@@ -696,6 +717,13 @@ class SummaryWriter:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _check_inside(logdir: str, name: str, argument: str) -> None:
+    """Refuse a sub-run name that is absolute or holds a '..': its event files would land outside logdir."""
+    parts = name.replace(os.sep, "/").split("/")
+    if os.path.isabs(name) or ".." in parts:
+        raise ValueError(f"{argument}: a sub-run must stay inside the log dir {logdir}; no absolute path or '..'")
 
 
 def _with_discrete_domains(exp, domains: dict):

@@ -18,6 +18,7 @@ import pytest
 from tensorboard.backend.event_processing import plugin_event_accumulator
 from tensorboard.util import tensor_util
 
+import tbwriter
 from tbwriter.__main__ import main
 from tbwriter.proto import event_pb2
 from test_reader import frame, rich_events, write_tb_file
@@ -399,7 +400,25 @@ def test_export_output_has_normal_permissions_and_unwritable_target_exits_2(logd
     umask = os.umask(0)
     os.umask(umask)
     assert code == 0 and os.stat(tmp_path / "o.csv").st_mode & 0o777 == 0o666 & ~umask
-    (tmp_path / "taken").mkdir()  # a directory where the output file should go: rename fails
+    (tmp_path / "taken").mkdir()  # a directory where the output file should go: refused before any temp file
     code, out, err = run_main("export", logdir / "eval", "--csv", tmp_path / "taken")
-    assert err == f"tbwriter export: error: cannot write {tmp_path / 'taken'}: Is a directory\n" and code == 2
+    why = "a directory, not a regular file, a FIFO or a character device"
+    assert err == f"tbwriter export: error: cannot write {tmp_path / 'taken'}: {why}\n" and code == 2
     assert sorted(os.listdir(tmp_path)) == ["o.csv", "taken"]  # temp file removed
+
+
+def test_inspect_piped_into_head_ends_quietly(tmp_path):
+    with tbwriter.SummaryWriter(tmp_path) as w:  # ~150 kB of inspect output: more than a pipe holds
+        for i in range(3000):
+            w.add_scalar(f"tag_{i:04d}", 1.0, 0)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tbwriter", "inspect", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    first = proc.stdout.readline()
+    proc.stdout.close()  # what head -1 does after its line
+    err = proc.stderr.read()
+    proc.wait(timeout=60)
+    assert first.startswith("run ") and err == "" and proc.returncode == 141

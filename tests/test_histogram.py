@@ -20,6 +20,8 @@ from hypothesis.extra import numpy as hnp
 from tbwriter import histogram as H
 from tbwriter import summary as tbs
 
+from hypothesis_settings import assert_caught, examples
+
 DBL_MAX = sys.float_info.max
 DBL_MIN = sys.float_info.min
 FLT_MIN = float(np.finfo(np.float32).tiny)
@@ -224,25 +226,25 @@ edge_values = st.sampled_from(EDGES[1:-1] + SPECIAL)
 EDGES32 = sorted({float(np.float32(v)) for v in EDGES[1:-1] + SPECIAL if abs(v) < 3e38})
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(hnp.arrays(np.float64, st.integers(1, 300), elements=st.one_of(finite64, edge_values)))
 def test_property_float64(x):
     assert_identical(x)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(hnp.arrays(np.float32, st.integers(1, 300), elements=st.one_of(finite32, st.sampled_from(EDGES32))))
 def test_property_float32(x):
     assert_identical(x)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(hnp.arrays(st.sampled_from([np.int32, np.int64, np.uint8, np.int16]), st.integers(1, 200)))
 def test_property_ints(x):
     assert_identical(x)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(st.integers(-40, 60), st.integers(1, 3000), st.integers(0, 2**32 - 1))
 def test_property_random_scales_large(exp, n, seed):
     rng = np.random.default_rng(seed)
@@ -252,6 +254,21 @@ def test_property_random_scales_large(exp, n, seed):
         x32 = x.astype(np.float32)
     if np.isfinite(x32).all():
         assert_identical(x32)
+
+
+def test_property_catches_float32_edges_not_rounded_up(monkeypatch):
+    """The large path's edges cast to float32 without the round-up: values at an edge land one bucket low."""
+    monkeypatch.setattr(H, "_THRESHOLDS", {})
+    monkeypatch.setattr(H, "_thresholds", lambda ftype: H.EDGES_ARRAY.astype(ftype))
+    with np.errstate(over="ignore"):
+        assert_caught(test_property_float32)
+
+
+def test_property_catches_sums_in_float32(monkeypatch):
+    """The small path summing in the values' own float32 instead of double fails the property."""
+    small = H._small
+    monkeypatch.setattr(H, "_small", lambda flat, tag: small(flat.astype(np.float32).astype(flat.dtype), tag))
+    assert_caught(test_property_float64)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

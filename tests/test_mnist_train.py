@@ -28,6 +28,8 @@ from npnn.datasets import mnist as data
 
 REAL_DATA = real_mnist_dir()
 REAL_LIMIT = 10_000  # 100 steps of 100
+REAL_RUN = "mlp_ep_1_limit_10000"  # run names show the flags that differ from the defaults
+QUICK_RUN = "mlp_ep_1_limit_100"  # quick_run's
 LAYERS = ["Layer1", "Layer2", "Layer3", "Layer4", "Layer5"]
 
 
@@ -295,15 +297,15 @@ def test_resume_continues_exactly(tmp_path, monkeypatch):
         for k in a.files:
             if k == "meta":  # equal but for the run directory each was saved from
                 meta_a, meta_b = json.loads(str(a[k])), json.loads(str(b[k]))
-                assert meta_a.pop("run_dir") == str(tmp_path / "a" / "mlp_bs_50")
-                assert meta_b.pop("run_dir") == str(tmp_path / "b" / "mlp_bs_50")
+                assert meta_a.pop("run_dir") == str(tmp_path / "a" / "mlp_ep_2_bs_50_limit_200")
+                assert meta_b.pop("run_dir") == str(tmp_path / "b" / "mlp_ep_1_bs_50_limit_200")
                 assert meta_a == meta_b
             else:
                 np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".ckpt-")] == []  # no temp files
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []  # no temp files
     # The resumed run's log continues the first one's: test/accuracy at both epochs.
-    assert os.listdir(tmp_path / "b") == ["mlp_bs_50"]  # the resumed run continues its own directory
-    ea = accumulator(tmp_path / "b" / "mlp_bs_50")
+    assert os.listdir(tmp_path / "b") == ["mlp_ep_1_bs_50_limit_200"]  # the resumed run continues its directory
+    ea = accumulator(tmp_path / "b" / "mlp_ep_1_bs_50_limit_200")
     assert [e.step for e in ea.Scalars("test/accuracy")] == [4, 8]
     assert [e.step for e in ea.Scalars("train/loss")] == [2, 4, 6, 8]
 
@@ -313,7 +315,7 @@ def test_cnn_logs_its_layers(tmp_path, monkeypatch):
     more = ["--model", "cnn", "--batch-size", "50", "--log-every", "1", "--save", str(tmp_path / "cnn.npz")]
     result = run(quick_run(root, tmp_path / "cnn", *more))
     assert result["step"] == 2 and 0 <= result["accuracy"] <= 1
-    assert result["logdir"] == str(tmp_path / "cnn" / "cnn_bs_50")
+    assert result["logdir"] == str(tmp_path / "cnn" / "cnn_ep_1_bs_50_limit_100")
     ea = accumulator(result["logdir"])
     assert [e.step for e in ea.Scalars("train/loss")] == [1, 2]
     assert [e.step for e in ea.Scalars("test/accuracy")] == [2]
@@ -336,9 +338,9 @@ def test_rerun_is_a_new_run_with_its_own_hparams(tmp_path, monkeypatch, capsys):
     first = run(common)
     second = run(common + ["--seed", "3"])
     third = run(common)
-    assert "logs/mlp already holds a run: this one goes to" in capsys.readouterr().out
+    assert f"logs/{QUICK_RUN} already holds a run: this one goes to" in capsys.readouterr().out
     assert [r["logdir"] for r in (first, second, third)] == [
-        str(tmp_path / "logs" / name) for name in ("mlp", "mlp_seed_3", "mlp_run2")
+        str(tmp_path / "logs" / name) for name in (QUICK_RUN, "mlp_ep_1_seed_3_limit_100", f"{QUICK_RUN}_run2")
     ]
     for r, seed in ((first, 0), (second, 3), (third, 0)):
         ea = accumulator(r["logdir"])
@@ -377,8 +379,8 @@ def test_digit_grids_have_stable_tags_and_the_labels_in_their_descriptions(tmp_p
     pixels = png_pixels(tiles[1][2])[..., 0].reshape(2, 28, 8, 28).transpose(0, 2, 1, 3).reshape(16, 28, 28)
     np.testing.assert_allclose(pixels[: len(wrong)], np.round(d.test_images[wrong].reshape(-1, 28, 28) * 255), atol=1)
     with tensorboard(tmp_path / "logs", load_fast=True) as tb:  # the fast loader keeps the descriptions
-        tags = tb.wait_for(lambda: tb.json("/data/plugin/images/tags"), lambda t: len(t.get("mlp", {})) == 2)
-    assert tags["mlp"]["test_digits"]["description"].startswith(f"<p>Predicted: {row(preds[:16])}")
+        tags = tb.wait_for(lambda: tb.json("/data/plugin/images/tags"), lambda t: len(t.get(QUICK_RUN, {})) == 2)
+    assert tags[QUICK_RUN]["test_digits"]["description"].startswith(f"<p>Predicted: {row(preds[:16])}")
 
 
 # -- one epoch of the MLP on real data, read back by TensorBoard -----------------------------
@@ -403,7 +405,7 @@ def real_run(tmp_path_factory):
             str(root / "mlp.npz"),
         ]
     )
-    assert result["logdir"] == str(root / "mlp")
+    assert result["logdir"] == str(root / REAL_RUN)
     return root, result
 
 
@@ -415,7 +417,7 @@ def test_one_epoch_on_real_data_learns(real_run):
 
 def test_event_file_holds_every_summary(real_run):
     root, result = real_run
-    ea = accumulator(root / "mlp")
+    ea = accumulator(root / REAL_RUN)
     steps = REAL_LIMIT // 100
     assert [e.step for e in ea.Scalars("train/loss")] == list(range(10, steps + 1, 10))
     losses = [e.value for e in ea.Scalars("train/loss")]
@@ -445,7 +447,7 @@ def test_digit_grids_carry_the_predictions(real_run):
         model.load_state_dict({k[6:]: z[k] for k in z.files if k.startswith("model/")})
     accuracy, _, preds = program.evaluate(model, d.test_images, d.test_labels)
     assert accuracy == result["accuracy"]
-    ea = accumulator(root / "mlp")
+    ea = accumulator(root / REAL_RUN)
     first, missed = "test_digits", "misclassified"
     wrong = np.flatnonzero(preds != d.test_labels)[:16]
     assert sorted(ea.PluginTagToContent("images")) == sorted([first, missed])
@@ -465,25 +467,26 @@ def test_tensorboard_serves_the_run(real_run):
     steps = REAL_LIMIT // 100
     with tensorboard(root, load_fast=True) as tb:
         acc = tb.wait_for(
-            lambda: tb.json("/data/plugin/scalars/scalars", run="mlp", tag="test/accuracy"), lambda r: len(r) == 1
+            lambda: tb.json("/data/plugin/scalars/scalars", run=REAL_RUN, tag="test/accuracy"), lambda r: len(r) == 1
         )
         assert acc[0][1:] == [steps, f32(result["accuracy"])]
         loss = tb.wait_for(
-            lambda: tb.json("/data/plugin/scalars/scalars", run="mlp", tag="train/loss"),
+            lambda: tb.json("/data/plugin/scalars/scalars", run=REAL_RUN, tag="train/loss"),
             lambda r: len(r) == steps // 10,
         )
         assert [p[1] for p in loss] == list(range(10, steps + 1, 10))
         hist = tb.wait_for(
-            lambda: tb.json("/data/plugin/histograms/histograms", run="mlp", tag="Layer3/weight"), lambda r: len(r) == 2
+            lambda: tb.json("/data/plugin/histograms/histograms", run=REAL_RUN, tag="Layer3/weight"),
+            lambda r: len(r) == 2,
         )
         assert [h[1] for h in hist] == [0, steps]
-        images = tb.wait_for(lambda: tb.json("/data/plugin/images/tags"), lambda r: len(r.get("mlp", {})) == 2)
-        assert images["mlp"]["misclassified"]["description"].startswith("<p>Predicted: ")
+        images = tb.wait_for(lambda: tb.json("/data/plugin/images/tags"), lambda r: len(r.get(REAL_RUN, {})) == 2)
+        assert images[REAL_RUN]["misclassified"]["description"].startswith("<p>Predicted: ")
         (group,) = tb.session_groups(1)
         assert group["hparams"]["model"] == "mlp" and group["hparams"]["lr"] == 0.001
         assert group["hparams"]["batch_size"] == 100 and group["hparams"]["train_images"] == REAL_LIMIT
         metrics = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
         assert metrics["hparam/accuracy"] == f32(result["accuracy"])
-        graph = tb.get("/data/plugin/graphs/graph", run="mlp", conceptual="false").decode()
+        graph = tb.get("/data/plugin/graphs/graph", run=REAL_RUN, conceptual="false").decode()
         for s in LAYERS:
             assert f'name: "{s}/Linear"' in graph

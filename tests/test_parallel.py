@@ -1,9 +1,14 @@
 """npnn.parallel: ops split over two threads give the bits one thread gives."""
 
+import contextlib
+import math
 import threading
 
 import numpy as np
 import pytest
+from hypothesis import Phase, given, settings
+from hypothesis import strategies as st
+from hypothesis_settings import examples
 
 import npnn
 from npnn import functional as F
@@ -91,3 +96,114 @@ def test_a_split_inside_a_half_runs_inline_instead_of_waiting_for_itself(monkeyp
     runner.join(timeout=30)
     assert not runner.is_alive(), "the nested split deadlocked"
     assert sorted(done) == [(0, 0, 2), (0, 2, 4), (1, 0, 2), (1, 2, 4)]
+
+
+# -- differential: hypothesis arrays around the split sizes, two threads vs one ------------------
+# The split sizes are parameters (parallel.MIN_SPLIT, the max-pool chunk, conv2d's per-image
+# limit, Adam's fused size), drawn around the drawn arrays' sizes so that small inputs reach
+# every boundary. np.empty is filled with a byte pattern meanwhile: an element no half writes
+# shows up instead of reading stale memory that may hold the right bits.
+
+
+@contextlib.contextmanager
+def poisoned_empty():
+    """np.empty and np.empty_like fill their arrays with 0xA5 bytes while the block runs."""
+
+    def poisoned(make):
+        def empty(*args, **kwargs):
+            a = make(*args, **kwargs)
+            if a.flags.c_contiguous and a.dtype != object:
+                a.reshape(-1).view(np.uint8).fill(0xA5)
+            return a
+
+        return empty
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(np, "empty", poisoned(np.empty))
+        mp.setattr(np, "empty_like", poisoned(np.empty_like))
+        yield
+
+
+@st.composite
+def parallel_cases(draw) -> dict:
+    """An op (or an optimizer step), its input shapes and the split sizes to run it with."""
+    kind = draw(st.sampled_from(("relu", "max_pool2d 2x2", "conv2d", "optimizer")))
+    n, c = draw(st.integers(1, 5)), draw(st.integers(1, 3))
+    h, w = draw(st.integers(2, 7)), draw(st.integers(2, 7))
+    case = {"kind": kind, "seed": draw(st.integers(0, 2**16)), "shapes": [(n, c, h, w)]}
+    if kind == "relu" and draw(st.booleans()):
+        case["shapes"] = [(n, c * h)]
+    if kind == "conv2d":
+        k, o = draw(st.integers(1, min(h, w, 3))), draw(st.integers(1, 4))
+        case["stride"], case["padding"] = draw(st.integers(1, 2)), draw(st.integers(0, k // 2))
+        case["shapes"] += [(o, c, k, k)] + ([(o,)] if draw(st.booleans()) else [])  # with or without a bias
+    if kind == "optimizer":
+        case["shapes"] = [(draw(st.integers(1, 40)),) for _ in range(draw(st.integers(1, 3)))]
+        case["adam"] = draw(st.booleans())
+    size = max(math.prod(s) for s in case["shapes"])
+    case["min_split"] = draw(st.one_of(st.sampled_from((1, 2, size - 1, size, size + 1)), st.integers(1, 3 * size)))
+    case["pool_chunk"] = draw(st.integers(1, 3 * c * h * w))  # images per max-pool chunk: 1 to all
+    case["few_rows"] = draw(st.sampled_from((0, 32)))  # conv2d: one big product, or image by image
+    return case
+
+
+def run_case(case: dict) -> list:
+    """The arrays the case computes: the op's output and input gradients, or the parameters and
+    optimizer state after three steps."""
+    rng = np.random.default_rng(case["seed"])
+    if case["kind"] == "optimizer":
+        params = [npnn.Parameter(rng.standard_normal(s).astype(np.float32)) for s in case["shapes"]]
+        opt = optim.Adam(params, lr=0.01) if case["adam"] else optim.SGD(params, lr=0.1, momentum=0.9)
+        for _ in range(3):
+            for p in params:
+                p.grad = rng.standard_normal(p.shape).astype(np.float32)
+            opt.step()
+        return [p.data for p in params] + [
+            a for s in opt.state.values() for a in s.values() if isinstance(a, np.ndarray)
+        ]
+    fn = {
+        "relu": npnn.relu,
+        "max_pool2d 2x2": lambda x: F.max_pool2d(x, 2),
+        "conv2d": lambda x, *wb: F.conv2d(x, *wb, stride=case.get("stride"), padding=case.get("padding")),
+    }[case["kind"]]
+    return forward_backward(fn, case["shapes"], case["seed"])
+
+
+def compare_threads(case: dict) -> None:
+    """The case on one thread and on two, with its split sizes: the same bits."""
+    results = {}
+    with pytest.MonkeyPatch.context() as mp, poisoned_empty(), np.errstate(all="ignore"):
+        mp.setattr(parallel, "MIN_SPLIT", case["min_split"])
+        mp.setattr(F, "_POOL_CHUNK", case["pool_chunk"])
+        mp.setattr(F, "_FEW_ROWS", case["few_rows"])
+        mp.setattr(optim, "_FUSE_MAX", 0)  # every parameter through the per-parameter (split) update
+        for threads in (1, 2):
+            mp.setattr(parallel, "NUM_THREADS", threads)
+            results[threads] = run_case(case)
+    assert len(results[1]) == len(results[2])
+    for one, two in zip(results[1], results[2]):
+        assert one.shape == two.shape and one.dtype == two.dtype and bits(one) == bits(two), (
+            f"two threads differ: {case}"
+        )
+
+
+@settings(max_examples=examples(60), deadline=None)
+@given(parallel_cases())
+def test_random_arrays_around_the_split_sizes_give_one_threads_bits(case):
+    compare_threads(case)
+
+
+def test_the_differential_catches_a_split_that_leaves_a_row_unwritten(monkeypatch):
+    def rows(fn, n: int, size: int) -> None:  # the second half stops one row short
+        if not parallel.worth(n, size):
+            fn(0, n)
+            return
+        fn(0, n // 2)
+        fn(n // 2, n - 1)
+
+    monkeypatch.setattr(parallel, "rows", rows)
+    search = settings(
+        max_examples=examples(200), deadline=None, phases=[Phase.generate], database=None, derandomize=True
+    )
+    with pytest.raises(AssertionError, match="two threads differ"):
+        search(given(parallel_cases())(compare_threads))()

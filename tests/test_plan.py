@@ -1,7 +1,12 @@
 """npnn.plan: a recorded step replays bit-identically to eager, and runs eager when replay could be wrong."""
 
+import math
+
 import numpy as np
 import pytest
+from hypothesis import Phase, event, given, settings
+from hypothesis import strategies as st
+from hypothesis_settings import examples
 
 import npnn
 from npnn import init, optim, plan, summary
@@ -310,3 +315,223 @@ def test_an_input_that_requires_grad_gets_its_gradient_eagerly():
         assert_twins(ep, pp, eager_step(efn, eopt, ex, y), step(px, y))
         assert bits(ex.grad) == bits(px.grad)
     assert np.abs(px.grad).sum() > 0 and not step.replaying and "input" in step.refused
+
+
+def test_a_python_number_read_from_a_dict_that_changes_is_never_replayed_stale():
+    # The issue's case: cost * cfg["w"], w from 1 to 100 at step 10; eager gives 72.1 there.
+    ep, eopt, efn = xor_setup(12)
+    pp, popt, pfn = xor_setup(12)
+    cfg = {"w": 1}
+
+    def weighted(fn):
+        return lambda x, y: fn(x, y) * cfg["w"]
+
+    step = plan.compile(weighted(pfn), popt)
+    x, y = npnn.Tensor(X), npnn.Tensor(Y)
+    for i in range(20):
+        cfg["w"] = 1 if i < 10 else 100
+        e = eager_step(weighted(efn), eopt, x, y)
+        assert_twins(ep, pp, e, step(x, y))
+        if i == 10:
+            assert e.item() > 50
+    assert not step.replaying and "Mul took 1 from a variable" in step.refused
+
+
+class Scaled:
+    scale = 2.0
+
+
+CFG = {"w": 2.0, "dtype": np.float32, "axis": None}
+SCALED = Scaled()
+LAM = 2.0
+# loss_fn's last line, given the cost c, and whether the plan may bake its numbers and dtypes.
+WRITTEN = {
+    "c * 0.5": True,
+    "1 - c": True,
+    "c / 3": True,
+    "(c > 0.5).float() * c": True,
+    "(c > -0.5).astype(np.float32) * c": True,
+    "c * math.pi": True,
+    "c * -2": True,
+    "c.mean(axis=None)": True,
+    "npnn.ops.mean(c) + npnn.ops.cast(c, np.float32)": True,
+    'c * CFG["w"]': False,
+    "c * LAM": False,
+    "c * SCALED.scale": False,
+    "c * float(LAM)": False,
+    'c.astype(CFG["dtype"])': False,
+    'c.mean(axis=CFG["axis"])': False,
+    'npnn.ops.mean(c, CFG["axis"])': False,
+    "npnn.ops.mean(c, axis=None)": False,  # keywords: which one is the tensor is not told apart
+    'c.mean(**{"axis": None})': False,
+    '(lambda m: m(CFG["axis"]))(c.mean)': False,  # a bound method: its first argument is the axis
+    "npnn.ops.mul(c, 2.0)": False,
+    "sum([c, c])": False,
+}
+
+
+@pytest.mark.parametrize("last", sorted(WRITTEN))
+def test_numbers_written_at_the_operator_replay_and_others_refuse_naming_the_op(last):
+    ep, eopt, efn = xor_setup(13)
+    pp, popt, pfn = xor_setup(13)
+
+    def variant(fn):
+        return eval(f"lambda x, y: (lambda c: {last})(fn(x, y))", {**globals(), "math": math, "fn": fn})
+
+    step = plan.compile(variant(pfn), popt)
+    x, y = npnn.Tensor(X), npnn.Tensor(Y)
+    for _ in range(4):
+        assert_twins(ep, pp, eager_step(variant(efn), eopt, x, y), step(x, y))
+    assert step.replaying is WRITTEN[last], step.refused
+    assert WRITTEN[last] or "from a variable" in step.refused
+
+
+def test_a_changing_factor_passed_as_a_0d_input_tensor_replays_with_each_calls_value():
+    ep, eopt, efn = xor_setup(14)
+    pp, popt, pfn = xor_setup(14)
+
+    def weighted(fn):
+        return lambda x, y, w: fn(x, y) * w
+
+    step = plan.compile(weighted(pfn), popt)
+    x, y = npnn.Tensor(X), npnn.Tensor(Y)
+    for i in range(20):
+        w = npnn.Tensor(np.float32(1 if i < 10 else 100))
+        assert_twins(ep, pp, eager_step(weighted(efn), eopt, x, y, w), step(x, y, w))
+    assert step.replaying and step.program is not None
+
+
+# -- differential: random programs through the plan and eagerly ---------------------------------
+# loss_fn is generated as source text, so its numbers are real literals or real reads of a dict
+# (the bytecode the plan inspects); the dict's values change between steps, and so do the
+# batch size and the dtype. Every step must give eager's bits, whether replayed or not.
+
+NUMBERS = (0.5, 2.0, -1.25, 3, 1, 0.1)
+AXES = (None, (0, 1), 0)  # a mean's: the plan replays the full ones
+# (template, whether the plan has a kernel for it): {a}, {b} name earlier values, {c} a number,
+# {m} a mean's axis.
+TEMPLATES = (
+    ("npnn.sigmoid({a})", True),
+    ("npnn.exp(npnn.sigmoid({a}))", True),
+    ("npnn.log(npnn.sigmoid({a}))", True),
+    ("-{a}", True),
+    ("{a} @ V", True),
+    ("{a} + {b}", True),
+    ("{a} - {b}", True),
+    ("{a} * {b}", True),
+    ("{a} + b", True),
+    ("{a} * y", True),
+    ("{a} + {c}", True),
+    ("{c} + {a}", True),
+    ("{a} - {c}", True),
+    ("{c} - {a}", True),
+    ("{a} * {c}", True),
+    ("{c} * {a}", True),
+    ("{a} / {c}", True),
+    ("({a} > {c}).float() * {b}", True),
+    ("({a} <= {b}).astype(np.float32) * {a}", True),
+    ("{a} * {b}.mean(axis={m})", True),
+    ("npnn.tanh({a})", False),
+    ("{a} / ({b} * {b} + 1)", False),
+)
+
+
+@st.composite
+def programs(draw) -> dict:
+    """A loss_fn's source over x, y, parameters W, b, V and a dict cfg, with what it uses."""
+    lines, keys, supported = ["v0 = x @ W + b"], [], True
+
+    def value(choices: tuple, literals: tuple) -> str:
+        """A literal from literals, or a read of a new cfg key whose values are drawn from choices."""
+        if draw(st.booleans()):
+            keys.append((f"k{len(keys)}", choices))
+            return f'cfg["{keys[-1][0]}"]'
+        return repr(draw(st.sampled_from(literals)))
+
+    for i in range(1, draw(st.integers(1, 6)) + 1):
+        text, ok = draw(st.sampled_from(TEMPLATES))
+        a, b = (f"v{draw(st.integers(0, i - 1))}" for _ in range(2))
+        c = value(NUMBERS, NUMBERS) if "{c}" in text else ""
+        m = value(AXES, AXES[:2]) if "{m}" in text else ""
+        lines.append(f"v{i} = " + text.format(a=a, b=b, c=c, m=m))
+        supported &= ok
+    lines.append(f"return ((v{i} - y) * (v{i} - y)).mean()")
+    steps = draw(st.integers(2, 6))
+    return {
+        "source": "def make(cfg, W, b, V):\n    def loss_fn(x, y):\n"
+        + "".join(f"        {s}\n" for s in lines)
+        + "    return loss_fn\n",
+        "static": supported and not keys,
+        "reads_cfg": bool(keys),
+        "cfgs": [{k: draw(st.sampled_from(choices)) for k, choices in keys} for _ in range(steps)],
+        "batches": [4] + [draw(st.sampled_from((4, 4, 3))) for _ in range(steps - 1)],
+        "float64": [False] + [draw(st.integers(0, 5)) == 0 for _ in range(steps - 1)],
+        "adam": draw(st.booleans()),
+        "seed": draw(st.integers(0, 2**16)),
+    }
+
+
+def run_against_eager(program: dict, refusals: bool = True) -> None:
+    """The program's steps through a plan and eagerly on a copy: the same bits every step; with
+    refusals, also that the plan replays exactly the programs of literals and kernels."""
+    namespace = {"npnn": npnn, "np": np}
+    exec(compile(program["source"], "<generated loss_fn>", "exec"), namespace)
+    rng = np.random.default_rng(program["seed"])
+    start = [(rng.standard_normal(s) * 0.5).astype(np.float32) for s in ((3, 2), (2,), (2, 2))]
+    cfg = {}
+    runs = []
+    for _ in range(2):
+        params = [npnn.Parameter(a.copy()) for a in start]
+        opt = optim.Adam(params, lr=0.01) if program["adam"] else optim.SGD(params, lr=0.01)
+        runs.append((params, opt, namespace["make"](cfg, *params)))
+    (ep, eopt, efn), (pp, popt, pfn) = runs
+    step = plan.compile(pfn, popt)
+    with np.errstate(all="ignore"):  # a program may overflow: eager's inf and NaN must come out too
+        for k, (values, n, wide) in enumerate(zip(program["cfgs"], program["batches"], program["float64"])):
+            cfg.update(values)
+            dtype = np.float64 if wide else np.float32
+            x = npnn.Tensor(rng.standard_normal((n, 3)).astype(dtype))
+            y = npnn.Tensor(rng.standard_normal((n, 2)).astype(dtype))
+            e, p = eager_step(efn, eopt, x, y), step(x, y)
+            differs = f"step {k} differs from eager:\n{program['source']}"
+            assert e.data.dtype == p.data.dtype and bits(e.data) == bits(p.data), differs
+            for a, b in zip(ep, pp):
+                assert bits(a.data) == bits(b.data), differs
+                assert (a.grad is None and b.grad is None) or bits(a.grad) == bits(b.grad), differs
+    why = step.refused or ""
+    event("replayed" if step.replaying else "eager: " + ("a number from cfg" if "variable" in why else why[:30]))
+    if refusals and program["static"]:  # literals and kernels only: replayed, not refused
+        assert step.replaying, (step.refused, program["source"])
+    if refusals and program["reads_cfg"]:  # a number from the dict: never replayed
+        assert not step.replaying, f"replays a number read from cfg:\n{program['source']}"
+
+
+@settings(max_examples=examples(40), deadline=None)
+@given(programs())
+def test_random_programs_replay_eagers_bits_or_run_eagerly(program):
+    run_against_eager(program)
+
+
+def caught(broken_examples: int) -> AssertionError:
+    """The AssertionError the bit-for-bit comparison raises on some generated program."""
+    search = settings(
+        max_examples=broken_examples, deadline=None, phases=[Phase.generate], database=None, derandomize=True
+    )
+    with pytest.raises(AssertionError) as failure:
+        search(given(programs())(lambda program: run_against_eager(program, refusals=False)))()
+    return failure.value
+
+
+def test_the_differential_catches_a_plan_that_bakes_numbers_read_from_a_dict(monkeypatch):
+    monkeypatch.setattr(plan, "_written_at_the_call", lambda op, value=None: True)  # every number baked
+    assert "differs from eager" in str(caught(examples(200)))  # a stale number from the dict
+
+
+def test_the_differential_catches_a_replay_kernel_off_by_one_ulp(monkeypatch):
+    def multiply(a, b, out):
+        np.multiply(a, b, out=out)
+        np.nextafter(out, np.inf, out=out)
+
+    multiply.nin = 2  # read by the plan as a ufunc's
+    monkeypatch.setitem(plan._UFUNCS, "Mul", multiply)
+    assert "differs from eager" in str(caught(examples(200)))

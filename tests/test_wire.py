@@ -6,6 +6,7 @@ import struct
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 from tensorboard.compat.tensorflow_stub import errors
 from tensorboard.compat.tensorflow_stub import pywrap_tensorflow as tb_stub
 from tensorboard.summary.writer.record_writer import RecordWriter
@@ -13,6 +14,8 @@ from tensorboard.summary.writer.record_writer import RecordWriter
 from tbwriter import wire
 from tbwriter.proto import event_pb2, histogram_pb2, summary_pb2
 from tbwriter.wire import frame, masked_crc32c
+
+from hypothesis_settings import assert_caught, examples
 
 PAYLOADS = [b"", b"a", b"\x00" * 7, bytes(range(256)), b"event" * 1000, bytes(100_003)]
 
@@ -108,3 +111,71 @@ def test_histogram_value_entry_parses_to_the_protobuf_value():
     entry = wire.SUMMARY_VALUE + wire.varint(len(prefix) + len(h)) + prefix + h
     want = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag="w", histo=histo)])
     assert summary_pb2.Summary.FromString(entry) == want
+
+
+# --- differential: hand-built bytes against protobuf's serialization, on generated events ---------
+
+# long tags too (multi-byte length varints), built from a repeated piece: generating 10,000 characters is slow
+long_tags = st.builds(lambda piece, n: (piece * n)[:10_000], st.text(min_size=1, max_size=8), st.integers(600, 10_000))
+tags = st.text(max_size=40) | long_tags
+steps = st.integers(-(2**63), 2**63 - 1)
+wall_times = st.floats(allow_nan=False)  # NaN is written as is, but a NaN never equals itself in protobuf
+values = st.floats(width=32, allow_nan=False) | st.floats(allow_nan=False)  # beyond float32: rounds to inf
+
+
+def assert_same_event(ours: bytes, want: event_pb2.Event) -> None:
+    """Our bytes parse to the protobuf Event, float bits included; byte-identical where no field is a default.
+
+    wire writes wall_time, an empty tag and a zero simple_value, which proto3 leaves out."""
+    try:
+        got = event_pb2.Event.FromString(ours)
+    except Exception as e:  # noqa: BLE001 - protobuf's DecodeError: the bytes are not an Event
+        raise AssertionError(f"not an Event: {e}") from None
+    assert got == want
+    assert bits(got.wall_time) == bits(want.wall_time)
+    got_values, want_values = got.summary.value, want.summary.value
+    assert [struct.pack("<f", v.simple_value) for v in got_values] == [
+        struct.pack("<f", v.simple_value) for v in want_values
+    ]
+    if want.wall_time and all(v.tag and v.simple_value for v in want_values):
+        assert ours == want.SerializeToString()
+
+
+def bits(x: float) -> bytes:
+    return struct.pack("<d", x)
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(wall_times, steps, tags, values)
+def test_property_scalar_record_is_protobufs_event(wall_time, step, tag, value):
+    record = wire.scalar_record(wall_time, step, wire.scalar_event_prefix(tag), value)
+    with np.errstate(over="ignore"):
+        want_value = float(np.float32(value))
+    payload = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, simple_value=want_value)])
+    assert_same_event(record[12:-4], event_pb2.Event(wall_time=wall_time, step=step, summary=payload))
+    assert record == frame(record[12:-4])
+
+
+@settings(max_examples=examples(100), deadline=None)
+@given(wall_times, steps, tags, st.binary(max_size=20_000))
+def test_property_event_of_any_payload_is_protobufs_event(wall_time, step, tag, histo_bytes):
+    histo = histogram_pb2.HistogramProto(min=1.0, num=len(histo_bytes), bucket=list(range(len(histo_bytes) % 50)))
+    summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, histo=histo)])
+    ours = wire.event(wall_time, step, wire.EVENT_SUMMARY, summary.SerializeToString())
+    assert_same_event(ours, event_pb2.Event(wall_time=wall_time, step=step, summary=summary))
+    assert frame(histo_bytes)[12:-4] == histo_bytes
+    assert struct.unpack("<I", frame(histo_bytes)[-4:])[0] == tb_stub.masked_crc32c(histo_bytes)
+
+
+def test_property_catches_a_broken_varint(monkeypatch):
+    """A varint that keeps only 32 bits (a classic bug for negative steps) fails the property."""
+    encode = wire._encode_varint
+    monkeypatch.setattr(wire, "_encode_varint", lambda n: encode(n & 0xFFFFFFFF))
+    assert_caught(test_property_scalar_record_is_protobufs_event)
+
+
+def test_property_catches_a_broken_length_prefix(monkeypatch):
+    """A length varint one short past the lookup table (lengths >= 4096) fails the property."""
+    varint = wire.varint
+    monkeypatch.setattr(wire, "varint", lambda n: varint(n - 1 if n >= 4096 else n))
+    assert_caught(test_property_scalar_record_is_protobufs_event)

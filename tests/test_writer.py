@@ -499,3 +499,21 @@ def test_bad_values_raise_before_anything_is_written(tmp_path):
             w.add_text("txt", 42, 0)
     (path,) = event_files(tmp_path)
     assert len(read_events(path)) == 1  # only file_version
+
+
+@pytest.mark.parametrize("fmt, axes", [("CHW", (0, 1, 2)), ("HWC", (1, 2, 0)), ("HW", None)])
+def test_add_images_takes_a_list_of_single_images_in_their_own_format(tmp_path, fmt, axes):
+    rng = np.random.default_rng(0)
+    batch = rng.random((3, 1 if axes is None else 3, 4, 5), dtype=np.float32)  # NCHW
+    items = [x[0] if axes is None else x.transpose(axes) for x in batch]
+    with tbwriter.SummaryWriter(tmp_path / "list") as w:
+        w.add_images("imgs", items, 1, dataformats=fmt)
+    with tbwriter.SummaryWriter(tmp_path / "batch") as w:
+        w.add_images("imgs", batch, 1)
+    pngs = []
+    for run in ("list", "batch"):
+        ea = event_accumulator.EventAccumulator(str(tmp_path / run))
+        ea.Reload()
+        (img,) = ea.Images("imgs")
+        pngs.append((img.width, img.height, img.encoded_image_string))
+    assert pngs[0] == pngs[1] and pngs[0][:2] == (15, 4)  # 3 tiles of 5 (tensorboardX's grid pads by 0)

@@ -285,7 +285,7 @@ def test_write_to_disk_false_writes_nothing(tmp_path):
 
 
 def test_use_metadata_and_export_scalars_to_json(tmp_path):
-    with tbwriter.SummaryWriter(logdir=tmp_path) as w:  # tensorboardX's keyword
+    with tbwriter.SummaryWriter(logdir=tmp_path, keep_scalars_for_json=True) as w:  # tensorboardX's keyword
         with w.use_metadata(global_step=42, walltime=1000.5):
             w.add_scalar("s", 1.0)
             w.add_scalars("m", {"a": 2.0})

@@ -205,6 +205,9 @@ def download_file(
     """
     failures = []
     unreachable = {} if unreachable is None else unreachable
+    final = root / f"{name}.gz"
+    if os.path.lexists(final):  # find_file saw no regular file there: a FIFO, device or link is never replaced
+        return None, [f"{final}: exists but is not a regular file; not replaced (remove it to download)"]
     for mirror in mirrors:
         url = mirror.rstrip("/") + f"/{name}.gz"
         if mirror in unreachable:
@@ -215,7 +218,6 @@ def download_file(
         try:
             _fetch(url, tmp, name, progress, timeout)
             read_file(tmp, name, checksums, source=url)
-            final = root / f"{name}.gz"
             os.replace(tmp, final)
             return final, failures
         except DataError as e:
