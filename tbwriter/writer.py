@@ -723,6 +723,10 @@ def _check_inside(logdir: str, name: str, argument: str) -> None:
     """Refuse a sub-run name that is absolute or holds a '..': its event files would land outside logdir."""
     parts = name.replace(os.sep, "/").split("/")
     if os.path.isabs(name) or ".." in parts:
+        if "://" in logdir:  # a URL's login is never shown
+            from tbwriter.remote import redact
+
+            logdir = redact(logdir)
         raise ValueError(f"{argument}: a sub-run must stay inside the log dir {logdir}; no absolute path or '..'")
 
 

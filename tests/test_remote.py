@@ -312,7 +312,9 @@ def test_a_login_in_the_url_is_in_no_message_and_no_object(flaky, capsys):
         with pytest.raises(EventFileError) as e:
             w.flush()
         flaky.down = False
-    shown = [str(e.value), e.value.filename, repr(e.value), writer_path]
+    with pytest.raises(ValueError, match=r"log dir flaky://\*\*\*@bucket/") as outside:
+        w.add_scalars("acc", {"x/../../y": 1.0})
+    shown = [str(e.value), e.value.filename, repr(e.value), writer_path, str(outside.value)]
     assert all("pa55-w0rd" not in text and "ann" not in text for text in shown), shown
     assert re.search(r"Connection reset by peer while storing \S*\*\*\*@bucket/", str(e.value)), str(e.value)
     stored = b"".join(MemoryFileSystem().cat_file(p) for p in MemoryFileSystem().find(""))
