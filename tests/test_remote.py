@@ -563,9 +563,13 @@ def test_ftp_a_login_in_the_url_writes_reads_and_is_never_shown_or_stored(ftp, t
     with pytest.raises(OSError) as e:
         tbwriter.SummaryWriter(wrong)
     assert cli(["inspect", wrong]) == 2
+    from npnn.cli import url_problem  # the course programs' check before any training
+
+    problem = url_problem(wrong)
+    assert problem.startswith(f"cannot write to ftp://***@127.0.0.1:{port}/") and "530" in problem
     assert cli(["inspect", f"ftp://alice:{FTP_PASSWORD}@127.0.0.1:{free_port()}/x"]) == 2  # nothing listens
     err = capsys.readouterr().err
     assert "530" in str(e.value) and "ftp://***@127.0.0.1" in str(e.value)
     assert len(err.splitlines()) == 2 and err.count("ftp://***@127.0.0.1:") == 2, err
-    for text in (str(e.value), repr(e.value), err):
+    for text in (str(e.value), repr(e.value), err, problem):
         assert "Wr0ng-PW" not in text and FTP_PASSWORD not in text, text
