@@ -455,7 +455,12 @@ class SummaryWriter:
                 "export_scalars_to_json: this writer keeps no add_scalars values; "
                 "create it with SummaryWriter(..., keep_scalars_for_json=True)"
             )
-        write_output(path, lambda f: json.dump(self._scalars_for_json, f), text=True)
+        data = self._scalars_for_json
+        if "://" in self._logdir:  # sub-runs named without the URL's login
+            from tbwriter.remote import redact
+
+            data = {redact(k): v for k, v in data.items()}
+        write_output(path, lambda f: json.dump(data, f), text=True)
         self._scalars_for_json = {}
 
     def add_histogram(

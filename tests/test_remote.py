@@ -5,6 +5,7 @@ server mode on loopback, one per module) for the rest, read by tbwriter's reader
 real `tensorboard --logdir s3://...` (boto3, S3_ENDPOINT) through its HTTP API.
 """
 
+import json
 import logging
 import os
 import re
@@ -302,11 +303,13 @@ def test_redact_removes_logins_secret_parameters_and_option_values():
     assert remote.redact("s3://bucket/a@b/c") == "s3://bucket/a@b/c"  # an @ in the path is no login
 
 
-def test_a_login_in_the_url_is_in_no_message_and_no_object(flaky, capsys):
+def test_a_login_in_the_url_is_in_no_message_and_no_object(flaky, capsys, tmp_path):
     url = f"flaky://ann:pa55-w0rd@bucket/{uuid.uuid4().hex}"
-    with tbwriter.SummaryWriter(url) as w:
+    with tbwriter.SummaryWriter(url, keep_scalars_for_json=True) as w:
         writer_path = w.file_writer.event_writer.path
         w.add_hparams({"lr": 0.1}, {"m": 1.0})
+        w.add_scalars("acc", {"train": 0.5}, 1, walltime=2.0)
+        w.export_scalars_to_json(tmp_path / "acc.json")
         flaky.down = True
         w.add_scalar("loss", 1.0, 1)
         with pytest.raises(EventFileError) as e:
@@ -319,6 +322,9 @@ def test_a_login_in_the_url_is_in_no_message_and_no_object(flaky, capsys):
     assert re.search(r"Connection reset by peer while storing \S*\*\*\*@bucket/", str(e.value)), str(e.value)
     stored = b"".join(MemoryFileSystem().cat_file(p) for p in MemoryFileSystem().find(""))
     assert b"pa55-w0rd" not in stored and b"ann:" not in stored
+    assert json.loads((tmp_path / "acc.json").read_text()) == {
+        url.replace("ann:pa55-w0rd", "***") + "/acc_train": [[2.0, 1, 0.5]]
+    }
     assert cli(["inspect", url + "/nothing-here"]) == 2
     assert cli(["inspect", url + "?sig=s1gnature&x=1"]) == 2
     err = capsys.readouterr().err
