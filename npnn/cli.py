@@ -111,6 +111,8 @@ def url_problem(url: str) -> str | None:
         fs, root = remote.filesystem(url)
     except ValueError as e:
         return str(e).removeprefix("logdir: ").removeprefix("logdir ")
+    except OSError as e:  # a store that logs in while connecting (ftp://) and refused
+        return f"cannot write to {remote.redact(url)}: {e.strerror}"
     probe = f"{root.rstrip('/')}/.probe-{os.getpid()}-{time.time_ns()}"
     try:
         fs.pipe_file(probe, b"")

@@ -290,6 +290,23 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+class _Redacted:
+    """A text stream that removes URL logins and secret query parameters from what is written to it."""
+
+    def __init__(self, stream: TextIO, url: str):
+        from tbwriter.remote import redact, secret_strings
+
+        self.stream = stream
+        self.redact = redact
+        self.hidden = secret_strings(url)
+
+    def write(self, text: str) -> int:
+        return self.stream.write(self.redact(text, self.hidden))
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
 def main(argv: Optional[list[str]] = None, stdout: Optional[TextIO] = None, stderr: Optional[TextIO] = None) -> int:
     """Run the command line with argv (default sys.argv[1:]); return the exit code."""
     stdout = stdout or sys.stdout
@@ -300,6 +317,8 @@ def main(argv: Optional[list[str]] = None, stdout: Optional[TextIO] = None, stde
     except SystemExit as e:  # argparse exits 2 on bad usage and 0 on --help
         return int(e.code or 0)
     path = args.path
+    if "://" in path:  # every message names the URL (or an object's) without the login in it
+        stderr = _Redacted(stderr, path)
     try:
         with warnings.catch_warnings(record=True) as skipped:
             warnings.simplefilter("always", SkippedFileWarning)

@@ -135,6 +135,10 @@ def read_records(
     path = os.fspath(path)
     good_headers = set()  # headers already verified: event files repeat a few lengths endlessly
     f, current_size = _open(path, storage_options)
+    if "://" in path:  # records, truncations and errors name the URL without its login
+        from tbwriter.remote import redact
+
+        path = redact(path)
     with f:
         size = current_size()
         buf = b""

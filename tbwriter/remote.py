@@ -16,9 +16,13 @@ upload completed at the end), so a killed process never leaves a partial object 
 Faults: an upload is retried with backoff (at most `ATTEMPTS` tries, none started after
 `RETRY_SECS`). If it still fails, its records stay queued under the same object name (a retry
 of an upload whose answer was lost rewrites identical bytes, never duplicates), the error,
-naming the URL, is raised by the next call (as for a full disk), and the next flush, timer
-tick or close tries again, in order. While `MAX_PENDING` bytes wait, new records are refused
-with that error, so memory stays bounded.
+naming the URL, is raised by the flush or close that uploaded, or for a background upload by
+the next add (which then does not queue its record), and the next flush, timer tick or close
+tries again, in order. While `MAX_PENDING` bytes wait, new records are refused with that
+error, so memory stays bounded.
+
+Secrets: messages name URLs through `redact()`, which removes logins, secret-looking query
+parameters and the secret strings of the URL and storage_options (`secret_strings()`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import re
 import socket
 import threading
 import time
+from urllib.parse import unquote
 
 from tbwriter.events import EventFileError, WriterStateError, _FileState, _uid
 
@@ -45,7 +50,12 @@ _PERMANENT = (PermissionError, FileNotFoundError, NotADirectoryError, IsADirecto
 # Buckets are never created (makedirs would): a mistyped bucket name must be an error.
 _BUCKET_SCHEMES = ("s3", "s3a", "gs", "gcs")
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
-_USERINFO = re.compile(r"(://)[^/@]*@")
+# Secrets in text: a URL's user:password@ (RFC 3986 userinfo: no / ? # before the @), and the
+# value of a query parameter or storage option whose name says it is one.
+_USERINFO = re.compile(r"(://)[^/?#@\s]*@")
+_SECRET_NAME = r"key|secret|token|passw|pwd|signature|sig|credential|auth|session"
+_SECRET_PARAM = re.compile(rf"([?&;][^=&;#\s]*(?:{_SECRET_NAME})[^=&;#\s]*=)[^&;#\s'\"]*", re.IGNORECASE)
+_SECRET_OPTION = re.compile(_SECRET_NAME, re.IGNORECASE)
 
 
 class UnsupportedURLError(ValueError):
@@ -57,9 +67,36 @@ def is_url(path: str) -> bool:
     return "://" in path
 
 
-def redact(url: str) -> str:
-    """The URL without user:password@, for messages."""
-    return _USERINFO.sub(r"\1***@", url)
+def secret_strings(url: str, storage_options: dict | None = None) -> tuple[str, ...]:
+    """The secret strings of url's userinfo and of storage_options (values under secret-like names), longest first."""
+    found = set()
+    match = re.match(r"[^:/]+://([^/?#@\s]*)@", url)
+    if match:
+        userinfo = match.group(1)
+        found.update([userinfo, *userinfo.split(":", 1)])
+
+    def walk(value, secret: bool):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, secret or bool(_SECRET_OPTION.search(str(k))))
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                walk(v, secret)
+        elif secret and isinstance(value, (str, bytes)):
+            found.add(value.decode("utf-8", "replace") if isinstance(value, bytes) else value)
+
+    walk(storage_options or {}, False)
+    found |= {unquote(s) for s in found}
+    # Shorter strings would blank out ordinary words of a message without hiding a secret.
+    return tuple(sorted((s for s in found if len(s) >= 3), key=len, reverse=True))
+
+
+def redact(text: str, hidden: tuple[str, ...] = ()) -> str:
+    """text without URL userinfo, secret-looking query parameters and the strings in hidden (see secret_strings())."""
+    for secret in hidden:
+        text = text.replace(secret, "***")
+    text = _USERINFO.sub(r"\1***@", text)
+    return _SECRET_PARAM.sub(r"\1***", text)
 
 
 def filesystem(url: str, storage_options: dict | None = None):
@@ -74,6 +111,7 @@ def filesystem(url: str, storage_options: dict | None = None):
         raise UnsupportedURLError(
             f"logdir {redact(url)}: {scheme}:// URLs need fsspec: pip install 'npnn-tbwriter[remote]'"
         ) from None
+    hidden = secret_strings(url, storage_options)
     try:
         return fsspec.core.url_to_fs(url, **(storage_options or {}))
     except ImportError as e:
@@ -83,28 +121,35 @@ def filesystem(url: str, storage_options: dict | None = None):
         ) from None
     except ValueError as e:
         if "Protocol not known" not in str(e):
-            raise
+            raise ValueError(f"logdir {redact(url)}: {redact(str(e), hidden)}") from None
         raise UnsupportedURLError(
             f"logdir {redact(url)}: unsupported URL scheme {scheme}:// (no fsspec implementation is registered for it)"
         ) from None
+    except TypeError as e:  # an option the implementation does not take
+        raise TypeError(f"storage_options for {redact(url)}: {redact(str(e), hidden)}") from None
+    except Exception as e:  # ftp:// and the like log in here
+        raise _store_error(e, "cannot connect", url, hidden) from None
 
 
-def _store_error(e: BaseException, message: str, url: str) -> EventFileError:
-    """An EventFileError naming url, caused by e (errno EIO when e has none)."""
-    err = EventFileError(getattr(e, "errno", None) or errno.EIO, f"{message}: {e}", redact(url))
-    err.__cause__ = e
-    return err
+def _store_error(e: BaseException, message: str, url: str, hidden: tuple[str, ...]) -> EventFileError:
+    """An EventFileError naming url, with e's type and text (errno EIO when e has none), secrets removed.
+
+    e is not chained: a client's own message may quote the URL with its password.
+    """
+    text = redact(" ".join(f"{message}: {type(e).__name__}: {e}".split()), hidden)  # one line
+    return EventFileError(getattr(e, "errno", None) or errno.EIO, text, redact(url, hidden))
 
 
 class ObjectState:
     """A remote writer's queue and uploads, shared with its timer thread and finalizer.
 
     Same interface as events._FileState: `buf` takes framed records without the lock,
-    `write_locked()` (lock held) uploads them, `dead` is what the next call raises.
+    `write_locked()` (lock held) uploads them, `dead` is what every call raises once closed.
     """
 
     __slots__ = (
         "url",
+        "hidden",
         "fs",
         "root",
         "prefix",
@@ -119,6 +164,7 @@ class ObjectState:
         "dead",
         "closed",
         "error",
+        "refusal",
         "uploaded",
         "stop",
         "thread",
@@ -127,12 +173,13 @@ class ObjectState:
 
     def __init__(self, logdir: str, filename_suffix: str, storage_options: dict | None):
         self.fs, self.root = filesystem(logdir, storage_options)
-        self.url = logdir.rstrip("/")
+        self.hidden = secret_strings(logdir, storage_options)  # removed from every message
+        self.url = redact(logdir.rstrip("/"), self.hidden)  # for messages only: fs and root do the I/O
         if _SCHEME.match(logdir).group(1) not in _BUCKET_SCHEMES:
             try:
                 self.fs.makedirs(self.root, exist_ok=True)
             except Exception as e:
-                raise _store_error(e, "tbwriter could not create the log directory", self.url) from None
+                raise _store_error(e, "tbwriter could not create the log directory", self.url, self.hidden) from None
         self.prefix = "events.out.tfevents.%010d.%s.%s.%s-%s." % (
             time.time(),
             socket.gethostname(),
@@ -142,43 +189,47 @@ class ObjectState:
         )
         self.suffix = filename_suffix
         self.seq = 0
-        self.path = self._object_url(0)
+        self.path = self.url + "/" + self.prefix + "00000000" + self.suffix
         self.buf = []  # framed records not yet in an object
         self.size = 0  # bytes in buf and sealed (approximate between uploads: appends do not lock)
         self.sealed = []  # (name, bytes) objects whose upload failed, retried first and in order
         self.lock = threading.Lock()
         self.pid = os.getpid()
-        self.dead = None  # None while usable, else the exception the next call raises
+        self.dead = None  # None while usable, else the WriterStateError every call raises
         self.closed = False
         self.error = None  # the last upload's error, None once an upload succeeds
+        self.refusal = None  # a background upload failed: the next add raises this, refusing its record
         self.uploaded = 0  # bytes stored
         self.stop = threading.Event()
         self.thread = None
 
-    def _object_url(self, seq: int) -> str:
-        return self.url + "/" + self.prefix + "%08d" % seq + self.suffix
-
     def raise_dead(self):
-        """Raise the reason for refusing this call; a store error is raised once, then calls go on."""
-        err = self.dead
-        if not self.closed and err is self.error:
-            self.dead = None
-        raise err
+        """Raise why this call cannot go on: the writer is closed (or forked), or its upload just failed."""
+        raise self.dead if self.dead is not None else self.error
 
     def append(self, record: bytes):
-        """Queue one framed record; upload when OBJECT_BYTES are queued; refuse beyond MAX_PENDING."""
+        """Queue one framed record; upload when OBJECT_BYTES are queued; refuse beyond MAX_PENDING.
+
+        After a failed background upload (timer thread, OBJECT_BYTES), the next call raises that
+        error once and does not queue its record: an exception means the record was not taken.
+        """
         if self.dead is not None:
-            self.raise_dead()
+            raise self.dead
+        refusal = self.refusal
+        if refusal is not None:
+            self.refusal = None
+            raise refusal
         if self.size >= MAX_PENDING and self.error is not None:
             raise _store_error(
-                self.error, f"tbwriter refused a record: {self.size} bytes wait for the store, which failed", self.url
+                self.error,
+                f"tbwriter refused a record: {self.size} bytes wait for the store, which failed",
+                self.url,
+                self.hidden,
             )
         self.buf.append(record)
         self.size += len(record)
         if self.size >= OBJECT_BYTES and self.error is None:
-            with self.lock:
-                if not self.closed:
-                    self.write_locked()  # a failure shows in self.dead, raised by the next call
+            self.background_upload()
         if self.closed:
             self.check_appended(record)
 
@@ -190,6 +241,7 @@ class ObjectState:
 
     def write_locked(self, check_deleted: bool = False) -> bool:
         """Upload every queued record as new objects, in order; call with `lock` held; False on failure."""
+        self.refusal = None  # this upload's outcome supersedes a background one's
         buf = self.buf
         n = len(buf)
         if n:
@@ -209,9 +261,8 @@ class ObjectState:
                     f"tbwriter could not store {len(data)} bytes of events (kept, retried at the next "
                     f"flush; {sum(len(d) for _, d in sealed)} bytes wait)",
                     self.url + "/" + name,
+                    self.hidden,
                 )
-                if not self.closed:
-                    self.dead = self.error
                 self.size = sum(map(len, self.buf)) + sum(len(d) for _, d in sealed)
                 return False
             del sealed[0]
@@ -236,11 +287,19 @@ class ObjectState:
             time.sleep(delay)
             delay = min(2 * delay, MAX_DELAY)
 
-    def timer_flush(self):
-        """The timer thread's upload: errors wait for the caller's next call."""
+    def background_upload(self):
+        """An upload no caller waits for (timer thread, OBJECT_BYTES): a failure refuses the next add's record."""
         with self.lock:
-            if not self.closed:
-                self.write_locked()
+            if not self.closed and not self.write_locked():
+                e = self.error
+                self.refusal = EventFileError(
+                    e.errno,
+                    f"tbwriter did not queue this record: a background upload failed; the records queued "
+                    f"before it are kept and retried at the next flush, timer tick or close ({e.strerror})",
+                    e.filename,
+                )
+
+    timer_flush = background_upload
 
     def close(self):
         """Upload what is queued and refuse later calls; raise (keeping the records) if the store fails.
@@ -253,7 +312,7 @@ class ObjectState:
             t.join()
         with self.lock:
             if not self.closed:
-                self.dead = WriterStateError(f"the event writer of {redact(self.url)} is closed; create a new writer")
+                self.dead = WriterStateError(f"the event writer of {self.url} is closed; create a new writer")
                 self.closed = True  # after dead: an append racing with this sees dead first
             if self.pid == os.getpid() and not self.write_locked():
                 raise self.error
@@ -268,7 +327,7 @@ class ObjectState:
         self.thread = None
         self.closed = True
         self.dead = WriterStateError(
-            f"this writer of {redact(self.url)} belongs to process {self.pid} and was inherited through "
+            f"this writer of {self.url} belongs to process {self.pid} and was inherited through "
             f"fork() by process {os.getpid()}; create a new writer in the child process"
         )
 
@@ -276,26 +335,33 @@ class ObjectState:
 def event_files(url: str, storage_options: dict | None = None) -> dict[str, list[str]]:
     """Map each run under url (relative directory, '.' for url itself) to its event objects' URLs, sorted."""
     fs, root = filesystem(url, storage_options)
-    root = root.rstrip("/")
+    base = root.rstrip("/")
     try:
         fs.invalidate_cache()  # listings are cached; a reader wants the store as it is now
         if fs.isfile(root):
             return {".": [url]}
         found = fs.find(root)
     except Exception as e:
-        raise OSError(errno.EIO, f"cannot list {redact(url)}: {e}") from e
+        text = " ".join(f"cannot list {url}: {e}".split())  # one line
+        raise OSError(errno.EIO, redact(text, secret_strings(url, storage_options))) from None
     if not found:
         raise FileNotFoundError(f"logdir: no such file or directory: {redact(url)}")
     runs: dict[str, list[str]] = {}
     for path in sorted(found):
-        directory, name = posixpath.split(path)
+        rel = path[len(base) :].lstrip("/") if path.startswith(base) else path
+        directory, name = posixpath.split(rel)
         if "tfevents" in name:
-            run = posixpath.relpath(directory, root) if directory != root else "."
-            runs.setdefault(run, []).append(fs.unstrip_protocol(path))
+            # Built from url, not fs.unstrip_protocol: that drops the host and login of ftp:// and the like.
+            runs.setdefault(directory or ".", []).append(url.rstrip("/") + "/" + rel)
     return dict(sorted(runs.items()))
 
 
 def open_object(url: str, storage_options: dict | None = None):
     """Open an object for reading without read-ahead: each read() is one ranged GET."""
     fs, path = filesystem(url, storage_options)
-    return fs.open(path, "rb", cache_type="none")
+    try:
+        return fs.open(path, "rb", cache_type="none")
+    except FileNotFoundError:
+        raise FileNotFoundError(errno.ENOENT, "no such object", redact(url)) from None
+    except Exception as e:
+        raise _store_error(e, "cannot open", url, secret_strings(url, storage_options)) from None

@@ -176,11 +176,12 @@ class FileWriter:
         self._check_open()
         data = summary.SerializeToString()
         seen = self._meta_tags
+        first = set()  # tags whose metadata this record carries
         changed = False
         for i, v in enumerate(summary.value):
             if v.HasField("metadata"):
-                if v.tag not in seen:
-                    seen.add(v.tag)
+                if v.tag not in seen and v.tag not in first:
+                    first.add(v.tag)
                     continue
                 if not owned:  # never modify the caller's message
                     summary = summary_pb2.Summary.FromString(data)
@@ -191,22 +192,24 @@ class FileWriter:
             data = summary.SerializeToString()
         wall_time = time.time() if walltime is None else _as_walltime(walltime)
         self.event_writer.write_serialized(wire.event(wall_time, step, wire.EVENT_SUMMARY, data))
+        seen |= first  # only once the record was taken: a refused one's metadata goes with the next
 
     def add_hparams(
         self, hparam_dict: dict, metric_dict: dict, hparam_domain_discrete=None, global_step=None, start_time_secs=None
     ) -> None:
         """Hyperparameters and metrics of this run for the HPARAMS tab, the metrics as scalars.
 
-        The session is grouped under this writer's logdir (one row per run) and starts at
-        start_time_secs (default: when the writer was created). No experiment summary is
-        written unless hparam_domain_discrete is given: TensorBoard then builds the table's
-        columns from every run's hparams, so runs with different hparam keys all show.
+        The session's group name is left empty, so TensorBoard names the row after the run's
+        path under its --logdir: one row per run directory, the same when the run is resumed,
+        never the path as typed (two runs typed alike would share a row; a URL's login would be
+        stored). It starts at start_time_secs (default: when the writer was created). No
+        experiment summary is written unless hparam_domain_discrete is given: TensorBoard then
+        builds the table's columns from every run's hparams, so runs with different hparam keys
+        all show.
         """
         _check_hparams_args(metric_dict, hparam_domain_discrete)
         metrics = {k: _as_float(v, f"metric_dict[{k!r}]") for k, v in metric_dict.items()}
-        exp, ssi, sei = _summary.hparams(
-            hparam_dict, metric_dict, group_name=self._logdir, start_time_secs=start_time_secs or self._start_time
-        )
+        exp, ssi, sei = _summary.hparams(hparam_dict, metric_dict, start_time_secs=start_time_secs or self._start_time)
         step = _as_step(global_step)
         if hparam_domain_discrete:
             self._write_summary(_with_discrete_domains(exp, hparam_domain_discrete), step, None, True)
@@ -452,7 +455,12 @@ class SummaryWriter:
                 "export_scalars_to_json: this writer keeps no add_scalars values; "
                 "create it with SummaryWriter(..., keep_scalars_for_json=True)"
             )
-        write_output(path, lambda f: json.dump(self._scalars_for_json, f), text=True)
+        data = self._scalars_for_json
+        if "://" in self._logdir:  # sub-runs named without the URL's login
+            from tbwriter.remote import redact
+
+            data = {redact(k): v for k, v in data.items()}
+        write_output(path, lambda f: json.dump(data, f), text=True)
         self._scalars_for_json = {}
 
     def add_histogram(
@@ -694,13 +702,18 @@ class SummaryWriter:
             # Writers leave _closing only once closed: a retry after an interrupt closes the rest.
             self._closing += [fw for fw in (self.all_writers or {}).values() if fw not in self._closing]
             self.file_writer = self.all_writers = None
+        # A writer whose close raised stays in _closing: on a store that failed, its records
+        # are still queued, and the next close() retries them (a local file's error is final).
         errors = []
-        while self._closing:
+        i = 0
+        while i < len(self._closing):
             try:
-                self._closing[0].close()
+                self._closing[i].close()
             except OSError as e:
                 errors.append(e)
-            del self._closing[0]
+                i += 1
+                continue
+            del self._closing[i]
         if errors:
             raise errors[0]
 
@@ -715,6 +728,10 @@ def _check_inside(logdir: str, name: str, argument: str) -> None:
     """Refuse a sub-run name that is absolute or holds a '..': its event files would land outside logdir."""
     parts = name.replace(os.sep, "/").split("/")
     if os.path.isabs(name) or ".." in parts:
+        if "://" in logdir:  # a URL's login is never shown
+            from tbwriter.remote import redact
+
+            logdir = redact(logdir)
         raise ValueError(f"{argument}: a sub-run must stay inside the log dir {logdir}; no absolute path or '..'")
 
 

@@ -347,7 +347,7 @@ def test_rerun_is_a_new_run_with_its_own_hparams(tmp_path, monkeypatch, capsys):
         start = hp_metadata.parse_session_start_info_plugin_data(
             ea.SummaryMetadata("_hparams_/session_start_info").plugin_data.content
         )
-        assert start.group_name == r["logdir"] and start.hparams["seed"].number_value == seed
+        assert start.group_name == "" and start.hparams["seed"].number_value == seed
         (acc,) = ea.Scalars("test/accuracy")
         assert [e.value for e in ea.Scalars("hparam/accuracy")] == [acc.value] == [f32(r["accuracy"])]
         assert len(list(Path(r["logdir"]).glob("*tfevents*"))) == 1  # nothing appended

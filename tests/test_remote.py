@@ -5,10 +5,14 @@ server mode on loopback, one per module) for the rest, read by tbwriter's reader
 real `tensorboard --logdir s3://...` (boto3, S3_ENDPOINT) through its HTTP API.
 """
 
+import json
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -151,8 +155,8 @@ class FlakyFileSystem(MemoryFileSystem):
 
     def pipe_file(self, path, value, **kwargs):
         type(self).puts += 1
-        if type(self).down:
-            raise ConnectionResetError(104, "Connection reset by peer")
+        if type(self).down:  # quoting the path, as clients do: a login in the URL is in it
+            raise ConnectionResetError(104, f"Connection reset by peer while storing {path}")
         return super().pipe_file(path, value, **kwargs)
 
 
@@ -199,8 +203,8 @@ def test_timer_failure_surfaces_from_the_next_add_and_bounded_memory_refuses(fla
     flaky.down = True
     w.add_scalar_value("loss", 1.0, 1)
     state.timer_flush()  # what the flush thread does every flush_secs
-    with pytest.raises(EventFileError, match=url):
-        w.add_scalar_value("loss", 2.0, 2)  # refused, as the error said
+    with pytest.raises(EventFileError, match=f"did not queue this record.*{url}"):
+        w.add_scalar_value("loss", 2.0, 2)  # refused, as the error says
     w.add_scalar_value("loss", 3.0, 3)
     with pytest.raises(EventFileError, match="refused a record"):
         for step in range(4, 1000):
@@ -214,6 +218,117 @@ def test_timer_failure_surfaces_from_the_next_add_and_bounded_memory_refuses(fla
     assert sorted(scalars(url)) == [1, 3, *range(4, refused_at)]
     with pytest.raises(WriterStateError):
         w.add_scalar_value("loss", 1.0, 1)
+
+
+def test_summarywriter_close_is_retried_once_the_store_is_back(flaky):
+    url = f"flaky://bucket/{uuid.uuid4().hex}"
+    w = tbwriter.SummaryWriter(url)
+    w.add_scalars("acc", {"train": 0.5}, 0)  # a sub-run, closed by the same close()
+    for step in range(5):
+        w.add_scalar("loss", step, step)
+    flaky.down = True
+    with pytest.raises(EventFileError, match="could not store"):
+        w.close()
+    flaky.down = False
+    w.close()  # the retry docs/remote.md promises: it uploads
+    w.close()  # then a no-op
+    assert scalars(url) == {s: s for s in range(5)}
+    assert scalars(url + "/acc_train", "acc") == {0: 0.5}
+
+
+def test_a_failed_background_upload_refuses_the_next_record_and_says_so(flaky):
+    url = f"flaky://bucket/{uuid.uuid4().hex}"
+    w = tbwriter.SummaryWriter(url)
+    state = w.file_writer.event_writer._state
+    w.add_scalar("loss", 1, 1)
+    flaky.down = True
+    state.timer_flush()  # what the flush thread does every flush_secs
+    flaky.down = False
+    with pytest.raises(EventFileError, match="did not queue this record: a background upload failed") as e:
+        w.add_scalar("loss", 2, 2)
+    assert "records queued before it are kept" in str(e.value) and "\n" not in str(e.value)
+    w.add_histogram("h", [1.0, 2.0], 3)  # raised once: the next record is taken
+    flaky.down = True
+    state.timer_flush()
+    flaky.down = False
+    w.flush()  # a flush retries at once instead of raising the background error
+    w.add_scalar("loss", 4, 4)  # the flush superseded it: nothing to refuse
+    w.close()
+    assert scalars(url) == {1: 1, 4: 4}  # 2 was refused, as its error said
+    assert [e.step for _, e in read_logdir(url) if e.summary.value and e.summary.value[0].tag == "h"] == [3]
+
+
+def test_a_refused_records_tag_metadata_goes_with_the_next_record(flaky):
+    url = f"flaky://bucket/{uuid.uuid4().hex}"
+    w = tbwriter.SummaryWriter(url)
+    w.add_text("other", "queued", 0)
+    flaky.down = True
+    w.file_writer.event_writer._state.timer_flush()
+    flaky.down = False
+    with pytest.raises(EventFileError, match="did not queue this record"):
+        w.add_text("notes", "refused", 1)  # the tag's first record, which carries its metadata
+    w.add_text("notes", "taken", 2)
+    w.add_text("notes", "later", 3)
+    w.close()
+    values = [(e.step, v) for _, e in read_logdir(url) for v in e.summary.value]
+    assert [(step, v.metadata.plugin_data.plugin_name) for step, v in values] == [(0, "text"), (2, "text"), (3, "")]
+
+
+def test_hparams_store_no_group_name_so_no_logdir_and_no_login(flaky):
+    from tensorboard.plugins.hparams import metadata as hp_metadata
+
+    url = f"flaky://bucket/{uuid.uuid4().hex}"
+    with tbwriter.SummaryWriter(url) as w:
+        w.add_hparams({"lr": 0.1}, {"m": 1.0})
+    (start,) = [
+        hp_metadata.parse_session_start_info_plugin_data(v.metadata.plugin_data.content)
+        for _, e in read_logdir(url)
+        for v in e.summary.value
+        if v.tag == "_hparams_/session_start_info"
+    ]
+    assert start.group_name == "" and start.hparams["lr"].number_value == 0.1
+
+
+def test_redact_removes_logins_secret_parameters_and_option_values():
+    options = {"key": "AKIDEXAMPLE", "secret": "wJalr/XUtn", "client_kwargs": {"region_name": "us-east-1"}}
+    hidden = remote.secret_strings("ftp://bob:p%40ss%2Fw0rd@host:21/run", options)
+    text = (
+        "ftp://bob:p%40ss%2Fw0rd@host:21/run failed for bob with p@ss/w0rd; "
+        "https://h/o?X-Amz-Signature=abc123&x=1&access_token=t0k AKIDEXAMPLE wJalr/XUtn us-east-1"
+    )
+    assert remote.redact(text, hidden) == (
+        "ftp://***@host:21/run failed for *** with ***; https://h/o?X-Amz-Signature=***&x=1&access_token=*** "
+        "*** *** us-east-1"
+    )
+    assert remote.redact("s3://bucket/a@b/c") == "s3://bucket/a@b/c"  # an @ in the path is no login
+
+
+def test_a_login_in_the_url_is_in_no_message_and_no_object(flaky, capsys, tmp_path):
+    url = f"flaky://ann:pa55-w0rd@bucket/{uuid.uuid4().hex}"
+    with tbwriter.SummaryWriter(url, keep_scalars_for_json=True) as w:
+        writer_path = w.file_writer.event_writer.path
+        w.add_hparams({"lr": 0.1}, {"m": 1.0})
+        w.add_scalars("acc", {"train": 0.5}, 1, walltime=2.0)
+        w.export_scalars_to_json(tmp_path / "acc.json")
+        flaky.down = True
+        w.add_scalar("loss", 1.0, 1)
+        with pytest.raises(EventFileError) as e:
+            w.flush()
+        flaky.down = False
+    with pytest.raises(ValueError, match=r"log dir flaky://\*\*\*@bucket/") as outside:
+        w.add_scalars("acc", {"x/../../y": 1.0})
+    shown = [str(e.value), e.value.filename, repr(e.value), writer_path, str(outside.value)]
+    assert all("pa55-w0rd" not in text and "ann" not in text for text in shown), shown
+    assert re.search(r"Connection reset by peer while storing \S*\*\*\*@bucket/", str(e.value)), str(e.value)
+    stored = b"".join(MemoryFileSystem().cat_file(p) for p in MemoryFileSystem().find(""))
+    assert b"pa55-w0rd" not in stored and b"ann:" not in stored
+    assert json.loads((tmp_path / "acc.json").read_text()) == {
+        url.replace("ann:pa55-w0rd", "***") + "/acc_train": [[2.0, 1, 0.5]]
+    }
+    assert cli(["inspect", url + "/nothing-here"]) == 2
+    assert cli(["inspect", url + "?sig=s1gnature&x=1"]) == 2
+    err = capsys.readouterr().err
+    assert "pa55-w0rd" not in err and "s1gnature" not in err and len(err.splitlines()) == 2, err
 
 
 # --- a real S3 server -------------------------------------------------------------------------
@@ -389,3 +504,78 @@ def test_s3_kill_9_mid_upload_leaves_no_partial_object(s3):
     assert truncated == []  # every visible object is whole
     assert len(got) >= flushed
     assert got == {s: s for s in range(len(got))}  # whole objects, in order, no gap
+
+
+def test_s3_a_login_or_a_secret_option_is_in_no_message(s3, capsys, monkeypatch):
+    monkeypatch.setattr(remote, "FIRST_DELAY", 0.01)
+    login = "s3://AKIDEXAMPLE:wJalrXUtnFEMI@runs/run"
+    with pytest.raises(EventFileError) as e:
+        tbwriter.SummaryWriter(login, storage_options=FAST)
+    assert "s3://***@runs/run/events" in str(e.value) and "\n" not in str(e.value)
+    options = {"key": "AKIDEXAMPLE", "secret": "wJalrXUtnFEMI", **FAST}
+    with pytest.raises(EventFileError) as missing:
+        tbwriter.SummaryWriter("s3://no-such-bucket/run", storage_options=options)
+    assert cli(["inspect", login]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tbwriter: error: cannot read s3://***@runs/run: ") and len(err.splitlines()) == 1
+    for text in (str(e.value), repr(e.value), str(missing.value), err):
+        assert "wJalrXUtnFEMI" not in text and "AKIDEXAMPLE" not in text, text
+
+
+FTP_PASSWORD = "s3cret-PW"
+
+
+@pytest.fixture(scope="module")
+def ftp(tmp_path_factory):
+    """A pyftpdlib FTP server on loopback, user alice: ftp:// takes the login in the URL (always stopped)."""
+    pytest.importorskip("pyftpdlib", reason="pyftpdlib is in the dev extra")
+    from pyftpdlib.authorizers import DummyAuthorizer
+    from pyftpdlib.handlers import FTPHandler
+    from pyftpdlib.servers import ThreadedFTPServer
+
+    logging.getLogger("pyftpdlib").setLevel(logging.WARNING)
+    root = tmp_path_factory.mktemp("ftp")
+    users = DummyAuthorizer()
+    users.add_user("alice", FTP_PASSWORD, str(root), perm="elradfmwMT")
+    handler = type("Handler", (FTPHandler,), {"authorizer": users, "auth_failed_timeout": 0})  # no 3 s delay
+    server = ThreadedFTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"timeout": 0.1}, daemon=True)
+    thread.start()
+    try:
+        yield root, server.address[1]
+    finally:
+        server.close_all()
+        thread.join(10)
+
+
+def test_ftp_a_login_in_the_url_writes_reads_and_is_never_shown_or_stored(ftp, tmp_path, capsys):
+    root, port = ftp
+    name = uuid.uuid4().hex
+    url = f"ftp://alice:{FTP_PASSWORD}@127.0.0.1:{port}/{name}"
+    with tbwriter.SummaryWriter(url + "/exp") as w:
+        for step in range(5):
+            w.add_scalar("loss", step / 4, step)
+        w.add_scalars("acc", {"train": 0.5}, 4)
+        w.add_hparams({"lr": 0.1}, {"hp/acc": 0.5})
+    assert scalars(url + "/exp") == {s: s / 4 for s in range(5)}
+    assert sorted(event_files(url)) == ["exp", "exp/acc_train"]  # object URLs keep host and login
+    files = [p for p in (root / name).rglob("*") if p.is_file()]
+    assert len(files) == 4 and not any(FTP_PASSWORD.encode() in p.read_bytes() for p in files)
+    assert cli(["inspect", url]) == 0
+    assert "run exp/acc_train  (2 files, 2 events)" in capsys.readouterr().out
+    assert cli(["export", url, "--csv", str(tmp_path / "s.csv")]) == 0
+    assert (tmp_path / "s.csv").read_text().count("\n") == 1 + 5 + 1 + 1  # header, loss, acc, hp/acc
+    wrong = f"ftp://alice:Wr0ng-PW@127.0.0.1:{port}/{name}"
+    with pytest.raises(OSError) as e:
+        tbwriter.SummaryWriter(wrong)
+    assert cli(["inspect", wrong]) == 2
+    from npnn.cli import url_problem  # the course programs' check before any training
+
+    problem = url_problem(wrong)
+    assert problem.startswith(f"cannot write to ftp://***@127.0.0.1:{port}/") and "530" in problem
+    assert cli(["inspect", f"ftp://alice:{FTP_PASSWORD}@127.0.0.1:{free_port()}/x"]) == 2  # nothing listens
+    err = capsys.readouterr().err
+    assert "530" in str(e.value) and "ftp://***@127.0.0.1" in str(e.value)
+    assert len(err.splitlines()) == 2 and err.count("ftp://***@127.0.0.1:") == 2, err
+    for text in (str(e.value), repr(e.value), err, problem):
+        assert "Wr0ng-PW" not in text and FTP_PASSWORD not in text, text

@@ -226,4 +226,26 @@ def test_hparams(tb):
     assert {m["name"]["tag"]: m["value"] for m in other["metricValues"]}["hp/acc"] == f32(0.8)
     session = main["sessions"][0]
     assert session["status"] == "STATUS_SUCCESS" and session["startTimeSecs"] > 1e9
-    assert main["name"] != other["name"]  # group_name set, one group per run
+    assert (main["name"], other["name"]) == ("main", "other")  # one row per run, named after it
+
+
+def test_hparams_one_row_per_run_also_for_runs_typed_alike_and_a_resumed_run(tmp_path, monkeypatch):
+    """Two machines' SummaryWriter("runs/exp") gathered under one parent, one of them resumed: two rows."""
+    for machine, lr, metric in (("m1", 0.1, 0.5), ("m2", 0.2, 0.75)):
+        (tmp_path / machine).mkdir()
+        monkeypatch.chdir(tmp_path / machine)
+        with tbwriter.SummaryWriter("runs/exp") as w:
+            w.add_scalar("loss", metric, 1)
+            w.add_hparams({"lr": lr}, {"hp/metric": metric})
+    monkeypatch.chdir(tmp_path / "m1")
+    with tbwriter.SummaryWriter("runs/exp", purge_step=2) as w:  # m1's run resumed at step 2
+        w.add_hparams({"lr": 0.1}, {"hp/metric": 0.625}, global_step=2)
+    with tensorboard(tmp_path, load_fast=False) as tb:
+        groups = tb.session_groups(2)
+    rows = {g["name"]: g for g in groups}
+    assert sorted(rows) == ["m1/runs/exp", "m2/runs/exp"]
+    for name, lr, loss, metric in (("m1/runs/exp", 0.1, 0.5, 0.625), ("m2/runs/exp", 0.2, 0.75, 0.75)):
+        (session,) = rows[name]["sessions"]  # not blended with the other machine's run
+        assert session["name"] == name and rows[name]["hparams"] == {"lr": lr}
+        metrics = {m["name"]["tag"]: m["value"] for m in rows[name]["metricValues"]}
+        assert metrics == {"hp/metric": metric, "loss": loss}  # the resumed run's last value

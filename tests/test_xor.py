@@ -270,3 +270,23 @@ def test_replayed_lab_writes_what_the_eager_loop_writes(tmp_path, monkeypatch, o
     assert all(len(points) == 400 for points in a.values())
     assert replayed["cost"] == eager["cost"] and replayed["accuracy"] == eager["accuracy"]
     assert a["Cost/Cost"][-1][1] < a["Cost/Cost"][0][1]  # it trained
+
+
+def test_two_students_runs_gathered_under_one_parent_are_two_rows(tmp_path, monkeypatch):
+    """Each student ran `python -m npnn.xor` (logs/xor_logs/lr_0.01) in a folder; the class views them together."""
+    for student, seed in (("ann", "1"), ("bob", "2")):
+        (tmp_path / student).mkdir()
+        monkeypatch.chdir(tmp_path / student)
+        xor.main(["--steps", "30", "--quiet", "--seed", seed])
+    with tensorboard(tmp_path, load_fast=True) as server:
+        groups = server.session_groups(2)
+    rows = {g["name"]: g for g in groups}
+    assert sorted(rows) == ["ann/logs/xor_logs/lr_0.01", "bob/logs/xor_logs/lr_0.01"]  # the Trial ID column
+    for name, g in rows.items():
+        (session,) = g["sessions"]  # not blended with the other student's run
+        assert session["name"] == name
+        metrics = {m["name"]["tag"]: m["value"] for m in g["metricValues"]}
+        assert metrics["Cost/Cost"] == pytest.approx(_last_scalar(tmp_path / name, "Cost/Cost"))
+    assert _last_scalar(tmp_path / "ann/logs/xor_logs/lr_0.01", "Cost/Cost") != _last_scalar(
+        tmp_path / "bob/logs/xor_logs/lr_0.01", "Cost/Cost"
+    )
