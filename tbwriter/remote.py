@@ -23,6 +23,7 @@ with that error, so memory stays bounded.
 
 from __future__ import annotations
 
+import collections
 import errno
 import os
 import posixpath
@@ -31,7 +32,7 @@ import socket
 import threading
 import time
 
-from tbwriter.events import EventFileError, WriterStateError, _FileState, _uid
+from tbwriter.events import EventFileError, WriterStateError, _FileState, _uid, put_in_place, ready, wait_encoded
 
 OBJECT_BYTES = 4 << 20  # queued bytes that trigger an upload without a flush
 MAX_PENDING = 64 << 20  # queued bytes beyond which records are refused while the store fails
@@ -112,6 +113,7 @@ class ObjectState:
         "seq",
         "path",
         "buf",
+        "waiting",
         "size",
         "sealed",
         "lock",
@@ -143,7 +145,8 @@ class ObjectState:
         self.suffix = filename_suffix
         self.seq = 0
         self.path = self._object_url(0)
-        self.buf = []  # framed records not yet in an object
+        self.buf = []  # framed records not yet in an object (and Pendings: events.ready)
+        self.waiting = collections.deque()  # the Pendings in buf, in order
         self.size = 0  # bytes in buf and sealed (approximate between uploads: appends do not lock)
         self.sealed = []  # (name, bytes) objects whose upload failed, retried first and in order
         self.lock = threading.Lock()
@@ -182,6 +185,14 @@ class ObjectState:
         if self.closed:
             self.check_appended(record)
 
+    def fill(self, pending, record: "bytes | None"):
+        """The worker's record in its place (None: the place goes); upload once OBJECT_BYTES are queued."""
+        with self.lock:
+            put_in_place(self.buf, self.waiting, pending, record)
+            self.size += len(record or b"")
+            if self.size >= OBJECT_BYTES and self.error is None and not self.closed:
+                self.write_locked()
+
     def check_appended(self, record: bytes):
         """After a close raced with an append: raise if the record was not stored."""
         with self.lock:
@@ -191,7 +202,7 @@ class ObjectState:
     def write_locked(self, check_deleted: bool = False) -> bool:
         """Upload every queued record as new objects, in order; call with `lock` held; False on failure."""
         buf = self.buf
-        n = len(buf)
+        n = ready(buf, self.waiting)
         if n:
             obj = (self.prefix + "%08d" % self.seq + self.suffix, b"".join(buf[:n]))
             self.seq += 1
@@ -251,6 +262,7 @@ class ObjectState:
         t = self.thread
         if t is not None and t is not threading.current_thread():
             t.join()
+        wait_encoded(self)
         with self.lock:
             if not self.closed:
                 self.dead = WriterStateError(f"the event writer of {redact(self.url)} is closed; create a new writer")
@@ -264,6 +276,7 @@ class ObjectState:
         """In a fork()ed child: refuse every call, never upload the parent's queue."""
         self.lock = threading.Lock()
         self.buf = []
+        self.waiting = collections.deque()
         self.sealed = []
         self.thread = None
         self.closed = True
