@@ -138,12 +138,13 @@ def main():
     ap.add_argument("--media-only", action="store_true", help="only add_image, add_embedding, add_figure")
     ap.add_argument("--loop", action="store_true", help="only the training loop with heavy summaries (issue 23)")
     ap.add_argument("--steps", type=int, default=30, help="--loop: steps per run")
+    ap.add_argument("--writers", nargs="+", choices=list(LOOP_WRITERS), default=list(LOOP_WRITERS), help="--loop")
     ap.add_argument("--loop-child", nargs=2, metavar=("WRITER", "LOGDIR"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.loop_child:
         return print(json.dumps(loop_child(*args.loop_child, args.steps)))
     if args.loop:
-        return loop(args.repeats, args.steps)
+        return loop(args.repeats, args.steps, args.writers)
     if args.media_only:
         return media(args.repeats, args.scale)
     if tensorboardX is None:
@@ -289,18 +290,23 @@ def loop_child(name: str, logdir: str, steps: int) -> dict:
         alone.append(time.perf_counter() - t)
     w = _loop_writer(name, os.path.join(logdir, "loop"))
     w.add_scalar("warm", 0.0, 0)  # lazy imports happen before the clock starts
-    blocking = 0.0
-    t0 = time.perf_counter()
+    blocking = []
+    t0, c0 = time.perf_counter(), time.process_time()
     for i in range(steps):
         work()
         t = time.perf_counter()
         w.add_histogram("weights", weights, i)
         w.add_image("image", image, i)
-        blocking += time.perf_counter() - t
-    t_loop = time.perf_counter() - t0
+        blocking.append(time.perf_counter() - t)
     w.close()
-    total = time.perf_counter() - t0
-    out = {"work": statistics.median(alone), "blocking": blocking, "loop_open": t_loop, "loop": total}
+    total, cpu = time.perf_counter() - t0, time.process_time() - c0
+    out = {
+        "work": statistics.median(alone),
+        "blocking": sum(blocking),
+        "step_blocking": statistics.median(blocking),
+        "loop": total,
+        "cpu": cpu,
+    }
     fig = _figure()
     batch = rng.random((64, 3, 32, 32), dtype=np.float32)
     cases = {
@@ -321,7 +327,7 @@ def loop_child(name: str, logdir: str, steps: int) -> dict:
     return out
 
 
-def loop(repeats: int, steps: int) -> None:
+def loop(repeats: int, steps: int, writers: list) -> None:
     """Run loop_child for each writer in its own process, taking turns; print medians and ratios."""
     if tensorboardX is None:
         sys.exit("tensorboardX is not installed: pip install -e .[bench]")
@@ -329,10 +335,10 @@ def loop(repeats: int, steps: int) -> None:
         f"training loop, {steps} steps, a 1,000,000-value histogram and a 3x512x512 image per step; "
         f"medians of {repeats} runs per writer, each in its own process, taking turns; load {os.getloadavg()[0]:.1f}"
     )
-    runs = {k: [] for k in LOOP_WRITERS}
+    runs = {k: [] for k in writers}
     env = dict(os.environ, **ONE_THREAD)
     for r in range(repeats):
-        order = list(LOOP_WRITERS)[r % 4 :] + list(LOOP_WRITERS)[: r % 4]
+        order = writers[r % len(writers) :] + writers[: r % len(writers)]
         for name in order:
             d = tempfile.mkdtemp(prefix="bench-loop-")
             try:
@@ -350,16 +356,16 @@ def loop(repeats: int, steps: int) -> None:
     med = {k: {f: statistics.median(run[f] for run in v) for f in v[0]} for k, v in runs.items()}
     ours = med["tbwriter"]
     print(
-        f"{'writer':42s} {'work/step':>9s} {'blocking':>10s} {'loop+close':>11s}"
-        + f" {'add_figure':>11s} {'add_images':>11s}"
+        f"{'writer':42s} {'work/step':>9s} {'blocking':>9s} {'(per step)':>10s} {'loop+close':>10s} {'(cpu)':>7s}"
+        f" {'add_figure':>10s} {'add_images':>10s}"
     )
-    for k, label in LOOP_WRITERS.items():
+    for k in writers:
         m = med[k]
         print(
-            f"{label:42s} {m['work'] * 1e3:7.1f}ms {m['blocking']:9.3f}s {m['loop']:10.3f}s "
-            f"{m['add_figure'] * 1e3:9.2f}ms {m['add_images'] * 1e3:9.2f}ms"
+            f"{LOOP_WRITERS[k]:42s} {m['work'] * 1e3:7.1f}ms {m['blocking']:8.3f}s {m['step_blocking'] * 1e3:8.2f}ms "
+            f"{m['loop']:9.3f}s {m['cpu']:6.2f}s {m['add_figure'] * 1e3:8.2f}ms {m['add_images'] * 1e3:8.2f}ms"
         )
-    for k in ("tensorboardX", "torch", "tbwriter-sync"):
+    for k in [k for k in ("tensorboardX", "torch", "tbwriter-sync") if k in writers]:
         m = med[k]
         print(
             f"tbwriter vs {LOOP_WRITERS[k]}: blocking {m['blocking'] / ours['blocking']:.1f}x less, loop "

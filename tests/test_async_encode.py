@@ -424,3 +424,41 @@ def test_async_encode_false_starts_no_thread(tmp_path):
     assert w._encoder is None
     w.close()
     assert [e.step for e in accumulator(tmp_path).Histograms("h")] == [0]
+
+
+def test_close_interrupted_at_every_os_call_with_encoded_values_then_retried(tmp_path):
+    from test_interrupted_close import InterruptingOs
+
+    from tbwriter import events as events_mod
+
+    def writer(logdir):
+        w = tbwriter.SummaryWriter(logdir, max_queue=10**6, flush_secs=10**6)  # the worker never writes
+        for i in range(5):
+            w.add_image("i", IMG, i)
+            w.add_histogram("h", BIG, i)
+            w.add_scalar("s", i, i)
+        return w
+
+    counted = InterruptingOs()
+    w = writer(tmp_path / "count")
+    w._encoder.wait()
+    events_mod.os = counted
+    try:
+        w.close()
+    finally:
+        events_mod.os = os
+    for at in range(len(counted.calls)):
+        for after in (False, True):
+            logdir = tmp_path / f"{at}_{after}"
+            w = writer(logdir)
+            w._encoder.wait()  # filled: close's os calls are the only ones
+            events_mod.os = InterruptingOs(at, after)
+            try:
+                with pytest.raises(KeyboardInterrupt):
+                    w.close()
+            finally:
+                events_mod.os = os
+            w.close()
+            (path,) = event_files(logdir)
+            got = [(e.summary.value[0].tag, e.step) for e in read_events(path)[1:]]
+            assert got == [(t, i) for i in range(5) for t in ("i", "h", "s")], (at, after)
