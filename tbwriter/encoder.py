@@ -20,7 +20,13 @@ import os
 import threading
 import weakref
 
+import numpy as np
+
 from tbwriter.wire import frame
+
+# Copies of at least this many bytes go into buffers of finished jobs when one of the same size
+# is spare: fresh memory costs a page fault per 4 KiB (4x a 4 MB copy's time, measured here).
+POOL_MIN_BYTES = 1 << 20
 
 _live = weakref.WeakSet()  # every encoder, so a fork can reset them in the child
 
@@ -72,8 +78,24 @@ class Encoder:
         self.submitted = self.finished = 0  # sequence numbers: jobs are finished in order
         self.thread = None
         self.stopping = False
+        self.spare = []  # uint8 buffers of finished jobs' copies, for the next copies
 
-    def submit(self, state, encode, nbytes: int, what: str) -> None:
+    def copy(self, arr: np.ndarray) -> tuple:
+        """(a private copy of arr, its buffer to pass to submit, or None): a spare buffer is reused."""
+        n = arr.nbytes
+        if n < POOL_MIN_BYTES:
+            return np.array(arr, copy=True), None
+        with self.cond:
+            buf = next((b for b in self.spare if b.nbytes == n), None)
+            if buf is not None:
+                self.spare = [b for b in self.spare if b is not buf]
+        if buf is None:
+            buf = np.empty(n, np.uint8)
+        out = buf.view(arr.dtype).reshape(arr.shape)
+        np.copyto(out, arr)
+        return out, buf
+
+    def submit(self, state, encode, nbytes: int, what: str, buffers: tuple = ()) -> None:
         """Queue encode() (-> Event bytes, or None for no record) for state's file, or for no file (state None)."""
         with self.cond:
             while self.queued_bytes and self.queued_bytes + nbytes > self.max_bytes:
@@ -85,7 +107,7 @@ class Encoder:
                 pending = Pending(self, seq)
                 state.waiting.append(pending)  # first: a write never sees a Pending it does not know
                 state.buf.append(pending)
-            self.jobs.append((seq, state, pending, encode, nbytes, what))
+            self.jobs.append((seq, state, pending, encode, nbytes, what, buffers))
             self.queued_bytes += nbytes
             self.stopping = False
             if self.thread is None:
@@ -104,7 +126,7 @@ class Encoder:
                             self.thread = None
                         return
                     cond.wait()
-                seq, state, pending, encode, nbytes, what = jobs.popleft()
+                seq, state, pending, encode, nbytes, what, buffers = jobs.popleft()
             record = None
             try:
                 try:
@@ -112,14 +134,21 @@ class Encoder:
                     record = None if data is None else frame(data)
                 except BaseException as e:  # kept for the caller's next call; the worker goes on
                     self.errors.append(_error(e, what))
+                    buffers = ()  # its traceback may still show the values: not reused
                 if pending is not None:
                     state.fill(pending, record)
             except BaseException as e:
                 self.errors.append(_error(e, what))
             finally:
+                del encode  # the job's last reference to its buffers: they may be reused now
                 with cond:
                     self.finished = seq
                     self.queued_bytes -= nbytes
+                    # Spare buffers hold at most a quarter of the bound, newest kept.
+                    spare, room = self.spare + list(buffers), self.max_bytes // 4
+                    while spare and sum(b.nbytes for b in spare) > room:
+                        del spare[0]
+                    self.spare = spare
                     cond.notify_all()
 
     def wait(self, seq: "int | None" = None) -> bool:
@@ -142,6 +171,7 @@ class Encoder:
             self.cond.notify_all()
         if t is not None and t is not threading.current_thread():
             t.join()
+        self.spare = []
 
     def raise_error(self) -> None:
         """Raise the oldest error of a failed job, if any (each is raised once)."""

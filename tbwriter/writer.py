@@ -442,15 +442,17 @@ class SummaryWriter:
         arr = as_array(value, arg)
         if check is not None:
             check(arr)
-        snap = _snapshot(value, arr, fresh)
-        self._submit(fw, method, tag, functools.partial(build, tag, snap, *args), snap.nbytes, global_step, walltime)
+        snap, buf = (arr, None) if fresh or isinstance(value, (list, tuple)) else self._encoder.copy(arr)
+        build = functools.partial(build, tag, snap, *args)
+        self._submit(fw, method, tag, build, snap.nbytes, global_step, walltime, () if buf is None else (buf,))
 
-    def _submit(self, fw, method: str, tag: str, build, nbytes: int, global_step, walltime) -> None:
+    def _submit(self, fw, method: str, tag: str, build, nbytes: int, global_step, walltime, buffers=()) -> None:
         """Queue build() (-> Summary) for the worker; its record takes its place in fw's file now."""
         step, wt = self._step_time(global_step, walltime)
         wt = time.time() if wt is None else wt  # the call's time, as on the synchronous path
         encode = functools.partial(_encode_event, fw._meta_tags, build, step, wt)
-        self._encoder.submit(fw.event_writer._state, encode, nbytes, f"{method}(tag={tag!r}, global_step={step})")
+        what = f"{method}(tag={tag!r}, global_step={step})"
+        self._encoder.submit(fw.event_writer._state, encode, nbytes, what, buffers)
         if self._async_errors:
             self._encoder.raise_error()
 

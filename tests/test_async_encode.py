@@ -462,3 +462,21 @@ def test_close_interrupted_at_every_os_call_with_encoded_values_then_retried(tmp
             (path,) = event_files(logdir)
             got = [(e.summary.value[0].tag, e.step) for e in read_events(path)[1:]]
             assert got == [(t, i) for i in range(5) for t in ("i", "h", "s")], (at, after)
+
+
+def test_copies_reuse_finished_buffers_never_pending_ones(tmp_path):
+    from tbwriter import encoder
+
+    values = RNG.standard_normal(encoder.POOL_MIN_BYTES // 4).astype(np.float32)  # a pooled size
+    w = tbwriter.SummaryWriter(tmp_path)
+    for i in range(3):
+        release = gate(w)
+        for k in range(4):  # four copies pending at once: four distinct buffers
+            values[0] = 1e6 + 4 * i + k  # each step's maximum
+            w.add_histogram("h", values, 4 * i + k)
+        release.set()
+        w._encoder.wait()
+    assert len(w._encoder.spare) == 4  # reused from the second round on, none added
+    w.close()
+    got = [(e.step, e.histogram_value.max) for e in accumulator(tmp_path).Histograms("h")]
+    assert got == [(s, 1e6 + s) for s in range(12)]
