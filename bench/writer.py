@@ -6,14 +6,24 @@ time and in process CPU time (all threads; steadier when other jobs share the ma
 Also measures the buffering design choice: add_scalar with inline writes (what tbwriter
 does) against handing each full batch to a writer thread.
 
+--loop (issue 23): a training loop of ~20 ms of one-threaded NumPy per step that logs a
+1,000,000-value histogram and a 3x512x512 image every step, 30 steps, each writer in its own
+process (tbwriter, tbwriter with async_encode=False, tensorboardX, torch.utils.tensorboard),
+taking turns; then, in the same processes, the blocking time of add_figure and of
+add_images(64x3x32x32). Blocking time = time inside the add_* calls; the loop's time ends when
+close() has returned (every value written).
+
     python bench/writer.py [--repeats 7] [--scale 1.0] [--case "add_histogram 512x512 f32"]
+    python bench/writer.py --loop [--repeats 3] [--steps 30]
 """
 
 import argparse
+import json
 import os
 import queue
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -126,7 +136,15 @@ def main():
     ap.add_argument("--scale", type=float, default=1.0, help="multiply the call counts (e.g. 0.1 for a quick look)")
     ap.add_argument("--case", choices=[c[0] for c in CASES], help="run only this case (and skip the design check)")
     ap.add_argument("--media-only", action="store_true", help="only add_image, add_embedding, add_figure")
+    ap.add_argument("--loop", action="store_true", help="only the training loop with heavy summaries (issue 23)")
+    ap.add_argument("--steps", type=int, default=30, help="--loop: steps per run")
+    ap.add_argument("--writers", nargs="+", choices=list(LOOP_WRITERS), default=list(LOOP_WRITERS), help="--loop")
+    ap.add_argument("--loop-child", nargs=2, metavar=("WRITER", "LOGDIR"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.loop_child:
+        return print(json.dumps(loop_child(*args.loop_child, args.steps)))
+    if args.loop:
+        return loop(args.repeats, args.steps, args.writers)
     if args.media_only:
         return media(args.repeats, args.scale)
     if tensorboardX is None:
@@ -219,6 +237,142 @@ def media(repeats: int, scale: float) -> None:
             p, pc = medians(samples[k])
             line += f"   {k} {p * 1e3:8.2f} ms (cpu {pc * 1e3:8.2f}) ratio {p / o:4.1f}x (cpu {pc / oc:4.1f}x)"
         print(line)
+
+
+# -- issue 23: heavy summaries in a training loop, each writer in its own process -----------------
+
+LOOP_WRITERS = {
+    "tbwriter": "tbwriter (async_encode, the default)",
+    "tbwriter-sync": "tbwriter async_encode=False",
+    "tensorboardX": "tensorboardX",
+    "torch": "torch.utils.tensorboard",
+}
+ONE_THREAD = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+
+
+def _loop_writer(name: str, logdir: str):
+    if name == "tbwriter":
+        return tbwriter.SummaryWriter(logdir)
+    if name == "tbwriter-sync":
+        return tbwriter.SummaryWriter(logdir, async_encode=False)
+    if name == "tensorboardX":
+        return tensorboardX.SummaryWriter(logdir)
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(logdir)
+
+
+def loop_child(name: str, logdir: str, steps: int) -> dict:
+    """One writer's run in this process: the loop, then add_figure and add_images per-call blocking times."""
+    if name == "torch":
+        import torch
+
+        torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((256, 512)).astype(np.float32)
+    m = rng.standard_normal((512, 512)).astype(np.float32) / 23
+    weights = rng.standard_normal(1_000_000).astype(np.float32)  # changed in place every step
+    image = rng.random((3, 512, 512), dtype=np.float32)
+
+    def work():  # ~20 ms on one core of the project's machine: matmuls, then in-place updates
+        h = x
+        for _ in range(5):
+            h = np.tanh(h @ m)
+        weights[:] = weights * np.float32(0.999) + np.float32(1e-3) * h.ravel()[:1].item()
+        image[0, :2] = h[:2, :512]
+
+    for _ in range(2):
+        work()  # warm up BLAS and the caches
+    alone = []
+    for _ in range(5):
+        t = time.perf_counter()
+        work()
+        alone.append(time.perf_counter() - t)
+    w = _loop_writer(name, os.path.join(logdir, "loop"))
+    w.add_scalar("warm", 0.0, 0)  # lazy imports happen before the clock starts
+    blocking = []
+    t0, c0 = time.perf_counter(), time.process_time()
+    for i in range(steps):
+        work()
+        t = time.perf_counter()
+        w.add_histogram("weights", weights, i)
+        w.add_image("image", image, i)
+        blocking.append(time.perf_counter() - t)
+    w.close()
+    total, cpu = time.perf_counter() - t0, time.process_time() - c0
+    out = {
+        "work": statistics.median(alone),
+        "blocking": sum(blocking),
+        "step_blocking": statistics.median(blocking),
+        "loop": total,
+        "cpu": cpu,
+    }
+    fig = _figure()
+    batch = rng.random((64, 3, 32, 32), dtype=np.float32)
+    cases = {
+        "add_figure": lambda w, i: w.add_figure("fig", fig, i, close=False),
+        "add_images": lambda w, i: w.add_images("imgs", batch, i),
+    }
+    for case, call in cases.items():
+        w = _loop_writer(name, os.path.join(logdir, case))
+        call(w, 0)  # lazy imports
+        times = []
+        for i in range(1, 11):
+            work()  # the calls come from a training loop, not back to back
+            t = time.perf_counter()
+            call(w, i)
+            times.append(time.perf_counter() - t)
+        w.close()
+        out[case] = statistics.median(times)
+    return out
+
+
+def loop(repeats: int, steps: int, writers: list) -> None:
+    """Run loop_child for each writer in its own process, taking turns; print medians and ratios."""
+    if tensorboardX is None:
+        sys.exit("tensorboardX is not installed: pip install -e .[bench]")
+    print(
+        f"training loop, {steps} steps, a 1,000,000-value histogram and a 3x512x512 image per step; "
+        f"medians of {repeats} runs per writer, each in its own process, taking turns; load {os.getloadavg()[0]:.1f}"
+    )
+    runs = {k: [] for k in writers}
+    env = dict(os.environ, **ONE_THREAD)
+    for r in range(repeats):
+        order = writers[r % len(writers) :] + writers[: r % len(writers)]
+        for name in order:
+            d = tempfile.mkdtemp(prefix="bench-loop-")
+            try:
+                proc = subprocess.run(
+                    [sys.executable, __file__, "--loop-child", name, d, "--steps", str(steps)],
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                )
+                if proc.returncode:
+                    sys.exit(f"{name} failed:\n{proc.stderr[-2000:]}")
+                runs[name].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            finally:
+                shutil.rmtree(d, ignore_errors=True)
+    med = {k: {f: statistics.median(run[f] for run in v) for f in v[0]} for k, v in runs.items()}
+    ours = med["tbwriter"]
+    print(
+        f"{'writer':42s} {'work/step':>9s} {'blocking':>9s} {'(per step)':>10s} {'loop+close':>10s} {'(cpu)':>7s}"
+        f" {'add_figure':>10s} {'add_images':>10s}"
+    )
+    for k in writers:
+        m = med[k]
+        print(
+            f"{LOOP_WRITERS[k]:42s} {m['work'] * 1e3:7.1f}ms {m['blocking']:8.3f}s {m['step_blocking'] * 1e3:8.2f}ms "
+            f"{m['loop']:9.3f}s {m['cpu']:6.2f}s {m['add_figure'] * 1e3:8.2f}ms {m['add_images'] * 1e3:8.2f}ms"
+        )
+    for k in [k for k in ("tensorboardX", "torch", "tbwriter-sync") if k in writers]:
+        m = med[k]
+        print(
+            f"tbwriter vs {LOOP_WRITERS[k]}: blocking {m['blocking'] / ours['blocking']:.1f}x less, loop "
+            f"{m['loop'] / ours['loop']:.2f}x faster, add_figure {m['add_figure'] / ours['add_figure']:.1f}x, "
+            f"add_images {m['add_images'] / ours['add_images']:.1f}x less blocking"
+        )
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -17,8 +17,12 @@ tbwriter.remote, imported only then; its faults are retried rather than final (s
 fork(): a writer inherited by a child process refuses every call there (WriterStateError),
 so the child can never write into, or flush its copy of the buffer into, the parent's file;
 create a new writer in the child instead.
+
+Records still being encoded (tbwriter.encoder) hold their place in the queue as a Pending:
+writes stop before the first one, and flush/close wait for the worker to fill them.
 """
 
+import collections
 import itertools
 import os
 import socket
@@ -75,13 +79,15 @@ class _FileState:
         "thread",
         "size",
         "unsure",
+        "waiting",
         "__weakref__",
     )
 
     def __init__(self, path: str, fd: int, max_queue: int):
         self.path = path
         self.fd = fd
-        self.buf = []  # framed records not yet handed to the OS
+        self.buf = []  # framed records not yet handed to the OS (and Pendings, see ready())
+        self.waiting = collections.deque()  # the Pendings in buf, in order
         self.size = 0  # bytes of the file written by write_locked
         self.unsure = False  # a write was interrupted: how much of it is in the file is unknown
         self.lock = threading.Lock()
@@ -113,7 +119,7 @@ class _FileState:
         retry, which asks the file's size how much of them the interrupted write got out.
         """
         buf = self.buf
-        n = len(buf)
+        n = ready(buf, self.waiting)
         if not n:
             return True
         data = b"".join(buf[:n])
@@ -150,6 +156,13 @@ class _FileState:
         if self.dead is not None:
             self.check_appended(record)
 
+    def fill(self, pending, record: "bytes | None"):
+        """The worker's record in its place (None: the place goes); write once max_queue are ready."""
+        with self.lock:
+            put_in_place(self.buf, self.waiting, pending, record)
+            if self.dead is None and len(self.buf) >= self.max_queue:
+                self.write_locked()
+
     def check_appended(self, record: bytes):
         """After a close or failure raced with an append: raise if the record was not written."""
         with self.lock:  # the closer's final write has finished once we hold it
@@ -178,6 +191,7 @@ class _FileState:
         t = self.thread
         if t is not None and t is not threading.current_thread():
             t.join()
+        wait_encoded(self)
         with self.lock:
             if self.dead is None:
                 # Set before the final write: an append racing with it sees it and checks.
@@ -206,6 +220,7 @@ class _FileState:
         """In a fork()ed child: refuse every call, never write the parent's buffer."""
         self.lock = threading.Lock()  # the parent's may have been held by another thread
         self.buf = []
+        self.waiting = collections.deque()
         self.thread = None
         if self.dead is None or isinstance(self.dead, WriterStateError):
             self.dead = WriterStateError(
@@ -218,6 +233,39 @@ class _FileState:
             except OSError:
                 pass
             self.fd = -1
+
+
+def ready(buf: list, waiting) -> int:
+    """How many records at the head of buf are encoded: all, or those before the first Pending."""
+    n = len(buf)  # first: what is appended later cannot be counted in
+    if waiting:
+        try:
+            return buf.index(waiting[0], 0, n)
+        except ValueError:  # reserved but not yet in buf[:n]: every record there is encoded
+            pass
+    return n
+
+
+def put_in_place(buf: list, waiting, pending, record: "bytes | None") -> None:
+    """Replace pending in buf by record (or drop it); call with the lock held."""
+    try:
+        i = buf.index(pending)
+    except ValueError:  # the queue was dropped (a fork()ed child)
+        return
+    if record is None:
+        del buf[i]
+    else:
+        buf[i] = record
+    waiting.remove(pending)
+
+
+def wait_encoded(state) -> bool:
+    """Wait until the worker has filled every place queued so far; False when called on the worker."""
+    try:
+        last = state.waiting[-1]
+    except IndexError:
+        return True
+    return last.wait()
 
 
 def _after_fork_in_child():
@@ -311,6 +359,7 @@ class EventFileWriter:
     def flush(self) -> None:
         """Hand every queued record to the OS before returning (no fsync)."""
         s = self._state
+        wait_encoded(s)
         with s.lock:
             if s.dead is not None:
                 s.raise_dead()

@@ -48,9 +48,14 @@ def to_hwc(tensor: np.ndarray, dataformats: str = "CHW") -> np.ndarray:
     return _channels_last(tensor, dataformats, ("CHW", "HWC", "HW"), "HWC")
 
 
+def to_nhwc(tensor: np.ndarray, dataformats: str = "NCHW") -> np.ndarray:
+    """N images in NCHW, NHWC or NHW layout to NHWC with 1, 3 or 4 channels (values untouched)."""
+    return _channels_last(tensor, dataformats, ("NCHW", "NHWC", "NHW"), "NHWC")
+
+
 def grid(tensor: np.ndarray, dataformats: str = "NCHW", ncols: int = 8) -> np.ndarray:
     """N images (NCHW, NHWC or NHW) tiled row by row, `ncols` per row, into one HWC image like tensorboardX."""
-    nhwc = _channels_last(tensor, dataformats, ("NCHW", "NHWC", "NHW"), "NHWC")
+    nhwc = to_nhwc(tensor, dataformats)
     n, h, w, c = nhwc.shape
     cols = min(n, ncols)
     rows = -(-n // cols)

@@ -27,6 +27,7 @@ parameters and the secret strings of the URL and storage_options (`secret_string
 
 from __future__ import annotations
 
+import collections
 import errno
 import os
 import posixpath
@@ -36,7 +37,7 @@ import threading
 import time
 from urllib.parse import unquote
 
-from tbwriter.events import EventFileError, WriterStateError, _FileState, _uid
+from tbwriter.events import EventFileError, WriterStateError, _FileState, _uid, put_in_place, ready, wait_encoded
 
 OBJECT_BYTES = 4 << 20  # queued bytes that trigger an upload without a flush
 MAX_PENDING = 64 << 20  # queued bytes beyond which records are refused while the store fails
@@ -157,6 +158,7 @@ class ObjectState:
         "seq",
         "path",
         "buf",
+        "waiting",
         "size",
         "sealed",
         "lock",
@@ -190,7 +192,8 @@ class ObjectState:
         self.suffix = filename_suffix
         self.seq = 0
         self.path = self.url + "/" + self.prefix + "00000000" + self.suffix
-        self.buf = []  # framed records not yet in an object
+        self.buf = []  # framed records not yet in an object (and Pendings: events.ready)
+        self.waiting = collections.deque()  # the Pendings in buf, in order
         self.size = 0  # bytes in buf and sealed (approximate between uploads: appends do not lock)
         self.sealed = []  # (name, bytes) objects whose upload failed, retried first and in order
         self.lock = threading.Lock()
@@ -233,6 +236,14 @@ class ObjectState:
         if self.closed:
             self.check_appended(record)
 
+    def fill(self, pending, record: "bytes | None"):
+        """The worker's record in its place (None: the place goes); upload once OBJECT_BYTES are queued."""
+        with self.lock:
+            put_in_place(self.buf, self.waiting, pending, record)
+            self.size += len(record or b"")
+            if self.size >= OBJECT_BYTES and self.error is None and not self.closed:
+                self.write_locked()
+
     def check_appended(self, record: bytes):
         """After a close raced with an append: raise if the record was not stored."""
         with self.lock:
@@ -243,7 +254,7 @@ class ObjectState:
         """Upload every queued record as new objects, in order; call with `lock` held; False on failure."""
         self.refusal = None  # this upload's outcome supersedes a background one's
         buf = self.buf
-        n = len(buf)
+        n = ready(buf, self.waiting)
         if n:
             obj = (self.prefix + "%08d" % self.seq + self.suffix, b"".join(buf[:n]))
             self.seq += 1
@@ -310,6 +321,7 @@ class ObjectState:
         t = self.thread
         if t is not None and t is not threading.current_thread():
             t.join()
+        wait_encoded(self)
         with self.lock:
             if not self.closed:
                 self.dead = WriterStateError(f"the event writer of {self.url} is closed; create a new writer")
@@ -323,6 +335,7 @@ class ObjectState:
         """In a fork()ed child: refuse every call, never upload the parent's queue."""
         self.lock = threading.Lock()
         self.buf = []
+        self.waiting = collections.deque()
         self.sealed = []
         self.thread = None
         self.closed = True

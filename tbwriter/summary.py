@@ -132,10 +132,9 @@ def tensor(tag: str, tensor) -> Summary:
     )
 
 
-def _histogram_into(out, values, bins, max_bins, tag: str) -> None:
-    arr = values if type(values) is np.ndarray and values.size else as_array(values, "values")
+def check_bins(bins, tag: str) -> None:
+    """Raise ValueError naming tag unless bins is 'tensorflow', an int >= 1, a numpy estimator name or edges."""
     if isinstance(bins, str) and bins == "tensorflow":
-        _histogram.tf_histogram(arr, tag, out)
         return
     if isinstance(bins, bool) or not (isinstance(bins, (str, numbers.Integral)) or np.ndim(bins) == 1):
         raise ValueError(
@@ -144,6 +143,14 @@ def _histogram_into(out, values, bins, max_bins, tag: str) -> None:
         )
     if isinstance(bins, numbers.Integral) and bins < 1:
         raise ValueError(f"histogram {tag!r}: bins must be >= 1, got {bins}")
+
+
+def _histogram_into(out, values, bins, max_bins, tag: str) -> None:
+    arr = values if type(values) is np.ndarray and values.size else as_array(values, "values")
+    if isinstance(bins, str) and bins == "tensorflow":
+        _histogram.tf_histogram(arr, tag, out)
+        return
+    check_bins(bins, tag)
     out.CopyFrom(_histogram.numpy_histogram(arr, bins, tag, max_bins))
 
 

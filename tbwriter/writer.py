@@ -7,12 +7,14 @@ hot path from a per-tag prefix, without protobuf objects).
 """
 
 import contextlib
+import functools
 import math
 import operator
 import os
 import socket
 import threading
 import time
+import weakref
 from datetime import datetime
 
 import numpy as np
@@ -22,10 +24,15 @@ from tbwriter import summary as _summary
 from tbwriter import wire
 from tbwriter.wire import scalar_record as _scalar_record
 from tbwriter._convert import as_array
+from tbwriter.encoder import Encoder
 from tbwriter.events import EventFileWriter, WriterStateError
 from tbwriter.proto import event_pb2, summary_pb2
 
 __all__ = ["SummaryWriter", "FileWriter", "WriterStateError"]
+
+# Histograms of at most this many values are built on the caller's thread: below it the
+# hand-off to the worker (copy, queue, thread switch) costs about what the histogram does.
+ASYNC_MIN_VALUES = 4096
 
 
 def _as_step(global_step) -> int:
@@ -89,6 +96,47 @@ def _graph_bytes(graph) -> bytes:
     if hasattr(graph, "SerializeToString"):  # a GraphDef, of this or another protobuf module
         return graph.SerializeToString()
     raise TypeError(f"graph: expected a GraphDef or an object with as_graph_def(), got {type(graph).__name__}")
+
+
+def _summary_event(seen: set, summary, step: int, walltime, owned: bool) -> tuple:
+    """(Event bytes of summary at step without the metadata of tags in seen, the tags whose metadata it carries)."""
+    data = summary.SerializeToString()
+    first = set()
+    changed = False
+    for i, v in enumerate(summary.value):
+        if v.HasField("metadata"):
+            if v.tag not in seen and v.tag not in first:
+                first.add(v.tag)
+                continue
+            if not owned:  # never modify the caller's message
+                summary = summary_pb2.Summary.FromString(data)
+                owned = True
+            summary.value[i].ClearField("metadata")
+            changed = True
+    if changed:
+        data = summary.SerializeToString()
+    wall_time = time.time() if walltime is None else _as_walltime(walltime)
+    return wire.event(wall_time, step, wire.EVENT_SUMMARY, data), first
+
+
+def _encode_event(seen: set, build, step: int, walltime: float) -> bytes:
+    """The worker's job: build() the Summary and make it Event bytes, as FileWriter._write_summary does."""
+    event, first = _summary_event(seen, build(), step, walltime, True)
+    seen |= first  # the record's place in the file was taken when it was submitted
+    return event
+
+
+def _snapshot(value, arr: np.ndarray, fresh: bool = False) -> np.ndarray:
+    """arr as the worker may keep it: a copy, unless nobody else can change it (built here from Python values)."""
+    return arr if fresh or isinstance(value, (list, tuple)) else np.array(arr, copy=True)
+
+
+def _boxed_image(tag: str, img_tensor, box_tensor, labels, rescale, dataformats: str):
+    """The image with its boxes drawn in (Pillow), as a Summary."""
+    from tbwriter import boxes
+
+    hwc = _image.to_uint8(_image.to_hwc(as_array(img_tensor, "img_tensor"), dataformats))
+    return _summary.image(tag, boxes.draw_boxes(hwc, box_tensor, labels, rescale), dataformats="HWC")
 
 
 def _check_hparams_args(metric_dict, hparam_domain_discrete) -> None:
@@ -174,25 +222,9 @@ class FileWriter:
     def _write_summary(self, summary, step: int, walltime, owned: bool) -> None:
         """Strip metadata already sent for a tag in this file, then queue the Event."""
         self._check_open()
-        data = summary.SerializeToString()
-        seen = self._meta_tags
-        first = set()  # tags whose metadata this record carries
-        changed = False
-        for i, v in enumerate(summary.value):
-            if v.HasField("metadata"):
-                if v.tag not in seen and v.tag not in first:
-                    first.add(v.tag)
-                    continue
-                if not owned:  # never modify the caller's message
-                    summary = summary_pb2.Summary.FromString(data)
-                    owned = True
-                summary.value[i].ClearField("metadata")
-                changed = True
-        if changed:
-            data = summary.SerializeToString()
-        wall_time = time.time() if walltime is None else _as_walltime(walltime)
-        self.event_writer.write_serialized(wire.event(wall_time, step, wire.EVENT_SUMMARY, data))
-        seen |= first  # only once the record was taken: a refused one's metadata goes with the next
+        event, first = _summary_event(self._meta_tags, summary, step, walltime, owned)
+        self.event_writer.write_serialized(event)
+        self._meta_tags |= first  # only once the record was taken: a refused one's metadata goes with the next
 
     def add_hparams(
         self, hparam_dict: dict, metric_dict: dict, hparam_domain_discrete=None, global_step=None, start_time_secs=None
@@ -293,6 +325,8 @@ class SummaryWriter:
         comet_config={"disabled": True},  # noqa: B006 (tensorboardX's default, never mutated)
         storage_options=None,
         keep_scalars_for_json: bool = False,
+        async_encode: bool = True,
+        async_max_bytes: int = 256 * 2**20,
     ):
         if log_dir is None:
             log_dir = logdir
@@ -319,6 +353,12 @@ class SummaryWriter:
         self.file_writer = None
         self.all_writers = None
         self._closing = []  # file writers taken out of all_writers by close() and not closed yet
+        # Heavy values are encoded by a worker thread (tbwriter/encoder.py); its errors land in
+        # _async_errors, which every call checks after doing its own work.
+        self._encoder = Encoder(async_max_bytes) if async_encode and self._write_to_disk else None
+        self._async_errors = [] if self._encoder is None else self._encoder.errors
+        if self._encoder is not None:  # a writer dropped without close(): its jobs still finish
+            weakref.finalize(self, self._encoder.close)
         fw = self._get_file_writer()
         if purge_step is not None:
             # TensorBoard's Python loaders drop earlier-read steps >= purge_step on a
@@ -382,6 +422,48 @@ class SummaryWriter:
     def _add(self, fw, summary, global_step, walltime) -> None:
         step, wt = self._step_time(global_step, walltime)
         fw._write_summary(summary, step, wt, True)
+        if self._async_errors:
+            self._encoder.raise_error()
+
+    def _encode(
+        self,
+        fw,
+        method: str,
+        tag: str,
+        build,
+        value,
+        arg: str,
+        args: tuple,
+        global_step,
+        walltime,
+        check=None,
+        fresh: bool = False,
+    ) -> None:
+        """build(tag, value as an array, *args) -> Summary: on the worker thread if async_encode, else here.
+
+        The caller's thread converts value (torch -> numpy), runs check(array) (shapes, formats:
+        errors raised here) and copies the array unless fresh; the worker builds and encodes.
+        """
+        if self._encoder is None:
+            self._add(fw, build(tag, value, *args), global_step, walltime)
+            return
+        _summary._check_tag(tag)
+        arr = as_array(value, arg)
+        if check is not None:
+            check(arr)
+        snap, buf = (arr, None) if fresh or isinstance(value, (list, tuple)) else self._encoder.copy(arr)
+        build = functools.partial(build, tag, snap, *args)
+        self._submit(fw, method, tag, build, snap.nbytes, global_step, walltime, () if buf is None else (buf,))
+
+    def _submit(self, fw, method: str, tag: str, build, nbytes: int, global_step, walltime, buffers=()) -> None:
+        """Queue build() (-> Summary) for the worker; its record takes its place in fw's file now."""
+        step, wt = self._step_time(global_step, walltime)
+        wt = time.time() if wt is None else wt  # the call's time, as on the synchronous path
+        encode = functools.partial(_encode_event, fw._meta_tags, build, step, wt)
+        what = f"{method}(tag={tag!r}, global_step={step})"
+        self._encoder.submit(fw.event_writer._state, encode, nbytes, what, buffers)
+        if self._async_errors:
+            self._encoder.raise_error()
 
     @contextlib.contextmanager
     def use_metadata(self, *, global_step=None, walltime=None):
@@ -422,6 +504,8 @@ class SummaryWriter:
         fw = self.file_writer or self._get_file_writer()
         prefix = fw._scalar_prefixes.get(tag) or fw._scalar_prefix(tag)  # FileWriter._add_scalar, one call fewer
         fw._write_framed(_scalar_record(time.time() if walltime is None else _as_walltime(walltime), step, prefix, v))
+        if self._async_errors:
+            self._encoder.raise_error()
 
     def add_scalars(self, main_tag: str, tag_scalar_dict: dict, global_step=None, walltime=None) -> None:
         """One scalar per key, each in sub-run <log_dir>/<main_tag>_<key> under tag main_tag."""
@@ -439,6 +523,8 @@ class SummaryWriter:
             self._sub_writer(sub)._add_scalar(main_tag, v, step, wt)
             if self._scalars_for_json is not None:
                 self._scalars_for_json.setdefault(sub, []).append([wt, step, v])
+        if self._async_errors:
+            self._encoder.raise_error()
 
     def export_scalars_to_json(self, path) -> None:
         """Write {sub-run: [[walltime, step, value], ...]} of add_scalars since the last export (tensorboardX).
@@ -466,8 +552,26 @@ class SummaryWriter:
     def add_histogram(
         self, tag: str, values, global_step=None, bins="tensorflow", walltime=None, max_bins=None
     ) -> None:
-        """Histogram of values (TensorFlow's buckets by default) at global_step."""
+        """Histogram of values (TensorFlow's buckets by default) at global_step; large ones on the worker."""
         fw = self._writer()
+        if self._encoder is not None:
+            arr = values if type(values) is np.ndarray else as_array(values, "values")
+            if arr.size > ASYNC_MIN_VALUES:
+                _summary.check_bins(bins, tag)
+                self._encode(
+                    fw,
+                    "add_histogram",
+                    tag,
+                    _summary.histogram,
+                    arr,
+                    "values",
+                    (bins, max_bins),
+                    global_step,
+                    walltime,
+                    fresh=isinstance(values, (list, tuple)),
+                )
+                return
+            values = arr
         self._add(fw, _summary.histogram(tag, values, bins=bins, max_bins=max_bins), global_step, walltime)
 
     def add_histogram_raw(
@@ -483,18 +587,42 @@ class SummaryWriter:
         )
 
     def add_image(self, tag: str, img_tensor, global_step=None, walltime=None, dataformats: str = "CHW") -> None:
-        """One image (uint8, or float in [0, 1]) PNG-encoded."""
+        """One image (uint8, or float in [0, 1]) PNG-encoded (on the worker)."""
         fw = self._writer()
-        self._add(fw, _summary.image(tag, img_tensor, dataformats=dataformats), global_step, walltime)
+        self._encode(
+            fw,
+            "add_image",
+            tag,
+            _summary.image,
+            img_tensor,
+            "tensor",
+            (dataformats,),
+            global_step,
+            walltime,
+            check=lambda a: _image.to_hwc(a, dataformats),
+        )
 
     def add_images(self, tag: str, img_tensor, global_step=None, walltime=None, dataformats: str = "NCHW") -> None:
         """A batch of images (an N-D array, or a list of CHW/HWC arrays) shown as one grid image."""
         fw = self._writer()
-        if isinstance(img_tensor, (list, tuple)):
+        fresh = isinstance(img_tensor, (list, tuple))
+        if fresh:
             img_tensor = np.stack([as_array(x, f"img_tensor[{i}]") for i, x in enumerate(img_tensor)])
             if isinstance(dataformats, str) and len(dataformats) == img_tensor.ndim - 1:
                 dataformats = "N" + dataformats  # each item's format (CHW), as tensorboardX takes a list
-        self._add(fw, _summary.images(tag, img_tensor, dataformats=dataformats), global_step, walltime)
+        self._encode(
+            fw,
+            "add_images",
+            tag,
+            _summary.images,
+            img_tensor,
+            "tensor",
+            (dataformats,),
+            global_step,
+            walltime,
+            check=lambda a: _image.to_nhwc(a, dataformats),
+            fresh=fresh,
+        )
 
     def add_image_with_boxes(
         self,
@@ -508,25 +636,49 @@ class SummaryWriter:
         labels=None,
     ) -> None:
         """One image with red (xmin, ymin, xmax, ymax) boxes and optional labels drawn in (Pillow)."""
-        from tbwriter import boxes
-
         fw = self._writer()
         if isinstance(rescale, str):  # tensorboardX's positional order: dataformats comes sixth
             rescale, dataformats = 1, rescale
-        hwc = _image.to_uint8(_image.to_hwc(as_array(img_tensor, "img_tensor"), dataformats))
-        drawn = boxes.draw_boxes(hwc, box_tensor, labels, rescale)
-        self._add(fw, _summary.image(tag, drawn, dataformats="HWC"), global_step, walltime)
+        if self._encoder is not None:  # the worker draws: its own copies of the boxes and labels
+            box_tensor = np.array(as_array(box_tensor, "box_tensor", allow_empty=True), copy=True)
+            labels = labels if labels is None or isinstance(labels, str) else list(labels)
+        self._encode(
+            fw,
+            "add_image_with_boxes",
+            tag,
+            _boxed_image,
+            img_tensor,
+            "img_tensor",
+            (box_tensor, labels, rescale, dataformats),
+            global_step,
+            walltime,
+            check=lambda a: _image.to_hwc(a, dataformats),
+        )
 
     def add_figure(self, tag: str, figure, global_step=None, close: bool = True, walltime=None) -> None:
         """A matplotlib figure (or a list of them, as one grid) rendered to an image (matplotlib)."""
         from tbwriter.figure import figure_to_rgb
 
         fw = self._writer()
+        # matplotlib is not thread-safe: it renders here; the PNG is encoded on the worker.
         if isinstance(figure, (list, tuple)):
             pixels = np.stack([figure_to_rgb(f, close) for f in figure])
-            self._add(fw, _summary.images(tag, pixels, dataformats="NHWC"), global_step, walltime)
+            self._encode(
+                fw, "add_figure", tag, _summary.images, pixels, "tensor", ("NHWC",), global_step, walltime, fresh=True
+            )
         else:
-            self._add(fw, _summary.image(tag, figure_to_rgb(figure, close), dataformats="HWC"), global_step, walltime)
+            self._encode(
+                fw,
+                "add_figure",
+                tag,
+                _summary.image,
+                figure_to_rgb(figure, close),
+                "tensor",
+                ("HWC",),
+                global_step,
+                walltime,
+                fresh=True,
+            )
 
     def add_video(
         self, tag: str, vid_tensor, global_step=None, fps=4, walltime=None, dataformats: str = "NTCHW"
@@ -535,14 +687,16 @@ class SummaryWriter:
         from tbwriter import video
 
         fw = self._writer()
-        self._add(fw, video.video(tag, vid_tensor, fps=fps, dataformats=dataformats), global_step, walltime)
+        self._encode(
+            fw, "add_video", tag, video.video, vid_tensor, "vid_tensor", (fps, dataformats), global_step, walltime
+        )
 
     def add_audio(self, tag: str, snd_tensor, global_step=None, sample_rate=44100, walltime=None) -> None:
         """A clip of samples in [-1, 1] as a 16-bit WAV for the audio dashboard."""
         from tbwriter import audio
 
         fw = self._writer()
-        self._add(fw, audio.audio(tag, snd_tensor, sample_rate), global_step, walltime)
+        self._encode(fw, "add_audio", tag, audio.audio, snd_tensor, "snd_tensor", (sample_rate,), global_step, walltime)
 
     def add_text(self, tag: str, text_string: str, global_step=None, walltime=None) -> None:
         """Markdown text for the text dashboard."""
@@ -576,8 +730,26 @@ class SummaryWriter:
                 f"add_embedding: the projector files are written to local log_dirs only, "
                 f"got the URL {self._logdir.split('://')[0]}://..."
             )
-        if self._write_to_disk:
+        if not self._write_to_disk:
+            return
+        if self._encoder is None:
             projector.write_embedding(self._logdir, mat, metadata, label_img, step, tag, metadata_header)
+            return
+        # The worker writes the files; it gets its own copies of the arrays and of the labels' list.
+        m = _snapshot(mat, as_array(mat, "mat"))
+        if label_img is not None:
+            label_img = _snapshot(label_img, as_array(label_img, "label_img"))
+        if metadata is not None and not isinstance(metadata, (str, bytes)) and hasattr(metadata, "__len__"):
+            metadata = list(metadata)
+        logdir = self._logdir
+
+        def write() -> None:  # files only, no event record
+            projector.write_embedding(logdir, m, metadata, label_img, step, tag, metadata_header)
+
+        nbytes = m.nbytes + (0 if label_img is None else label_img.nbytes)
+        self._encoder.submit(None, write, nbytes, f"add_embedding(tag={tag!r}, global_step={step})")
+        if self._async_errors:
+            self._encoder.raise_error()
 
     def add_pr_curve(
         self, tag: str, labels, predictions, global_step=None, num_thresholds: int = 127, weights=None, walltime=None
@@ -692,12 +864,18 @@ class SummaryWriter:
         fw.add_hparams(hparam_dict, metric_dict, hparam_domain_discrete, global_step, start_time_secs=self._start_time)
 
     def flush(self) -> None:
-        """Hand every pending record of every file of this writer to the OS; a no-op after close()."""
+        """Write everything submitted so far (waiting for the worker) and hand it to the OS; a no-op after close()."""
+        if self._encoder is not None:
+            self._encoder.wait()
         for fw in list((self.all_writers or {}).values()):
             fw.flush()
+        if self._async_errors:
+            self._encoder.raise_error()
 
     def close(self) -> None:
         """Flush and close every file; a later add_* opens a new event file in the same run."""
+        if self._encoder is not None:
+            self._encoder.close()  # every job done, the worker ended: nothing more for the files
         with self._lock:
             # Writers leave _closing only once closed: a retry after an interrupt closes the rest.
             self._closing += [fw for fw in (self.all_writers or {}).values() if fw not in self._closing]
@@ -716,6 +894,8 @@ class SummaryWriter:
             del self._closing[i]
         if errors:
             raise errors[0]
+        if self._async_errors:
+            self._encoder.raise_error()
 
     def __enter__(self):
         return self
