@@ -200,6 +200,21 @@ def _write_files(run_fd: int, run_dir: str, step: str, name: str, files: dict) -
     return subdir, k
 
 
+def check_embedding(m: np.ndarray, metadata, tag: str, metadata_header=None) -> "bytes | None":
+    """Refuse a bad tag, matrix or labels in one line; return metadata.tsv's bytes (None without labels)."""
+    if not isinstance(tag, str) or not tag:
+        raise ValueError(f"tag: expected a non-empty str, got {tag!r}")
+    if "\0" in tag:
+        raise ValueError(f"tag: holds a NUL character, which no file name can: {tag!r}")
+    try:
+        tag.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"tag: not valid Unicode ({e.reason}): {tag!r}") from None
+    if m.ndim != 2:
+        raise ValueError(f"mat: expected a 2-D (points, features) matrix, got shape {m.shape}")
+    return None if metadata is None else metadata_tsv(metadata, m.shape[0], metadata_header)
+
+
 def write_embedding(
     run_dir: str, mat, metadata=None, label_img=None, global_step: int = 0, tag: str = "default", metadata_header=None
 ) -> str:
@@ -209,19 +224,9 @@ def write_embedding(
     projector_config.pbtxt is refused, naming it; the files are created new (O_EXCL) in a folder
     this call made, and the config entry, appended last, is what makes the projector read them.
     """
-    if not isinstance(tag, str) or not tag:
-        raise ValueError(f"tag: expected a non-empty str, got {tag!r}")
-    if "\0" in tag:
-        raise ValueError(f"tag: holds a NUL character, which no file name can: {tag!r}")
-    try:
-        tag.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise ValueError(f"tag: not valid Unicode ({e.reason}): {tag!r}") from None
     m = as_array(mat, "mat")
-    if m.ndim != 2:
-        raise ValueError(f"mat: expected a 2-D (points, features) matrix, got shape {m.shape}")
+    tsv_meta = check_embedding(m, metadata, tag, metadata_header)
     n = m.shape[0]
-    tsv_meta = None if metadata is None else metadata_tsv(metadata, n, metadata_header)
     sprite = None if label_img is None else sprite_png(label_img, n)
     rows = np.asarray(m, dtype=np.float32)
     files = {"tensors.tsv": ("\n".join("\t".join(map(repr, r)) for r in rows.tolist()) + "\n").encode()}

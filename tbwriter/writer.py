@@ -741,6 +741,7 @@ class SummaryWriter:
             label_img = _snapshot(label_img, as_array(label_img, "label_img"))
         if metadata is not None and not isinstance(metadata, (str, bytes)) and hasattr(metadata, "__len__"):
             metadata = list(metadata)
+        projector.check_embedding(m, metadata, tag, metadata_header)  # a refusal comes now, before any file
         logdir = self._logdir
 
         def write() -> None:  # files only, no event record

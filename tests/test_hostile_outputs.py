@@ -332,6 +332,7 @@ def test_hostile_tags_and_labels_read_back_through_the_projector(tb):
 def test_labels_the_projector_cannot_map_are_refused_before_anything_is_written(tmp_path, metadata, header, message):
     with tbwriter.SummaryWriter(tmp_path) as w:
         w.add_embedding(np.eye(3), metadata=["x", "y", "z"], tag="kept")
+        w.flush()  # the files are written on the encoding thread
         config = (tmp_path / "projector_config.pbtxt").read_bytes()
         before = sorted(p for p in tmp_path.rglob("*") if "tfevents" not in p.name)
         with pytest.raises(ValueError, match=message) as e:
@@ -359,7 +360,8 @@ def unchanged(outside: Path) -> bool:
 
 
 @pytest.mark.parametrize("plant", ["symlink", "fifo", "hardlink"])
-def test_a_planted_config_is_refused_and_nothing_is_created(run_and_outside, plant):
+@pytest.mark.parametrize("async_encode", [False, True])
+def test_a_planted_config_is_refused_and_nothing_is_created(run_and_outside, plant, async_encode):
     run, outside = run_and_outside
     config = run / "projector_config.pbtxt"
     kind = {"symlink": "a symlink", "fifo": "a FIFO", "hardlink": "a file with 2 hard links"}[plant]
@@ -369,19 +371,22 @@ def test_a_planted_config_is_refused_and_nothing_is_created(run_and_outside, pla
         os.mkfifo(config)
     else:
         os.link(outside / "victim", config)
-    with tbwriter.SummaryWriter(run) as w:
-        e = refused_in_a_thread(lambda: w.add_embedding(np.eye(2), global_step=7))  # a FIFO: never waited on
+    with tbwriter.SummaryWriter(run, async_encode=async_encode) as w:
+        # a FIFO: never waited on; on the encoding thread, the refusal is raised by the next call
+        e = refused_in_a_thread(lambda: (w.add_embedding(np.eye(2), global_step=7), w.flush()))
     assert isinstance(e, OSError) and e.filename == str(config) and kind in str(e)
     assert unchanged(outside)
     assert not (run / "00007").exists()
 
 
-def test_a_planted_step_folder_link_is_refused(run_and_outside):
+@pytest.mark.parametrize("async_encode", [False, True])
+def test_a_planted_step_folder_link_is_refused(run_and_outside, async_encode):
     run, outside = run_and_outside
     (run / "00007").symlink_to(outside, target_is_directory=True)
-    with tbwriter.SummaryWriter(run) as w, pytest.raises(NotADirectoryError) as e:
+    with tbwriter.SummaryWriter(run, async_encode=async_encode) as w, pytest.raises(NotADirectoryError) as e:
         w.add_embedding(np.eye(2), global_step=7)
-    assert str(e.value).endswith(f"a symlink, not a directory; not followed: '{run / '00007'}'")
+        w.flush()  # on the encoding thread, the refusal is raised by the next call
+    assert f"a symlink, not a directory; not followed: '{run / '00007'}'" in str(e.value)
     assert unchanged(outside)
     assert (run / "projector_config.pbtxt").read_text() == ""
 
