@@ -195,7 +195,8 @@ def histogram_raw(name: str, min, max, num, sum, sum_squares, bucket_limits, buc
 _MAX_ENCODED_IMAGE = (1 << 31) - 1 - (1 << 20)
 
 
-def _image_value(name: str, hwc: np.ndarray) -> Summary:
+def check_image_size(name: str, hwc: np.ndarray) -> np.ndarray:
+    """hwc, if its PNG is sure to fit in a protobuf message; else a one-line ValueError before any encoding."""
     h, w, c = hwc.shape
     raw = h * (1 + w * c)  # PNG scanlines; zlib's compressBound is the most they can encode to
     bound = raw + (raw >> 12) + (raw >> 14) + (raw >> 25) + 13 + 57
@@ -204,6 +205,11 @@ def _image_value(name: str, hwc: np.ndarray) -> Summary:
             f"image {name!r}: {h}x{w}x{c} pixels may encode to {bound} bytes, beyond protobuf's "
             f"2 GiB message limit; log a smaller image (about 700 megapixels of RGB at most)"
         )
+    return hwc
+
+
+def _image_value(name: str, hwc: np.ndarray) -> Summary:
+    check_image_size(name, hwc)
     pixels = _image.to_uint8(hwc)
     h, w, c = pixels.shape
     img = Summary.Image(height=h, width=w, colorspace=c, encoded_image_string=_image.encode_png(pixels))

@@ -599,7 +599,7 @@ class SummaryWriter:
             (dataformats,),
             global_step,
             walltime,
-            check=lambda a: _image.to_hwc(a, dataformats),
+            check=lambda a: _summary.check_image_size(tag, _image.to_hwc(a, dataformats)),
         )
 
     def add_images(self, tag: str, img_tensor, global_step=None, walltime=None, dataformats: str = "NCHW") -> None:

@@ -20,6 +20,7 @@ import boto3
 import fsspec
 import numpy as np
 import pytest
+import s3fs
 from fsspec.implementations.memory import MemoryFileSystem
 from moto.server import ThreadedMotoServer
 from tbserver import free_port, tensorboard
@@ -362,12 +363,16 @@ def s3():
     saved = {k: os.environ.get(k) for k in [*env, "AWS_ENDPOINT_URL", "S3_ENDPOINT"]}
     server = S3()
     os.environ.update(env, AWS_ENDPOINT_URL=server.endpoint, S3_ENDPOINT=server.endpoint)
+    # fsspec caches a filesystem per set of arguments: one made for another module's server (the
+    # endpoint came from the environment) would keep calling that stopped server.
+    s3fs.S3FileSystem.clear_instance_cache()
     server.start()
     try:
         boto3.client("s3", endpoint_url=server.endpoint).create_bucket(Bucket="runs")
         yield server
     finally:
         server.stop()
+        s3fs.S3FileSystem.clear_instance_cache()
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
