@@ -2,7 +2,7 @@
 
 Scalars, histograms, an image, a graph (npnn.trace) and hparams, through the protobuf runtime
 installed. Besides the suite's own venv, .ci/run runs this module under the oldest and the newest
-protobuf that pyproject.toml admits (`.ci/protobuf_versions`), each in a fresh venv with the
+protobuf that pyproject.toml admits (.ci/oldest.txt and the newest), each in a fresh venv with the
 TensorBoard that pip pairs with it: the generated tbwriter/proto modules must work on all of them.
 """
 

@@ -12,7 +12,7 @@ message classes from it. That is what protoc's own output does, without its genc
 check (protoc 7.35's output refuses every runtime older than 7.35) and without the lines that
 differ between protoc versions. So the committed modules do not depend on the protoc that made
 them, and run on every protobuf runtime that has `google.protobuf.internal.builder` (3.20 on);
-the oldest and newest supported are tested by .ci/run (`.ci/protobuf_versions`).
+the oldest (.ci/oldest.txt) and the newest are tested by .ci/run.
 """
 
 import argparse
