@@ -7,13 +7,14 @@ loss and learning rate it logged at every logging step, and the training argumen
 import json
 
 import pytest
+from conftest import requires
 from tbserver import tensorboard
 
 import tbwriter
 
-torch = pytest.importorskip("torch", reason="the Trainer needs torch (torch extra)")
-transformers = pytest.importorskip("transformers", reason="transformers is not installed (dev extra)")
-pytest.importorskip("accelerate", reason="the Trainer needs accelerate (dev extra)")
+torch = requires("torch", "peers", "the Trainer needs torch")
+transformers = requires("transformers", "peers", "Hugging Face's Trainer is the client under test")
+requires("accelerate", "peers", "the Trainer needs accelerate")
 
 STEPS, EVERY = 20, 5
 

@@ -17,13 +17,15 @@ import wave
 import numpy as np
 import peer_script
 import pytest
+from conftest import requires
 from tbserver import tensorboard
 
 import tbwriter
 
-pytest.importorskip("torch", reason="the peer script logs torch tensors and a torch model (torch extra)")
-pytest.importorskip("matplotlib", reason="the peer script logs a matplotlib figure (media extra)")
-PIL = pytest.importorskip("PIL.Image", reason="images are decoded with Pillow (media extra)")
+requires("torch", "peers", "the peer script logs torch tensors and a torch model")
+requires("tensorboardX", "peers", "tensorboardX is the peer compared with")
+requires("matplotlib", "media", "the peer script logs a matplotlib figure")
+PIL = requires("PIL.Image", "media", "images are decoded with Pillow")
 
 
 def _peer_writers() -> dict:
@@ -57,7 +59,7 @@ PEERS = _peer_writers()
 
 
 def peer_param(name):
-    reason = f"{name} is not installed (pip install -e .[dev,torch]); nothing to compare against"
+    reason = f"{name} is not installed (pip install -e '.[peers]'); nothing to compare against"
     return pytest.param(name, marks=pytest.mark.skipif(name not in PEERS, reason=reason), id=name)
 
 
@@ -238,7 +240,7 @@ def test_same_graph_nodes(tb, peer):
 @pytest.mark.parametrize("peer", BOTH)
 def test_same_video_frames(tb, peer):
     if "video" in PEERS[peer][1]:
-        pytest.skip(f"{peer}'s add_video needs the moviepy package, not installed")
+        pytest.skip(f"{peer}'s add_video needs the moviepy package, not installed (pip install -e '.[peers]')")
     gifs = []
     for w in ("tbwriter", peer):
         (meta,) = tb.json("/data/plugin/images/images", run=w, tag="clip", sample=0)
@@ -257,7 +259,7 @@ def test_same_video_frames(tb, peer):
 @pytest.mark.parametrize("peer", BOTH)
 def test_same_audio_samples(tb, peer):
     if "audio" in PEERS[peer][1]:
-        pytest.skip(f"{peer}'s add_audio needs the soundfile package, not installed")
+        pytest.skip(f"{peer}'s add_audio needs the soundfile package, not installed (pip install -e '.[peers]')")
     clips = []
     for w in ("tbwriter", peer):
         (meta,) = tb.json("/data/plugin/audio/audio", run=w, tag="sound", sample=0)

@@ -33,10 +33,33 @@ def test_readme_is_short_and_its_quick_start_is_two_commands_matching_ci():
     assert len(text.splitlines()) < 200
     quick = text[text.index("## Quick start") :]
     commands = [line for line in _blocks(quick, "bash")[0].splitlines() if line.strip()]
-    assert len(commands) == 2 and commands[1] == "python -m pytest -q"
-    install = re.search(r"pip install (-e '[^']+')", commands[0]).group(1)
-    assert install in _text(os.path.join(ROOT, ".ci", "run"))  # what CI installs on a clean clone
-    assert commands[0].endswith("python -m npnn.xor")
+    assert len(commands) == 2
+    assert re.search(r"pip install -e '\.\[lab\]' && python -m npnn\.xor$", commands[0])
+    assert commands[1] == "pip install -e '.[test]' && python -m pytest -q"
+    assert commands[1] in _text(os.path.join(ROOT, ".ci", "run"))  # CI runs the README's test command
+
+
+def _extra(pyproject: dict, name: str) -> list[str]:
+    """The requirements of an extra, with the project's own extras it names expanded."""
+    out = []
+    for req in pyproject["project"]["optional-dependencies"][name]:
+        own = re.fullmatch(r"npnn-tbwriter\[([\w,]+)\]", req)
+        out += [r for e in own.group(1).split(",") for r in _extra(pyproject, e)] if own else [req]
+    return out
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="tomllib is Python 3.11's")
+def test_the_readme_commands_install_no_torch_and_extras_pin_nothing():
+    import tomllib
+
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        pyproject = tomllib.load(f)
+    names = {e: {re.match(r"[\w.-]+", r).group().lower() for r in _extra(pyproject, e)} for e in ("lab", "test")}
+    assert names["lab"] == {"tensorboard"}
+    assert not names["test"] & {"torch", "transformers", "accelerate", "tensorflow", "jax"}
+    for extra in pyproject["project"]["optional-dependencies"]:
+        for req in _extra(pyproject, extra):
+            assert "==" not in req, f"{extra}: {req} is an exact pin; exact versions go in .ci/constraints.txt"
 
 
 def test_readme_python_examples_run(tmp_path):

@@ -6,6 +6,7 @@ import struct
 
 import numpy as np
 import pytest
+from conftest import requires
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import tbwriter
@@ -190,7 +191,7 @@ def test_many_tags_tags_filter_and_bad_arguments(tmp_path):
 
 
 def test_to_dataframe_has_tbparse_columns_and_values(mixed_logdir):
-    tbparse = pytest.importorskip("tbparse", reason="tbparse (the bench extra) is not installed")
+    tbparse = requires("tbparse", "peers", "the DataFrame is compared with tbparse's")
     want = tbparse.SummaryReader(str(mixed_logdir), extra_columns={"dir_name", "wall_time"}).scalars
     got = tbwriter.read_scalars(mixed_logdir).to_dataframe()
     assert sorted(got.columns) == sorted(want.columns)

@@ -11,15 +11,16 @@ import wave
 
 import numpy as np
 import pytest
+from conftest import requires
 from tbserver import tensorboard
 from test_writer import accumulator, event_files, f32
 
 import tbwriter
 from tbwriter.proto import graph_pb2
 
-torch = pytest.importorskip("torch", reason="the torch extra is needed for add_graph of an nn.Module")
-PIL = pytest.importorskip("PIL.Image", reason="the media extra (Pillow) is needed for GIF and boxes")
-matplotlib = pytest.importorskip("matplotlib", reason="the media extra (matplotlib) is needed for add_figure")
+torch = requires("torch", "peers", "the module's logdir logs torch tensors and an nn.Module's graph")
+PIL = requires("PIL.Image", "media", "Pillow decodes the GIFs and boxes")
+matplotlib = requires("matplotlib", "media", "add_figure draws with matplotlib")
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 (after choosing the Agg backend)
 
@@ -54,7 +55,7 @@ OPENVINO_XML = """<?xml version="1.0"?>
 
 def onnx_file(path):
     """A two-operator ONNX model (MatMul then Relu), built with onnx.helper, saved to path."""
-    onnx = pytest.importorskip("onnx", reason="add_onnx_graph needs onnx (dev extra)")
+    onnx = requires("onnx", "peers", "add_onnx_graph reads .onnx files with onnx")
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
