@@ -19,6 +19,8 @@ from tensorboard.compat.proto import event_pb2 as tb_event_pb2
 from test_writer import accumulator, event_files, read_events, read_records
 from test_writer_safety import PRELUDE, run_child
 
+from conftest import requires
+
 import tbwriter
 from tbwriter import writer as writer_mod
 from tbwriter.encoder import Pending
@@ -53,14 +55,17 @@ def _figure(k: int):
     return fig
 
 
-torch = pytest.importorskip("torch")
+def torch():
+    """torch, or a skip naming the extra: only the tests that log torch tensors need it."""
+    return requires("torch", "peers", "logs torch tensors")
+
 
 # Every method with a worker path, called twice with arguments that exercise its options.
 METHODS = {
     "add_histogram": lambda w, i: w.add_histogram("h", BIG * (i + 1), i),
     "add_histogram list": lambda w, i: w.add_histogram("hl", (BIG[:5000] + i).tolist(), i),
     "add_histogram bins": lambda w, i: w.add_histogram("hb", BIG + i, i, bins=30, max_bins=10),
-    "add_histogram torch": lambda w, i: w.add_histogram("ht", torch.from_numpy(BIG * i), i),
+    "add_histogram torch": lambda w, i: w.add_histogram("ht", torch().from_numpy(BIG * i), i),
     "add_image": lambda w, i: w.add_image("i", IMG * i, i),
     "add_image HWC uint8": lambda w, i: w.add_image(
         "u", (IMG.transpose(1, 2, 0) * 200).astype(np.uint8), i, None, "HWC"
@@ -165,7 +170,7 @@ def test_embedding_files_are_the_same(tmp_path):
 
 def test_the_worker_encodes_a_copy_taken_at_call_time(tmp_path):
     values = BIG.copy()
-    tensor = torch.from_numpy(IMG.copy())
+    tensor = torch().from_numpy(IMG.copy())
     w = tbwriter.SummaryWriter(tmp_path)
     release = gate(w)
     w.add_histogram("h", values, 0)
@@ -400,7 +405,7 @@ def test_a_write_error_on_the_worker_is_raised_by_the_next_call(tmp_path):
 
 
 def test_a_url_logdir_gets_the_same_records(tmp_path):
-    pytest.importorskip("fsspec")
+    requires("fsspec", "remote", "a memory:// log dir")
     from tbwriter import reader
 
     got = {}

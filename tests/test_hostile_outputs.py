@@ -25,6 +25,8 @@ import pytest
 from tbserver import tensorboard
 from test_hostile_cli import run_cli, run_main
 
+from conftest import requires
+
 import tbwriter
 from npnn import nn
 from npnn.datasets import mnist as mnist_data
@@ -439,7 +441,7 @@ def test_add_hparams_run_name_cannot_leave_the_log_dir(tmp_path, name):
 @pytest.mark.parametrize("kind", ["FIFO", "zero"])
 def test_model_files_that_are_fifos_or_devices_are_refused(tmp_path, method, kind):
     if method == "add_onnx_graph":
-        pytest.importorskip("onnx")
+        requires("onnx", "peers", "add_onnx_graph reads the file with onnx")
     if kind == "FIFO":
         path = tmp_path / "model.fifo"
         os.mkfifo(path)

@@ -23,6 +23,7 @@ import pytest
 import s3fs
 from fsspec.implementations.memory import MemoryFileSystem
 from moto.server import ThreadedMotoServer
+from conftest import requires
 from tbserver import free_port, tensorboard
 
 import tbwriter
@@ -533,7 +534,7 @@ FTP_PASSWORD = "s3cret-PW"
 @pytest.fixture(scope="module")
 def ftp(tmp_path_factory):
     """A pyftpdlib FTP server on loopback, user alice: ftp:// takes the login in the URL (always stopped)."""
-    pytest.importorskip("pyftpdlib", reason="pyftpdlib is in the dev extra")
+    requires("pyftpdlib", "test", "an FTP server on loopback")
     from pyftpdlib.authorizers import DummyAuthorizer
     from pyftpdlib.handlers import FTPHandler
     from pyftpdlib.servers import ThreadedFTPServer

@@ -15,6 +15,7 @@ import uuid
 
 import numpy as np
 import pytest
+from conftest import requires
 from tbserver import free_port, tensorboard
 from test_remote import scalars
 
@@ -23,7 +24,7 @@ from tbwriter import remote
 from tbwriter.events import EventFileError
 from tbwriter.reader import event_files
 
-emulator = pytest.importorskip("gcp_storage_emulator.server", reason="gcp-storage-emulator is in the dev extra")
+emulator = requires("gcp_storage_emulator.server", "test", "a GCS emulator on loopback")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ANON = {"token": "anon"}  # the emulator takes no credentials; never ask Google's metadata server
