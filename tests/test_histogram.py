@@ -8,6 +8,7 @@ bench/histogram_vs_tf.py confirmed against tensorflow 2.21 (byte-identical proto
 """
 
 import bisect
+import functools
 import math
 import struct
 import sys
@@ -264,10 +265,9 @@ def test_property_catches_float32_edges_not_rounded_up(monkeypatch):
         assert_caught(test_property_float32)
 
 
-def test_property_catches_sums_in_float32(monkeypatch):
-    """The small path summing in the values' own float32 instead of double fails the property."""
-    small = H._small
-    monkeypatch.setattr(H, "_small", lambda flat, tag: small(flat.astype(np.float32).astype(flat.dtype), tag))
+def test_property_catches_values_at_an_edge_in_the_bucket_below(monkeypatch):
+    """The small path's bucket search taking lower_bound instead of TF's upper_bound fails the property."""
+    monkeypatch.setattr(H, "_bucket_of", functools.partial(bisect.bisect_left, H.EDGES))
     assert_caught(test_property_float64)
 
 
