@@ -12,10 +12,11 @@ from typing import NamedTuple
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from npnn import ops as _ops
 from npnn import parallel
 from npnn import random as _random
 from npnn.ops import log_softmax, relu, sigmoid, softmax, tanh  # re-exported, as torch's F does
-from npnn.tensor import Tensor, _binary, _const, _nary, _unary
+from npnn.tensor import Tensor, _binary, _const, _nary, _result, _unary
 
 __all__ = [
     "linear",
@@ -312,7 +313,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0) -> Tensor:
     gradient, then the input gradient is scattered back in a loop over the kh*kw kernel
     offsets (never over pixels, never np.add.at); stride-1 "same" convolutions take
     _conv2d_same_input_grad's flat shifts. The copies (im2col, layout swaps, the scatter) are
-    split over npnn's two threads (npnn.parallel).
+    split over npnn's two threads (npnn.parallel). The one-product path returns its [o, n, ho, wo]
+    product seen as NCHW (a transposed view, no copy), and its VJP reads a gradient in that
+    layout (max_pool2d's VJP writes one) without a copy.
     """
     x = _tensor(x, "x")
     X, W = x.data, weight.data
@@ -368,7 +371,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0) -> Tensor:
     if few:  # image i's columns cols[:, i] are a strided matrix that BLAS reads in place
         out = _per_image(wb, cols.transpose(1, 0, 2)).reshape(n, o, ho, wo)  # NCHW already
     else:
-        out = _swap01((wb @ cols.reshape(kb, n * ho * wo)).reshape(o, n, ho, wo))
+        # channel-major [o, n, ho, wo] memory seen as NCHW: no copy, and the VJP's g_o below
+        # comes back in this layout from max_pool2d's VJP and elementwise VJPs.
+        out = (wb @ cols.reshape(kb, n * ho * wo)).reshape(o, n, ho, wo).swapaxes(0, 1)
     parents = (x, weight) if bias is None else (x, weight, bias)
     return _nary(out, parents, _conv2d_vjp, "Conv2D", None, _Conv2dCtx(cols, wmat, (sh, sw), (ph, pw)))
 
@@ -394,6 +399,12 @@ def _swap01(a: np.ndarray) -> np.ndarray:
     return out
 
 
+def _channel_major(a: np.ndarray) -> np.ndarray:
+    """a [n, c, ...] as a contiguous [c, n, ...] array: a view if a is one seen as NCHW, else _swap01's copy."""
+    t = a.swapaxes(0, 1)
+    return t if t.flags.c_contiguous else _swap01(a)
+
+
 class _Conv2dCtx(NamedTuple):
     cols: np.ndarray  # the im2col matrix [c*kh*kw (+1 row of ones with a bias), n, ho*wo]
     wmat: np.ndarray  # the weight as [o, c*kh*kw]
@@ -411,7 +422,7 @@ def _conv2d_vjp(g, node):
     ho, wo = g.shape[2:]
     kb, k = cols.shape[0], wmat.shape[1]
     few = kb <= _FEW_ROWS
-    g_o = None if few else _swap01(g).reshape(o, n * ho * wo)
+    g_o = None if few else _channel_major(g).reshape(o, n * ho * wo)
     gwb = None  # [o, kb]: the weight gradient, then the bias gradient in column k
     if (weight.requires_grad or kb > k and bias.requires_grad) and few:
         g3 = g.reshape(n, o, ho * wo).transpose(0, 2, 1)  # one small product per image
@@ -421,7 +432,7 @@ def _conv2d_vjp(g, node):
     gw = gwb[:, :k].reshape(W.shape) if weight.requires_grad else None
     gx = None
     if x.requires_grad and g_o is None:
-        g_o = _swap01(g).reshape(o, n * ho * wo)
+        g_o = _channel_major(g).reshape(o, n * ho * wo)
     if x.requires_grad and (sh, sw) == (1, 1) and (ho, wo) == (h, w):
         gx = _conv2d_same_input_grad(W, g_o, n, h, w, ph, pw)
     elif x.requires_grad:
@@ -475,7 +486,7 @@ def _conv2d_same_input_grad(W: np.ndarray, g_o: np.ndarray, n: int, h: int, w: i
     # Zeroing first, everywhere: an add reads its source across the other thread's channels.
     parallel.rows(zero_outside, c, gcols.size)
     parallel.rows(add_shifted, c, gcols.size)
-    return _swap01(gx)
+    return gx.swapaxes(0, 1)  # NCHW seen over channel-major memory, as conv2d's output
 
 
 _POOL_CHUNK = 1 << 18  # elements of input per batch chunk in _max_pool_2x2 (1 MB of float32)
@@ -484,63 +495,73 @@ _POOL_CHUNK = 1 << 18  # elements of input per batch chunk in _max_pool_2x2 (1 M
 def _max_pool_2x2(x: Tensor, ho: int, wo: int) -> Tensor:
     """2x2, stride-2 max pooling; the first maximum of a window in row order gets its gradient.
 
-    A window's max is the larger of its top and bottom rows' maxima; the forward keeps one
-    byte per window, whether the top row won (ties go to the top). The backward routes g to
-    the winning row with it, then to the winning column with a recomputed left >= right.
-    Both run over batch chunks of ~1 MB so the temporaries stay in cache (docs/performance.md),
-    the batch's two halves on two threads (npnn.parallel).
+    Of an npnn.ops.LazyRelu, relu(c) with c its input, it pools c and applies ReLU to the
+    quarter of the values it keeps, one node whose parent is c (traced as written: Relu, then
+    MaxPool): relu is monotone, so the values are relu's then pool's, and so is each window's
+    gradient (the first of the tied maxima if positive, none if not), except for a NaN in c.
+    The forward keeps four bytes per window, which of its four inputs gets the gradient (none
+    where ReLU cut it), so the backward is four products of g into strided slices, no pass
+    over the input. The forward runs over batch chunks of ~1 MB so the temporaries stay in
+    cache (docs/performance.md), both directions split over two threads (npnn.parallel).
     (A non-finite g turns into NaN beside the winner: g * 0.)
     """
-    X = x.data
+    src = x._ctx if type(x) is _ops.LazyRelu else x  # relu's input: pool first, then ReLU
+    X = src.data
     n, c = X.shape[:2]
     he, we = 2 * ho, 2 * wo
     step = max(1, _POOL_CHUNK // max(1, c * he * we))
     out = np.empty((n, c, ho, wo), X.dtype)
-    top = np.empty((n, c, ho, wo), bool)
+    routes = np.empty((4, n, c, ho, wo), bool)  # window offsets (0,0), (0,1), (1,0), (1,1)
 
     def images(first: int, stop: int) -> None:
         upper, lower = np.empty((2, min(step, stop - first), c, ho, wo), X.dtype)
+        top, bottom = np.empty((2, *upper.shape), bool)
         for s in range(first, stop, step):
             e = min(s + step, stop)
-            xs = X[s:e, :, :he, :we]
             k = e - s
+            xs = X[s:e, :, :he, :we]
+            r00, r01, r10, r11 = routes[:, s:e]
+            o, t, b = out[s:e], top[:k], bottom[:k]
             np.maximum(xs[:, :, 0::2, 0::2], xs[:, :, 0::2, 1::2], out=upper[:k])
+            np.greater_equal(xs[:, :, 0::2, 0::2], xs[:, :, 0::2, 1::2], out=r00)  # left wins, top row
             np.maximum(xs[:, :, 1::2, 0::2], xs[:, :, 1::2, 1::2], out=lower[:k])
-            np.maximum(upper[:k], lower[:k], out=out[s:e])
-            np.greater_equal(upper[:k], lower[:k], out=top[s:e])
+            np.greater_equal(xs[:, :, 1::2, 0::2], xs[:, :, 1::2, 1::2], out=r10)
+            np.maximum(upper[:k], lower[:k], out=o)
+            np.greater_equal(upper[:k], lower[:k], out=t)  # ties go to the top row
+            if src is x:
+                np.logical_not(t, out=b)
+            else:  # ReLU: no gradient where the max is <= 0 (NaN passes, as in relu's VJP)
+                np.less_equal(o, 0, out=b)
+                np.maximum(o, _ops._ZERO, out=o)
+                np.greater(t, b, out=t)  # top row won and kept
+                np.logical_or(t, b, out=b)
+                np.logical_not(b, out=b)  # bottom row won and kept
+            np.greater(t, r00, out=r01)
+            np.logical_and(t, r00, out=r00)
+            np.greater(b, r10, out=r11)
+            np.logical_and(b, r10, out=r10)
 
     parallel.rows(images, n, X.size)
-    return _unary(out, x, _max_pool_2x2_vjp, "MaxPool", None, _MaxPool2x2Ctx(top, step))
+    return _result(out, (src,), x.requires_grad, _max_pool_2x2_vjp, "MaxPool", (x,), _MaxPool2x2Ctx(routes))
 
 
 class _MaxPool2x2Ctx(NamedTuple):
-    top: np.ndarray  # bool [n, c, ho, wo]: the window's top row won
-    step: int  # images per batch chunk
+    routes: np.ndarray  # bool [4, n, c, ho, wo]: window offset (i, j) = 2 i + j gets the gradient
 
 
 def _max_pool_2x2_vjp(g, node):
     X = node._parents[0].data
-    top, step = node._ctx
-    n, c, ho, wo = top.shape
-    he, we = 2 * ho, 2 * wo
+    routes = node._ctx.routes
+    he, we = 2 * routes.shape[3], 2 * routes.shape[4]
+    # In X's memory layout (conv2d's output is channel-major), which its VJP reads without a copy.
     gx = np.empty_like(X) if X.shape[2:] == (he, we) else np.zeros_like(X)
 
     def images(first: int, stop: int) -> None:
-        grow = np.empty((min(step, stop - first), c, he, wo), X.dtype)
-        left = np.empty(grow.shape, bool)
-        for s in range(first, stop, step):
-            e = min(s + step, stop)
-            xs, gs = X[s:e, :, :he, :we], g[s:e]
-            k = e - s
-            g4 = grow[:k].reshape(k, c, ho, 2, wo)
-            np.multiply(gs, top[s:e], out=g4[:, :, :, 0])
-            np.subtract(gs, g4[:, :, :, 0], out=g4[:, :, :, 1])
-            np.greater_equal(xs[..., 0::2], xs[..., 1::2], out=left[:k])
-            gxs = gx[s:e, :, :he, :we]
-            np.multiply(grow[:k], left[:k], out=gxs[..., 0::2])
-            np.subtract(grow[:k], gxs[..., 0::2], out=gxs[..., 1::2])
+        gs, gxs = g[first:stop], gx[first:stop]
+        for r, (i, j) in zip(routes[:, first:stop], ((0, 0), (0, 1), (1, 0), (1, 1))):
+            np.multiply(gs, r, out=gxs[:, :, i:he:2, j:we:2])
 
-    parallel.rows(images, n, X.size)
+    parallel.rows(images, len(X), X.size)
     return (gx,)
 
 
@@ -551,7 +572,7 @@ def max_pool2d(x, kernel_size, stride=None) -> Tensor:
     Each window's gradient goes to one maximum (the first in row order), as in PyTorch.
     """
     x = _tensor(x, "x")
-    X = x.data
+    X = (x._ctx if type(x) is _ops.LazyRelu else x).data  # its shape; a LazyRelu's values stay unread
     if X.ndim != 4:
         raise ValueError(f"max_pool2d: expected input [N, C, H, W], got shape {X.shape}")
     kh, kw = _pair(kernel_size)
@@ -562,6 +583,7 @@ def max_pool2d(x, kernel_size, stride=None) -> Tensor:
         raise ValueError(f"max_pool2d: kernel {(kh, kw)} is larger than the input {(h, w)}")
     if (kh, kw, sh, sw) == (2, 2, 2, 2):
         return _max_pool_2x2(x, ho, wo)
+    X = x.data
     win = sliding_window_view(X, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
     flat = win.reshape(n, c, ho, wo, kh * kw)
     arg = flat.argmax(axis=-1)

@@ -16,6 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 from npnn import parallel
+from npnn import tensor as _t
 from npnn.tensor import Tensor, _add_reduce, _binary, _const, _nary, _result, _unary, unbroadcast
 
 __all__ = [
@@ -448,14 +449,52 @@ def _relu_vjp(g, node):
     return (out,)
 
 
-def relu(x: Tensor) -> Tensor:
-    """max(x, 0)."""
-    X = x.data
+def _relu_forward(X: np.ndarray) -> np.ndarray:
+    """max(X, 0) as a new array; large batches in two halves on two threads (npnn.parallel)."""
     if X.ndim == 0 or not parallel.worth(len(X), X.size):
-        return _unary(_array(np.maximum(X, _ZERO)), x, _relu_vjp, "Relu")
+        return _array(np.maximum(X, _ZERO))
     out = np.empty(X.shape, np.result_type(X, _ZERO))
     parallel.rows(lambda first, stop: np.maximum(X[first:stop], _ZERO, out=out[first:stop]), len(X), X.size)
-    return _unary(out, x, _relu_vjp, "Relu")
+    return out
+
+
+_DATA = Tensor.data  # the slot behind Tensor.data, which LazyRelu wraps in a property
+_PENDING = np.empty(0, np.float32)  # a LazyRelu's data until its first read
+
+
+class LazyRelu(Tensor):
+    """relu(x) of a 4-D op output whose values are computed on the first read of .data.
+
+    npnn.functional.max_pool2d of one reads x (kept in _ctx) instead, takes the max there and
+    applies ReLU to a quarter of the values: relu is monotone, so the values are the same and
+    so are the gradients (docs/npnn.md). Anything else that reads .data gets relu(x) then, the
+    same bits as the eager op. Only op outputs are deferred: npnn never writes into those.
+    """
+
+    __slots__ = ()
+
+    @property
+    def data(self) -> np.ndarray:
+        d = _DATA.__get__(self, Tensor)
+        if d is _PENDING:
+            d = _relu_forward(self._ctx.data)
+            _DATA.__set__(self, d)
+        return d
+
+    @data.setter
+    def data(self, value) -> None:
+        _DATA.__set__(self, value)
+
+
+def relu(x: Tensor) -> Tensor:
+    """max(x, 0); of a 4-D float op output, computed when first read (LazyRelu)."""
+    X = x.data
+    if X.ndim == 4 and x._backward is not None and X.dtype.kind == "f" and X.itemsize >= 4 and _t._tracer is None:
+        t = _unary(_PENDING, x, _relu_vjp, "Relu")
+        t.__class__ = LazyRelu
+        t._ctx = x  # _relu_vjp reads only t.data
+        return t
+    return _unary(_relu_forward(X), x, _relu_vjp, "Relu")
 
 
 def softmax(x: Tensor, axis: int = -1) -> Tensor:

@@ -6,6 +6,9 @@ import pytest
 
 import npnn
 import npnn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis_settings import assert_caught, examples
 from npnn import Parameter, Tensor
 from test_ops_gradcheck import gradcheck, rand
 
@@ -254,6 +257,7 @@ def conv2d_loops_backward(x, w, g, stride, padding):
         ((2, 3, 6, 6), (4, 3, 3, 3), 1, 1),
         ((2, 3, 4, 6), (2, 3, 3, 5), 1, (1, 2)),
         ((3, 2, 1, 1), (2, 2, 3, 3), 1, 1),
+        ((3, 4, 1, 2), (2, 4, 3, 3), 1, 1),  # many rows: _same_im2col, offsets in the padding
         ((2, 2, 2, 3), (3, 2, 5, 7), 1, (2, 3)),
     ],
 )
@@ -387,6 +391,79 @@ def test_max_pool2d_float32_and_errors():
     assert x.grad.dtype == np.float32 and x.grad.sum() == 2 * 3 * 4
     with pytest.raises(ValueError, match=r"\[N, C, H, W\].*\(4, 4\)"):
         F.max_pool2d(Tensor(np.zeros((4, 4))), 2)
+
+
+# -- max_pool2d(relu(c)): pooled first, ReLU on the quarter kept (npnn.ops.LazyRelu) ----------
+
+
+def _pool_of_relu(c: np.ndarray, g: np.ndarray, fused: bool):
+    """max_pool2d(relu(.)) of c and the gradient reaching c: through an op output (fused, relu
+    deferred) or through a leaf (relu computed, then pooled: the ops as written)."""
+    x = Tensor(c, requires_grad=True)
+    src = x * 1.0 if fused else x  # an op output's relu is deferred; a leaf's is not
+    r = npnn.relu(src)
+    assert isinstance(r, npnn.ops.LazyRelu) == fused
+    out = F.max_pool2d(r, 2)
+    out.backward(g)
+    return out.data, x.grad
+
+
+@settings(max_examples=examples(60), deadline=None)
+@given(
+    shape=st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(2, 7), st.integers(2, 7)),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+    threads=st.sampled_from([1, 2]),
+)
+def test_property_pool_of_relu_fused_matches_the_ops_as_written(shape, dtype, seed, threads):
+    """Small integers: ties and values <= 0 in most windows; odd sizes leave a row/column out."""
+    rng = np.random.default_rng(seed)
+    c = rng.integers(-2, 3, shape).astype(dtype)
+    g = rng.standard_normal((shape[0], shape[1], shape[2] // 2, shape[3] // 2)).astype(dtype)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(npnn.parallel, "NUM_THREADS", threads)
+        mp.setattr(npnn.parallel, "MIN_SPLIT", 1)
+        out, gc = _pool_of_relu(c, g, fused=True)
+    ref, gref = _pool_of_relu(c, g, fused=False)
+    assert out.dtype == ref.dtype and gc.dtype == gref.dtype
+    np.testing.assert_array_equal(out, ref)
+    np.testing.assert_array_equal(gc, gref)  # the same winner in every window (+-0 compare equal)
+
+
+def test_property_pool_of_relu_catches_a_relu_mask_left_out(monkeypatch):
+    """Without ReLU's cut (np.less_equal never true: no gradient is cut, fused or not) it fails:
+    in a window of values <= 0 the fused kernel's winner, found among the values before ReLU,
+    is not the first of ReLU's zeros, which the cut hides."""
+    monkeypatch.setattr(np, "less_equal", lambda a, b, out=None: np.greater(a, np.inf, out=out))
+    assert_caught(test_property_pool_of_relu_fused_matches_the_ops_as_written)
+
+
+def test_lazy_relu_read_later_or_used_twice_is_the_eager_relu():
+    rng = np.random.default_rng(5)
+    x = Tensor(rng.standard_normal((4, 3, 6, 6)).astype(np.float32), requires_grad=True)
+    c = x * 1.0
+    r = npnn.relu(c)
+    pooled = F.max_pool2d(r, 2)
+    assert r.shape == c.shape and r.dtype == c.dtype  # without computing it
+    (pooled.sum() + (r * 2.0).sum()).backward()  # a second consumer runs relu's own VJP
+    want = np.maximum(c.data, np.float32(0))
+    assert r.data.tobytes() == want.tobytes()
+    y = Tensor(c.data.copy(), requires_grad=True)
+    ry = npnn.relu(y)
+    (F.max_pool2d(ry, 2).sum() + (ry * 2.0).sum()).backward()
+    np.testing.assert_array_equal(x.grad, y.grad)
+    with npnn.no_grad():  # off the tape: computed at once, as before
+        assert type(npnn.relu(Tensor(c.data))) is Tensor
+
+
+def test_pool_of_relu_traces_as_written():
+    w = Parameter(np.ones((2, 1, 3, 3), np.float32))
+
+    def f(a):
+        return F.max_pool2d(npnn.relu(F.conv2d(a, w, padding=1)), 2)
+
+    g = npnn.trace(f, Tensor(np.ones((1, 1, 4, 4), np.float32)))
+    assert g["MaxPool"].inputs == ["Relu"] and g["Relu"].inputs == ["Conv2D"]
 
 
 def test_small_cnn_step_matches_numpy():
