@@ -37,7 +37,7 @@ from tbwriter.wire import frame
 _OPEN_FLAGS = (
     os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 )
-_uid = itertools.count(1)  # distinguishes writers of one process created in the same second
+_uid = itertools.count(1)  # writers of one process in the same second, zero-padded so names sort in creation order
 _live_states = weakref.WeakSet()  # every open file's state, so a fork can disable them in the child
 
 
@@ -53,7 +53,7 @@ def _create_file(logdir: str, filename_suffix: str):
     """Create a new event file that no other writer or process has; return (path, fd)."""
     host = socket.gethostname()
     while True:
-        name = "events.out.tfevents.%010d.%s.%s.%s%s" % (time.time(), host, os.getpid(), next(_uid), filename_suffix)
+        name = "events.out.tfevents.%010d.%s.%s.%06d%s" % (time.time(), host, os.getpid(), next(_uid), filename_suffix)
         path = os.path.join(logdir, name)
         try:
             fd = os.open(path, _OPEN_FLAGS, 0o666)

@@ -182,7 +182,7 @@ class ObjectState:
                 self.fs.makedirs(self.root, exist_ok=True)
             except Exception as e:
                 raise _store_error(e, "tbwriter could not create the log directory", self.url, self.hidden) from None
-        self.prefix = "events.out.tfevents.%010d.%s.%s.%s-%s." % (
+        self.prefix = "events.out.tfevents.%010d.%s.%s.%06d-%s." % (
             time.time(),
             socket.gethostname(),
             os.getpid(),

@@ -112,6 +112,18 @@ def test_file_name_and_first_record(tmp_path):
     assert evs[1].summary.value[0].tag == "x"
 
 
+def test_file_names_sort_in_creation_order(tmp_path):
+    """TensorBoard reads a run's files in name order: writer 10 of a second must sort after writer 9."""
+    made = []
+    for i in range(12):
+        with tbwriter.SummaryWriter(tmp_path) as w:
+            w.add_scalar("x", float(i), i)
+        made += [p for p in event_files(tmp_path) if p not in made]
+    assert sorted(made) == made and len(made) == 12
+    # read as one series in name order: a file out of place would be a step going back, purged
+    assert [e.step for e in accumulator(tmp_path).Scalars("x")] == list(range(12))
+
+
 def test_many_writers_in_one_second_get_distinct_files(tmp_path):
     writers = [tbwriter.FileWriter(tmp_path) for _ in range(30)]
     for i, w in enumerate(writers):
