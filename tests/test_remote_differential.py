@@ -7,7 +7,6 @@ record, so it is not given to the local writer either). A writer that drops a qu
 when it retries an upload is caught by the same property. Examples: NPNN_HYPOTHESIS_EXAMPLES.
 """
 
-import os
 import tempfile
 import uuid
 
@@ -18,13 +17,15 @@ from fsspec.implementations.memory import MemoryFileSystem
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from hypothesis_settings import examples
+
 import tbwriter
 from tbwriter import remote
 from tbwriter.events import EventFileError
 from tbwriter.proto import event_pb2
 from tbwriter.reader import event_files, read_records
 
-EXAMPLES = int(os.environ.get("NPNN_HYPOTHESIS_EXAMPLES", "25"))
+EXAMPLES = examples(25)
 
 
 class FaultyFileSystem(MemoryFileSystem):

@@ -20,13 +20,15 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
+from hypothesis_settings import examples
+
 import tbwriter
 from tbwriter import reader, scalars
 from tbwriter.proto import event_pb2, summary_pb2, types_pb2
 from test_reader import frame
 from test_scalars import assert_same, reference, shown
 
-EXAMPLES = int(os.environ.get("NPNN_HYPOTHESIS_EXAMPLES", "25"))
+EXAMPLES = examples(25)
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 # Short tags from a small alphabet collide often in their first bytes (what tag grouping must
