@@ -432,7 +432,7 @@ def test_async_encode_false_starts_no_thread(tmp_path):
 
 
 def test_close_interrupted_at_every_os_call_with_encoded_values_then_retried(tmp_path):
-    from test_interrupted_close import InterruptingOs
+    from test_interrupted_close import InterruptingOs, interrupted
 
     from tbwriter import events as events_mod
 
@@ -457,12 +457,7 @@ def test_close_interrupted_at_every_os_call_with_encoded_values_then_retried(tmp
             logdir = tmp_path / f"{at}_{after}"
             w = writer(logdir)
             w._encoder.wait()  # filled: close's os calls are the only ones
-            events_mod.os = InterruptingOs(at, after)
-            try:
-                with pytest.raises(KeyboardInterrupt):
-                    w.close()
-            finally:
-                events_mod.os = os
+            interrupted(w.close, InterruptingOs(at, after))
             w.close()
             (path,) = event_files(logdir)
             got = [(e.summary.value[0].tag, e.step) for e in read_events(path)[1:]]

@@ -49,6 +49,16 @@ class InterruptingOs(types.SimpleNamespace):
         return getattr(os, name)
 
 
+def interrupted(call, fake) -> None:
+    """call() with events' os replaced by fake, which must interrupt it with KeyboardInterrupt."""
+    events_mod.os = fake
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            call()
+    finally:
+        events_mod.os = os
+
+
 def buffered_writer(logdir) -> tbwriter.FileWriter:
     """A writer holding N_RECORDS scalars (steps 0..) in memory, none written yet."""
     w = tbwriter.FileWriter(logdir, max_queue=10**6, flush_secs=10**6)
@@ -77,12 +87,7 @@ def test_close_interrupted_at_every_step_then_retried(tmp_path):
         logdir = tmp_path / f"{at}_{after}"
         w = buffered_writer(logdir)
         fake = InterruptingOs(at, after)
-        events_mod.os = fake
-        try:
-            with pytest.raises(KeyboardInterrupt):
-                w.close()
-        finally:
-            events_mod.os = os
+        interrupted(w.close, fake)
         assert w.event_writer._finalizer.alive, (at, after)  # an unfinished close is still owed
         decoy_path = tmp_path / f"decoy_{at}_{after}"
         decoy = os.open(decoy_path, os.O_WRONLY | os.O_CREAT)  # takes a released fd number
@@ -100,12 +105,7 @@ def test_close_interrupted_at_every_step_then_retried(tmp_path):
 
 def test_an_interrupted_close_is_finished_by_the_finalizer(tmp_path):
     w = buffered_writer(tmp_path)
-    events_mod.os = InterruptingOs(0)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            w.close()
-    finally:
-        events_mod.os = os
+    interrupted(w.close, InterruptingOs(0))
     w.event_writer._finalizer()  # what garbage collection or interpreter exit runs
     (path,) = event_files(tmp_path)
     assert check_scalar_file(path, "x", float) == N_RECORDS
@@ -117,12 +117,7 @@ def test_an_interrupted_summarywriter_close_closes_every_file_on_retry(tmp_path)
         w.add_scalars("pair", {"a": i, "b": 2 * i}, i)  # two sub-run files
         w.add_scalar("x", float(i), i)
     files = list(w.all_writers.values())  # kept alive: no finalizer may finish what close() left
-    events_mod.os = InterruptingOs(0)  # the first file's first write
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            w.close()
-    finally:
-        events_mod.os = os
+    interrupted(w.close, InterruptingOs(0))  # the first file's first write
     w.close()
     assert all(fw.event_writer.closed for fw in files)
     for run, scale in (("pair_a", 1), ("pair_b", 2)):
@@ -134,12 +129,7 @@ def test_an_interrupted_summarywriter_close_closes_every_file_on_retry(tmp_path)
 @pytest.mark.parametrize("after", [False, True])
 def test_an_interrupted_flush_loses_nothing(tmp_path, after):
     w = buffered_writer(tmp_path)
-    events_mod.os = InterruptingOs(0, after)  # after: the write happened, its result was lost
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            w.flush()
-    finally:
-        events_mod.os = os
+    interrupted(w.flush, InterruptingOs(0, after))  # after: the write happened, its result was lost
     w.add_scalar_value("x", float(N_RECORDS), N_RECORDS)
     w.close()
     (path,) = event_files(tmp_path)
